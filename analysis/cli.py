@@ -1,0 +1,186 @@
+"""``python -m analysis <dynamics|ablation|duet|table|reflection|all> --runs DIR... --out DIR``.
+
+Problems with the runs given end the command with one ``error: ...`` line on stderr and exit
+status 2; skipped lines and runs are reported as ``warning: ...`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots, reflection, report, tables
+from .errors import AnalysisError, AnalysisWarning, NoRunsError
+from .loading import CONFIG_KEYS, RunSet, discover, metrics_frame
+from .samples import samples_frame
+from .style import Output
+
+COMMANDS = ["dynamics", "ablation", "duet", "table", "reflection", "all"]
+
+
+def _filter(text: str) -> tuple[str, list[str]]:
+    key, sep, values = text.partition("=")
+    if not sep or key not in CONFIG_KEYS or not values:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=V1[,V2...] with KEY in {', '.join(CONFIG_KEYS)}: {text!r}"
+        )
+    return key, values.split(",")
+
+
+def _keywords(text: str) -> list[str]:
+    words = [k.strip() for k in text.split(",") if k.strip()]
+    if not words:
+        raise argparse.ArgumentTypeError("expected at least one keyword, e.g. 'wait,recheck'")
+    return words
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m analysis``."""
+    p = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Rebuild the paper's figures and tables from logged r1zero runs.",
+    )
+    p.add_argument(
+        "command", choices=COMMANDS, help="what to make; 'all' makes everything possible + index.md"
+    )
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="PATH",
+        help="run dirs, multirun dirs or wandb_export.{csv,json,jsonl} (searched recursively)",
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--pick",
+        choices=["final", "best"],
+        default="final",
+        help="table: each run's last eval step, or its step with the best eval average",
+    )
+    p.add_argument(
+        "--paper-rows",
+        choices=["all", "oat", "none"],
+        default="all",
+        help="table: which rows of the paper's Table 4 to add for reference",
+    )
+    p.add_argument(
+        "--smooth",
+        type=int,
+        default=1,
+        metavar="N",
+        help="dynamics/ablation: trailing mean over N steps of the training metrics",
+    )
+    p.add_argument(
+        "--filter",
+        type=_filter,
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help=f"keep runs whose KEY ({', '.join(CONFIG_KEYS)}) is one of the values; repeatable",
+    )
+    p.add_argument(
+        "--keywords",
+        type=_keywords,
+        default=list(reflection.DEFAULT_KEYWORDS),
+        metavar="K1,K2",
+        help="reflection: comma-separated self-reflection keywords (default: paper's pool + wait, ...)",
+    )
+    return p
+
+
+class _Job:
+    """Lazily loaded inputs shared by the commands of one invocation."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.filters: dict[str, list[str]] = {}
+        for key, values in args.filter:  # repeating a key widens the selection
+            self.filters.setdefault(key, []).extend(values)
+        self.runset: RunSet = discover(args.runs)
+        self._metrics: pd.DataFrame | AnalysisError | None = None
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        # Loading (and its warnings) happens once, even when it fails and 'all' asks again.
+        if self._metrics is None:
+            try:
+                self._metrics = metrics_frame(self.runset, self.filters)
+            except AnalysisError as e:
+                self._metrics = e
+        if isinstance(self._metrics, AnalysisError):
+            raise self._metrics
+        return self._metrics
+
+    def make(self, command: str) -> Output:
+        a, out = self.args, self.args.out
+        if command == "dynamics":
+            return plots.dynamics(self.metrics, out, a.smooth)
+        if command == "ablation":
+            return plots.ablation(self.metrics, out, a.smooth)
+        if command == "duet":
+            return plots.duet(self.metrics, out)
+        if command == "table":
+            return tables.table(self.metrics, out, a.pick, a.paper_rows)
+        if command == "reflection":
+            samples = samples_frame(self.runset, self.filters, detect=reflection.detector(a.keywords))
+            return reflection.reflection(samples, out, a.keywords)
+        raise ValueError(command)
+
+
+def _make_all(job: _Job) -> list[Output]:
+    outputs, skipped = [], []
+    for command in COMMANDS[:-1]:
+        try:
+            outputs.append(job.make(command))
+        except AnalysisError as e:
+            skipped.append((command, str(e)))
+            print(f"note: skipped {command}: {e}", file=sys.stderr)
+    try:
+        df = job.metrics
+    except NoRunsError:
+        df = None
+    index = report.write_index(job.args.out, job.runset, df, outputs, skipped)
+    if not outputs:
+        raise AnalysisError(f"all: nothing could be made from the runs (see {index})")
+    outputs.append(Output("index", "index", {"md": index}))
+    return outputs
+
+
+def _one_line_warnings(default: Callable) -> Callable:
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, AnalysisWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 for bad input, as argparse does)."""
+    args = build_parser().parse_args(argv)
+    if args.smooth < 1:
+        print("error: --smooth must be >= 1", file=sys.stderr)
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AnalysisWarning)
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        try:
+            job = _Job(args)
+            outputs = _make_all(job) if args.command == "all" else [job.make(args.command)]
+        except AnalysisError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:  # e.g. --out is a file or not writable
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    for o in outputs:
+        for path in o.paths.values():
+            print(path)
+    return 0

@@ -1,0 +1,38 @@
+"""Where the Hydra config tree lives, and the OmegaConf resolvers it uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+_PKG = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key and the valid choices."""
+
+
+def config_dir() -> Path:
+    """The ``conf/`` tree: inside the package for a wheel install, else the repository's ``conf/``."""
+    packaged = _PKG / "conf"
+    if packaged.is_dir():
+        return packaged
+    repo = _PKG.parents[1] / "conf"
+    if repo.is_dir():
+        return repo
+    raise FileNotFoundError(f"r1zero config tree not found (looked in {packaged} and {repo})")
+
+
+def project_root() -> Path:
+    """The directory holding ``conf/`` (the repository root in a source checkout)."""
+    return config_dir().parent
+
+
+def register_resolvers() -> None:
+    """``${r1zero_root:}`` → :func:`project_root`, so data paths can be relative to the checkout."""
+    if not OmegaConf.has_resolver("r1zero_root"):
+        OmegaConf.register_new_resolver("r1zero_root", lambda: str(project_root()))
+
+
+register_resolvers()

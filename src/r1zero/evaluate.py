@@ -1,0 +1,231 @@
+"""The paper's benchmark suite: ``python -m r1zero.evaluate model=<m> template=<t>``, and during training.
+
+AIME 2024, AMC, MATH500, Minerva Math and OlympiadBench (Liu et al. 2025 Table 4): greedy decoding by
+default, per-benchmark accuracy and the unweighted average over benchmarks, graded by the same
+:class:`~r1zero.reward.MathGrader` training uses. With ``eval.samples_per_question=k`` and a temperature the
+unbiased pass@k estimator (Chen et al. 2021) is reported next to mean accuracy (paper Fig. 3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import config as _config
+from .config import ConfigError
+from .data import DataUnavailableError, Question, read_rows
+from .rollout import SamplingConfig
+from .templates import PromptTemplate
+
+log = logging.getLogger("r1zero.evaluate")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct: ``1 - C(n-c, k) / C(n, k)``.
+
+    Raises:
+        ValueError: ``k`` is not in ``1..n``.
+    """
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_k_values(n: int) -> list[int]:
+    """k = 1, 2, 4, ... up to n, and n itself."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n]
+
+
+def load_benchmarks(ev) -> dict[str, list[Question]]:
+    """The selected benchmarks of ``ev.path`` (a ``save_to_disk`` DatasetDict, hub id, or local dir).
+
+    Raises:
+        ConfigError: a requested benchmark is not in the suite (names the available ones).
+        DataUnavailableError: the suite cannot be read; a row lacks the question/answer field.
+    """
+    path = str(ev.path)
+    names = list(ev.benchmarks)
+    if not names:
+        raise ConfigError("eval.benchmarks is empty; choose from aime, amc, math, minerva, olympiad_bench")
+    out: dict[str, list[Question]] = {}
+    for name in names:
+        try:
+            rows = read_rows(path, split=name)
+        except DataUnavailableError as err:
+            if "split" in str(err):
+                raise ConfigError(f"eval.benchmarks: {err}") from None
+            raise
+        if ev.get("max_samples"):
+            rows = rows[: int(ev.max_samples)]
+        qs = []
+        for i, row in enumerate(rows):
+            for key in (ev.question_key, ev.answer_key):
+                if row.get(key) is None:
+                    raise DataUnavailableError(f"{path} [{name}] row {i}: missing field {key!r} "
+                                               f"(fields present: {sorted(row)})")
+            # References stay raw ('142.0', "['9.6\\n']"): the grader normalises every shape.
+            qs.append(Question(str(row[ev.question_key]), row[ev.answer_key]))
+        out[name] = qs
+    return out
+
+
+def _sampling(ev, template: PromptTemplate) -> SamplingConfig:
+    k = int(ev.get("samples_per_question", 1) or 1)
+    temperature = float(ev.get("temperature", 0.0) or 0.0)
+    if k > 1 and temperature <= 0:
+        raise ConfigError(f"eval.samples_per_question={k} needs eval.temperature > 0 (greedy samples are identical)")
+    return SamplingConfig(n=k, max_new_tokens=int(ev.max_new_tokens), temperature=temperature,
+                          top_p=float(ev.get("top_p", 1.0)), stop=template.stop)
+
+
+def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, grader, step: int | None = None,
+                   run_dir: Path | None = None, progress: bool = True) -> dict[str, float]:
+    """Run every selected benchmark; return ``eval/<bench>/...`` and ``eval/average/...`` metrics.
+
+    Writes ``eval_samples.jsonl`` (appended, one row per response) and ``eval.json`` (these numbers) into
+    ``run_dir`` when given. ``engine`` is a :class:`~r1zero.rollout.RolloutEngine`; ``grader`` a
+    :class:`~r1zero.reward.MathGrader`.
+    """
+    from tqdm.auto import tqdm
+
+    suite = load_benchmarks(ev)
+    sampling = _sampling(ev, template)
+    k = sampling.n
+    batch_size = max(1, int(ev.get("batch_size", 64)) // k)
+    metrics: dict[str, float] = {}
+    table: dict[str, dict[str, float]] = {}
+    samples_f = open(Path(run_dir) / "eval_samples.jsonl", "a", encoding="utf-8") if run_dir else None
+    t_start = time.perf_counter()
+    try:
+        for name, questions in suite.items():
+            correct_per_q: list[int] = []
+            lengths, formatted, truncated, rewards = [], [], [], []
+            bar = tqdm(total=len(questions), desc=f"eval {name}", unit="q", disable=not progress, leave=False)
+            for s in range(0, len(questions), batch_size):
+                chunk = questions[s : s + batch_size]
+                prompts = [template.apply(q.question) for q in chunk]
+                batch = engine.generate(prompts, sampling)
+                refs = [chunk[i].answer for i in batch.prompt_index.tolist()]
+                results = grader.grade(batch.responses, refs, template.name, truncated=batch.truncated.tolist())
+                lens = batch.response_lengths.tolist()
+                for j, r in enumerate(results):
+                    lengths.append(lens[j])
+                    formatted.append(r.formatted)
+                    truncated.append(r.truncated)
+                    rewards.append(r.reward)
+                    if samples_f is not None:
+                        q = chunk[int(batch.prompt_index[j])]
+                        samples_f.write(json.dumps({
+                            "step": step, "benchmark": name, "question": q.question, "response": batch.responses[j],
+                            "extracted": r.extracted, "reference": str(q.answer), "correct": bool(r.reward > 0.5),
+                            "response_length": lens[j], "truncated": bool(r.truncated),
+                        }) + "\n")
+                per_q = torch.tensor([r.reward for r in results]).view(-1, k)
+                correct_per_q.extend(int(c) for c in (per_q > 0.5).sum(1).tolist())
+                bar.update(len(chunk))
+            bar.close()
+            row = {
+                "accuracy": sum(rewards) / len(rewards),
+                "response_length": sum(lengths) / len(lengths),
+                "formatted_frac": sum(formatted) / len(formatted),
+                "truncated_frac": sum(truncated) / len(truncated),
+                "num_questions": float(len(questions)),
+            }
+            if k > 1:
+                for kk in pass_k_values(k):
+                    row[f"pass@{kk}"] = sum(pass_at_k(k, c, kk) for c in correct_per_q) / len(correct_per_q)
+            table[name] = row
+            metrics.update({f"eval/{name}/{key}": v for key, v in row.items()})
+    finally:
+        if samples_f is not None:
+            samples_f.close()
+    # The paper's "Avg." is the unweighted mean over benchmarks, not over questions.
+    avg_keys = [key for key in next(iter(table.values())) if key != "num_questions"]
+    average = {key: sum(r[key] for r in table.values()) / len(table) for key in avg_keys}
+    table["average"] = average
+    metrics.update({f"eval/average/{key}": v for key, v in average.items()})
+    metrics["time/eval_s"] = time.perf_counter() - t_start
+    if run_dir is not None:
+        with open(Path(run_dir) / "eval.json", "w", encoding="utf-8") as f:
+            json.dump({"step": step, "samples_per_question": k, "benchmarks": table}, f, indent=2)
+    return metrics
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """A Markdown table (percentages) of ``eval/<bench>/...`` metrics: one row per benchmark + average."""
+    benches = []
+    for key in metrics:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "eval" and parts[1] not in benches:
+            benches.append(parts[1])
+    cols = ["accuracy"] + sorted({k.split("/")[2] for k in metrics if "/pass@" in k},
+                                 key=lambda c: int(c.split("@")[1]))
+    head = ["benchmark", *(f"{c} %" for c in cols), "formatted %", "truncated %", "length (tokens)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in benches:
+        g = lambda k: metrics.get(f"eval/{b}/{k}", float("nan"))  # noqa: E731
+        cells = [b, *(f"{100 * g(c):.1f}" for c in cols), f"{100 * g('formatted_frac'):.1f}",
+                 f"{100 * g('truncated_frac'):.1f}", f"{g('response_length'):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate ``cfg.model`` on ``cfg.eval``; prints the table and writes eval.json in the run dir."""
+    from .models import load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
+    from .reward import MathGrader
+    from .rollout import build_engine
+    from .train import set_seed
+
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    set_seed(int(cfg.seed))
+    device = resolve_device(str(cfg.device))
+    template = PromptTemplate.from_config(cfg.template)
+    _sampling(cfg.eval, template)  # validate before loading anything heavy
+    load_benchmarks(cfg.eval)
+    model, tokenizer = load_model_and_tokenizer(cfg.model, device, resolve_dtype(str(cfg.dtype), device))
+    model_dir = None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model)
+    engine = build_engine(cfg.rollout, model, tokenizer, model_dir=model_dir)
+    print(f"r1zero: run directory {run_dir.resolve()}", flush=True)
+    t0 = time.perf_counter()
+    with MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s)) as grader:
+        metrics = evaluate_suite(model, tokenizer, template, cfg.eval, engine=engine, grader=grader, run_dir=run_dir)
+    print(format_table(metrics))
+    print(f"r1zero: evaluated in {time.perf_counter() - t0:.1f} s; eval.json and eval_samples.jsonl in {run_dir.resolve()}")
+    return metrics
+
+
+def _hydra_main(cfg: DictConfig) -> None:
+    from .models import ModelUnavailableError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(cfg)
+    except (ModelUnavailableError, DataUnavailableError, ConfigError) as err:
+        print(f"r1zero: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=str(_config.config_dir()), config_name="evaluate")(_hydra_main)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The learner: recompute ``old_logprobs``, then clipped policy-gradient updates with exact normalisation.
+
+A rollout batch of N responses is split into optimizer steps of ``mini_batch_size`` responses and each of
+those into micro-batches of ``micro_batch_size``. Every micro-batch loss is normalised by the totals of its
+optimizer step (``num_responses``, ``num_tokens``), so the accumulated gradient is the same for any
+micro-batch size (Dr. GRPO §3.2: "every micro-batch / gradient-accumulation split gives the same gradient").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from .algos import policy_loss
+from .rollout.base import RolloutBatch
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) from (B, T, V) logits and (B, T) targets, one row at a time.
+
+    Row by row keeps the fp32 (T, V) softmax temporary to one response instead of the whole micro-batch
+    (V is ~150k for Qwen, so a full (B, T, V) fp32 copy dominates learner memory).
+    """
+    out = []
+    for row_logits, row_targets in zip(logits, targets):
+        row = row_logits.float()
+        out.append(row.gather(-1, row_targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1))
+    return torch.stack(out)
+
+
+def sequence_logprobs(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """(B, T) log-probabilities of the response tokens ``input_ids[:, prompt_len:]`` under ``model``.
+
+    Position ids follow the attention mask, so left-padded prompts see the same positions as in
+    generation. Logits are divided by the sampling ``temperature`` so the ratio compares the
+    distributions the tokens were actually drawn from.
+    """
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).logits
+    logits = logits[:, prompt_len - 1 : -1]
+    if temperature and temperature != 1.0:
+        logits = logits / temperature
+    return token_logprobs(logits, input_ids[:, prompt_len:])
+
+
+def _chunks(idx: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for s in range(0, idx.numel(), size):
+        yield idx[s : s + size]
+
+
+class Learner:
+    """AdamW + micro-batched PPO-clip updates of a causal LM.
+
+    Args:
+        model: the policy (trained in place).
+        train_cfg: the ``train`` config node (lr, betas, weight_decay, max_grad_norm, warmup_steps,
+            mini_batch_size, micro_batch_size, ppo_epochs).
+        algo_cfg: the ``algo`` config node (loss_agg, clip_eps, kl_coef).
+        max_new_tokens: Dr. GRPO's constant normaliser (the generation budget).
+        temperature: the rollout sampling temperature (logits are scaled by it).
+        ref_model: frozen initial policy, used only when ``algo.kl_coef > 0``.
+    """
+
+    def __init__(self, model, train_cfg, algo_cfg, *, max_new_tokens: int, temperature: float, ref_model=None):
+        self.model, self.ref_model = model, ref_model
+        self.cfg, self.algo = train_cfg, algo_cfg
+        self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=float(train_cfg.lr), betas=tuple(train_cfg.betas),
+            weight_decay=float(train_cfg.weight_decay), eps=1e-8,
+        )
+        warmup = int(train_cfg.get("warmup_steps", 0) or 0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    def _micro_inputs(self, batch: RolloutBatch, idx: torch.Tensor):
+        """Slice rows ``idx`` and trim columns that are padding in every one of them."""
+        device = next(self.model.parameters()).device
+        ids, att = batch.input_ids[idx], batch.attention_mask[idx]
+        resp_mask = batch.response_mask[idx]
+        P = batch.prompt_len
+        t_len = int(resp_mask.sum(-1).max().item()) if resp_mask.numel() else 0
+        t_len = max(t_len, 1)
+        first = int((att[:, :P].cumsum(-1) == 0).sum(-1).min().item())  # shortest left pad
+        ids = ids[:, first : P + t_len].to(device)
+        att = att[:, first : P + t_len].to(device)
+        return ids, att, P - first, resp_mask[:, :t_len].to(device), t_len
+
+    @torch.no_grad()
+    def compute_logprobs(self, model, batch: RolloutBatch) -> torch.Tensor:
+        """(N, T) response log-probabilities under ``model`` (zero on padding), micro-batch by micro-batch."""
+        was_training = model.training
+        model.eval()
+        out = torch.zeros_like(batch.response_mask)
+        try:
+            for idx in _chunks(torch.arange(len(batch)), int(self.cfg.micro_batch_size)):
+                ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
+                lp = sequence_logprobs(model, ids, att, p, self.temperature)
+                out[idx, :t_len] = (lp * mask).float().cpu()
+        finally:
+            model.train(was_training)
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    def update(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+        """One PPO phase on a rollout batch; returns ``train/...`` metrics.
+
+        Args:
+            batch: the rollout (N responses).
+            advantages: (N,) per-response advantages.
+        """
+        N = len(batch)
+        old_logprobs = self.compute_logprobs(self.model, batch)
+        ref_logprobs = None
+        kl_coef = float(self.algo.get("kl_coef", 0.0) or 0.0)
+        if kl_coef > 0:
+            if self.ref_model is None:
+                raise ValueError("algo.kl_coef > 0 needs a reference model")
+            ref_logprobs = self.compute_logprobs(self.ref_model, batch)
+
+        mini = int(self.cfg.mini_batch_size or N)
+        sums: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        losses, grad_norms = [], []
+        self.model.train()
+        for _ in range(int(self.cfg.ppo_epochs)):
+            for mb in _chunks(torch.arange(N), mini):
+                self.optimizer.zero_grad(set_to_none=True)
+                step_loss = self.accumulate_gradients(batch, mb, old_logprobs, advantages, ref_logprobs,
+                                                      sums=sums, weights=weights)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], float(self.cfg.max_grad_norm)
+                )
+                self.optimizer.step()
+                self.scheduler.step()
+                losses.append(step_loss)
+                grad_norms.append(float(grad_norm))
+        metrics = {f"train/{k}": sums[k] / max(weights[k], 1e-12) for k in sums}
+        metrics.update({
+            "train/loss": sum(losses) / len(losses),
+            "train/grad_norm": sum(grad_norms) / len(grad_norms),
+            "train/lr": self.scheduler.get_last_lr()[0],
+            "train/optimizer_steps": float(len(losses)),
+            "train/advantage_mean": float(advantages.mean()),
+            "train/advantage_abs_mean": float(advantages.abs().mean()),
+        })
+        return metrics
+
+    def accumulate_gradients(
+        self,
+        batch: RolloutBatch,
+        rows: torch.Tensor,
+        old_logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        ref_logprobs: torch.Tensor | None = None,
+        *,
+        micro_batch_size: int | None = None,
+        sums: dict | None = None,
+        weights: dict | None = None,
+    ) -> float:
+        """Backpropagate the loss of one optimizer batch ``rows`` in micro-batches; returns its loss.
+
+        Every micro-batch is normalised by the totals of ``rows`` (responses and tokens), so the gradient
+        left in ``.grad`` is the same whatever ``micro_batch_size`` is. Metrics are accumulated
+        token-weighted into ``sums``/``weights`` when given.
+        """
+        micro = int(micro_batch_size or self.cfg.micro_batch_size)
+        num_tokens = float(batch.response_mask[rows].sum().item())
+        kl_coef = float(self.algo.get("kl_coef", 0.0) or 0.0)
+        total = 0.0
+        for idx in _chunks(rows, micro):
+            ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
+            logprobs = sequence_logprobs(self.model, ids, att, p, self.temperature)
+            dev = logprobs.device
+            loss, m = policy_loss(
+                logprobs,
+                old_logprobs[idx, :t_len].to(dev),
+                advantages[idx].to(dev),
+                mask,
+                clip_eps=float(self.algo.clip_eps),
+                aggregation=str(self.algo.loss_agg),
+                max_new_tokens=self.max_new_tokens,
+                num_responses=len(rows),
+                num_tokens=num_tokens,
+                ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx, :t_len].to(dev),
+                kl_coef=kl_coef,
+            )
+            loss.backward()
+            total += loss.item()
+            if sums is not None and weights is not None:
+                w = float(mask.sum().item())
+                for k, v in m.items():
+                    if k == "ratio_max":
+                        sums[k] = max(sums.get(k, -math.inf), v)
+                        weights[k] = 1.0
+                    elif k != "pg_loss":
+                        sums[k] = sums.get(k, 0.0) + v * w
+                        weights[k] = weights.get(k, 0.0) + w
+        return total
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,94 @@
+"""The rollout interface: prompts in, sampled token ids + masks out.
+
+Every engine (transformers ``generate``, vLLM) returns the same :class:`RolloutBatch`, so the learner,
+the reward and the logger never know which engine produced the samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample responses (paper Table 6 defaults live in ``conf/train.yaml``).
+
+    Attributes:
+        n: responses per prompt (the GRPO ``group_size`` G).
+        max_new_tokens: generation budget per response, in tokens; a response that reaches it without a
+            stop is *truncated* (reward 0).
+        temperature: softmax temperature; 0 means greedy.
+        top_p: nucleus mass in (0, 1]; 1 disables it.
+        top_k: keep the k most likely tokens; 0 or -1 disables it.
+        stop: strings that end a response; the stop string is kept in the text and its tokens in the mask.
+    """
+
+    n: int = 1
+    max_new_tokens: int = 3000
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class RolloutBatch:
+    """N = len(prompts) * n sampled responses; the n responses of a prompt are contiguous.
+
+    Attributes:
+        input_ids: (N, P + T) long. Prompt left-padded to P, response right-padded to T.
+        attention_mask: (N, P + T) long, 1 on real prompt and response tokens.
+        response_mask: (N, T) float, 1 on response tokens that count in the loss: up to and including
+            the EOS token or the token that completes a stop string.
+        prompt_len: P, the padded prompt width; the response of row i is ``input_ids[i, P:]``.
+        responses: N decoded response strings (special tokens skipped; text after a stop string cut).
+        truncated: (N,) bool, True where the response hit ``max_new_tokens`` without EOS or stop.
+        prompt_index: (N,) long, the index of each row's prompt in the ``prompts`` argument.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    prompt_len: int
+    responses: list[str]
+    truncated: torch.Tensor
+    prompt_index: torch.Tensor
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def response_ids(self) -> torch.Tensor:
+        """(N, T) the response part of ``input_ids``."""
+        return self.input_ids[:, self.prompt_len :]
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        """(N,) number of response tokens in the mask."""
+        return self.response_mask.sum(-1).long()
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+class RolloutEngine(Protocol):
+    """What the training loop needs from a generator.
+
+    ``generate`` must not change the policy's parameters. ``sync_weights`` is called after every
+    optimizer update, before the next rollout, so an engine holding its own copy of the weights (vLLM)
+    samples from the current policy. ``sleep``/``wake_up`` free and restore engine memory around the
+    learner's update; engines that share the policy module make them no-ops.
+    """
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> RolloutBatch: ...
+
+    def sync_weights(self, model: torch.nn.Module) -> None: ...
+
+    def sleep(self) -> None: ...
+
+    def wake_up(self) -> None: ...

@@ -1,0 +1,143 @@
+"""Rollouts with transformers ``generate`` on the policy module itself.
+
+The engine shares the learner's module, so ``sync_weights`` has nothing to do. Prompts are left-padded to
+one width for the whole rollout and responses right-padded, giving the :class:`RolloutBatch` layout.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .base import RolloutBatch, SamplingConfig
+
+
+def find_response_end(
+    ids: list[int], tokenizer, eos_ids: set[int], pad_id: int | None, stop: Sequence[str]
+) -> tuple[int, bool, str]:
+    """Where one generated response ends.
+
+    Args:
+        ids: the generated token ids (right side of the sequence, possibly padded).
+        eos_ids: token ids that end generation; the first one is part of the response.
+        pad_id: padding written by ``generate`` after a sequence finished (may equal an EOS id).
+        stop: stop strings; the token completing the first occurrence ends the response.
+
+    Returns:
+        ``(length, finished, text)``: tokens in the response (incl. EOS / the stop-completing token),
+        whether it ended by EOS or stop (not by running out of budget), and its decoded text with special
+        tokens skipped and anything after the stop string removed.
+    """
+    upto = len(ids)
+    for i, t in enumerate(ids):
+        if t in eos_ids or t == pad_id:
+            upto = i
+            break
+    if stop:
+        text = tokenizer.decode(ids[:upto], skip_special_tokens=False)
+        hits = [text.find(s) for s in stop if s in text]
+        if hits:
+            # Shortest prefix whose text contains a stop string: containment is monotone in the length.
+            lo, hi = 1, upto
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if any(s in tokenizer.decode(ids[:mid], skip_special_tokens=False) for s in stop):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            full = tokenizer.decode(ids[:lo], skip_special_tokens=True)
+            cut = min((full.find(s) + len(s) for s in stop if s in full), default=len(full))
+            return lo, True, full[:cut]
+    text = tokenizer.decode(ids[:upto], skip_special_tokens=True)
+    if upto < len(ids):
+        if ids[upto] in eos_ids:
+            return upto + 1, True, text
+        return upto, True, text  # padding after a finished sequence
+    return upto, False, text
+
+
+class HFRolloutEngine:
+    """:class:`~r1zero.rollout.base.RolloutEngine` over ``model.generate``.
+
+    Args:
+        model: the policy (a transformers causal LM); generation runs in eval mode under ``no_grad``.
+        tokenizer: its tokenizer, with a pad token.
+        batch_size: sequences generated together (bounds the KV cache).
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 64):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, max(1, int(batch_size))
+        gc = getattr(model, "generation_config", None)
+        eos = getattr(gc, "eos_token_id", None) if gc is not None else None
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {e for e in eos + [tokenizer.eos_token_id] if e is not None}
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> RolloutBatch:
+        tok, model = self.tokenizer, self.model
+        device = next(model.parameters()).device
+        tok.padding_side = "left"
+        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        prompt_len = enc.input_ids.shape[1]
+        n = sampling.n
+        prompt_ids = enc.input_ids.repeat_interleave(n, dim=0)
+        prompt_mask = enc.attention_mask.repeat_interleave(n, dim=0)
+        gen_kwargs = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not sampling.greedy,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=sorted(self.eos_ids),
+            use_cache=True,
+        )
+        if not sampling.greedy:
+            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
+                              top_k=sampling.top_k if sampling.top_k and sampling.top_k > 0 else None)
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
+
+        was_training = model.training
+        model.eval()
+        responses: list[list[int]] = []
+        try:
+            for s in range(0, prompt_ids.shape[0], self.batch_size):
+                ids = prompt_ids[s : s + self.batch_size].to(device)
+                mask = prompt_mask[s : s + self.batch_size].to(device)
+                out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
+                responses.extend(out[:, prompt_len:].cpu().tolist())
+        finally:
+            model.train(was_training)
+
+        lengths, finished, texts = [], [], []
+        for ids in responses:
+            length, done, text = find_response_end(ids, tok, self.eos_ids, tok.pad_token_id, sampling.stop)
+            lengths.append(length)
+            finished.append(done)
+            texts.append(text)
+        width = max(max(lengths), 1)
+        N = len(responses)
+        resp = torch.full((N, width), tok.pad_token_id, dtype=torch.long)
+        resp_mask = torch.zeros((N, width), dtype=torch.float32)
+        for i, (ids, length) in enumerate(zip(responses, lengths)):
+            resp[i, :length] = torch.tensor(ids[:length], dtype=torch.long)
+            resp_mask[i, :length] = 1.0
+        return RolloutBatch(
+            input_ids=torch.cat([prompt_ids, resp], dim=1),
+            attention_mask=torch.cat([prompt_mask, resp_mask.long()], dim=1),
+            response_mask=resp_mask,
+            prompt_len=prompt_len,
+            responses=texts,
+            truncated=torch.tensor([not f for f in finished], dtype=torch.bool),
+            prompt_index=torch.arange(len(prompts)).repeat_interleave(n),
+        )
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Nothing to copy: generation runs on the learner's own module."""
+
+    def sleep(self) -> None:
+        """No separate engine memory to free."""
+
+    def wake_up(self) -> None:
+        """No separate engine memory to restore."""

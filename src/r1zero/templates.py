@@ -1,0 +1,51 @@
+"""Prompt templates of the paper (§2.1, Table 1 / Appendix), built from a ``template`` config node.
+
+The exact strings live in ``conf/template/*.yaml`` (copied from the paper's code) so a new template is one
+YAML file; this module only fills in the question and carries the stop strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUESTION_SLOT = "{question}"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt format.
+
+    Attributes:
+        name: the config option (``r1``, ``qwen_math``, ``no``); also tells the grader where the answer is.
+        prompt: the text with one ``{question}`` slot.
+        stop: strings that end generation (kept in the response); EOS always ends it too.
+    """
+
+    name: str
+    prompt: str
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.prompt.count(QUESTION_SLOT) != 1:
+            raise ValueError(
+                f"template {self.name!r}: prompt must contain exactly one {QUESTION_SLOT} slot"
+            )
+
+    def apply(self, question: str) -> str:
+        # str.replace, not str.format: questions are full of LaTeX braces.
+        return self.prompt.replace(QUESTION_SLOT, question)
+
+    def strip(self, prompt: str) -> str:
+        """Recover the question from a prompt this template produced (for pre-templated datasets).
+
+        Raises:
+            ValueError: ``prompt`` does not have this template's prefix and suffix.
+        """
+        head, tail = self.prompt.split(QUESTION_SLOT)
+        if not (prompt.startswith(head) and prompt.endswith(tail)):
+            raise ValueError(f"text is not in the {self.name!r} template format: {prompt[:80]!r}...")
+        return prompt[len(head) : len(prompt) - len(tail)]
+
+    @classmethod
+    def from_config(cls, cfg) -> "PromptTemplate":
+        return cls(name=str(cfg.name), prompt=str(cfg.prompt), stop=tuple(cfg.get("stop") or ()))

@@ -1,0 +1,311 @@
+"""R1-Zero-like RL training: ``python -m r1zero.train [group=option ...] [key=value ...]``.
+
+One loop, read top to bottom (Liu et al. 2025 §2-3): sample questions → G responses each → rule-based math
+reward → group-relative advantages → clipped policy-gradient update → log. The same code runs the embedded
+SmolLM2 quickstart on a laptop CPU and Qwen2.5-Math on a GPU node; only the config differs.
+
+The recipe has torchtune's shape: :meth:`R1ZeroRecipe.setup`, :meth:`R1ZeroRecipe.train`,
+:meth:`R1ZeroRecipe.cleanup`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import config as _config  # registers the ${r1zero_root:} resolver before Hydra composes
+from .algos import ADV_ESTIMATORS, LOSS_AGGREGATIONS, compute_advantages
+from .config import ConfigError
+from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from .data import DataUnavailableError, PromptSampler, load_questions
+from .learner import Learner
+from .models import ModelUnavailableError, load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
+from .reward import MathGrader
+from .rollout import SamplingConfig, build_engine
+from .templates import PromptTemplate
+from .tracking import MetricsLogger
+
+log = logging.getLogger("r1zero.train")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return float(sum(xs) / len(xs)) if xs else float("nan")
+
+
+def rollout_metrics(batch, rewards: torch.Tensor, results) -> dict[str, float]:
+    """``rollout/...`` statistics of one rollout batch (lengths in tokens)."""
+    lengths = batch.response_lengths.float()
+    correct = rewards > 0.5
+    return {
+        "rollout/reward_mean": float(rewards.mean()),
+        "rollout/response_length_mean": float(lengths.mean()),
+        "rollout/response_length_max": float(lengths.max()),
+        "rollout/response_length_correct": _mean(lengths[correct].tolist()),
+        "rollout/response_length_incorrect": _mean(lengths[~correct].tolist()),
+        "rollout/truncated_frac": float(batch.truncated.float().mean()),
+        "rollout/formatted_frac": _mean(float(r.formatted) for r in results),
+        "rollout/grader_timeouts": float(sum(r.timed_out for r in results)),
+        # Questions whose G rewards are all equal get zero advantage: no learning signal.
+        "rollout/solve_none_frac": float((rewards.view(-1, batch.extra["group_size"]).max(1).values < 0.5).float().mean()),
+        "rollout/solve_all_frac": float((rewards.view(-1, batch.extra["group_size"]).min(1).values > 0.5).float().mean()),
+    }
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail fast, before any model is loaded, on values that would only break mid-run.
+
+    Raises:
+        ConfigError: one line naming the bad key and the valid choices.
+    """
+    checks = [("algo.adv_estimator", cfg.algo.adv_estimator, ADV_ESTIMATORS),
+              ("algo.loss_agg", cfg.algo.loss_agg, LOSS_AGGREGATIONS),
+              ("rollout.name", cfg.rollout.name, ("hf", "vllm"))]
+    for key, value, valid in checks:
+        if value not in valid:
+            raise ConfigError(f"{key}={value!r} is not one of {sorted(valid)}")
+    for key in ("sampling.group_size", "sampling.max_new_tokens", "train.prompts_per_rollout",
+                "train.micro_batch_size", "train.ppo_epochs"):
+        if int(OmegaConf.select(cfg, key)) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
+    mini = cfg.train.mini_batch_size
+    rollout_size = int(cfg.train.prompts_per_rollout) * int(cfg.sampling.group_size)
+    if mini is not None and (int(mini) < 1 or rollout_size % int(mini)):
+        raise ConfigError(f"train.mini_batch_size={mini} must divide the rollout size "
+                          f"prompts_per_rollout x group_size = {rollout_size}")
+
+
+class R1ZeroRecipe:
+    """setup → train → cleanup for one run; everything it writes goes to ``cfg.paths.run_dir``."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.paths.run_dir)
+        self.step = 0
+
+    # ----------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+        set_seed(int(cfg.seed))
+        self.device = resolve_device(str(cfg.device))
+        self.dtype = resolve_dtype(str(cfg.dtype), self.device)
+
+        validate(cfg)
+        ckpt = self._checkpoint_to_resume()
+        self.template = PromptTemplate.from_config(cfg.template)
+        self.questions = load_questions(cfg.data)
+        self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed))
+
+        self.model, self.tokenizer = load_model_and_tokenizer(
+            cfg.model, self.device, self.dtype, weights_from=str(ckpt) if ckpt else None
+        )
+        if cfg.model.get("gradient_checkpointing"):
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        ref_model = None
+        if float(cfg.algo.kl_coef) > 0:
+            ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.learner = Learner(
+            self.model, cfg.train, cfg.algo, ref_model=ref_model,
+            max_new_tokens=int(cfg.sampling.max_new_tokens), temperature=float(cfg.sampling.temperature),
+        )
+        self.sampling = SamplingConfig(
+            n=int(cfg.sampling.group_size), max_new_tokens=int(cfg.sampling.max_new_tokens),
+            temperature=float(cfg.sampling.temperature), top_p=float(cfg.sampling.top_p),
+            top_k=int(cfg.sampling.top_k or 0), stop=self.template.stop,
+        )
+        model_dir = str(ckpt) if ckpt else (None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model))
+        self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir)
+        self.grader = MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s))
+
+        if ckpt is not None:
+            state = load_trainer_state(ckpt)
+            self.learner.load_state_dict(state["learner"])
+            self.sampler.load_state_dict(state["sampler"])
+            self.step = int(state["step"])
+            set_rng_state(state["rng"])
+            self.engine.sync_weights(self.model)
+            log.info("resumed from %s at step %d", ckpt, self.step)
+        self.logger = MetricsLogger(
+            self.run_dir, cfg.logger.wandb, OmegaConf.to_container(cfg, resolve=True),
+            resume_step=self.step if ckpt is not None else None,
+        )
+
+    def _checkpoint_to_resume(self) -> Path | None:
+        resume = self.cfg.get("resume")
+        if resume in (None, False, "null", "none"):
+            return None
+        if resume == "auto":
+            return latest_checkpoint(self.run_dir)
+        path = Path(str(resume))
+        if not (path / "trainer_state.pt").exists():
+            raise ConfigError(f"resume={resume}: not a checkpoint directory (no trainer_state.pt); "
+                                    f"valid values: null, auto, or a checkpoints/step_* directory")
+        return path
+
+    # ----------------------------------------------------------------------------------------------
+    def train(self) -> None:
+        cfg, G = self.cfg, int(self.cfg.sampling.group_size)
+        total = int(cfg.train.total_steps)
+        bar = None
+        if cfg.logger.get("progress_bar", True):
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=self.step, desc="r1zero", unit="step", dynamic_ncols=True)
+        if self.step == 0 and cfg.eval.get("at_start"):
+            self.logger.log(0, self._evaluate())
+        while self.step < total:
+            self.step += 1
+            t_step = time.perf_counter()
+
+            # 1. rollout: G responses per question
+            questions = self.sampler.next_batch()
+            prompts = [self.template.apply(q.question) for q in questions]
+            t0 = time.perf_counter()
+            self.engine.wake_up()
+            batch = self.engine.generate(prompts, self.sampling)
+            batch.extra["group_size"] = G
+            self.engine.sleep()
+            t_rollout = time.perf_counter() - t0
+
+            # 2. reward: rule-based grading; truncated responses score 0
+            t0 = time.perf_counter()
+            references = [questions[i].answer for i in batch.prompt_index.tolist()]
+            results = self.grader.grade(batch.responses, references, self.template.name,
+                                        truncated=batch.truncated.tolist())
+            rewards = torch.tensor([r.reward for r in results], dtype=torch.float32)
+            t_reward = time.perf_counter() - t0
+
+            # 3. advantages and the policy update
+            t0 = time.perf_counter()
+            advantages = compute_advantages(
+                str(cfg.algo.adv_estimator), rewards, G,
+                scale_by_std=bool(cfg.algo.scale_by_std), eps=float(cfg.algo.adv_eps),
+            )
+            metrics = self.learner.update(batch, advantages)
+            self.engine.sync_weights(self.model)
+            t_update = time.perf_counter() - t0
+
+            # 4. log, evaluate, checkpoint
+            metrics.update(rollout_metrics(batch, rewards, results))
+            n_tokens = float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum())
+            step_s = time.perf_counter() - t_step
+            metrics.update({
+                "time/rollout_s": t_rollout, "time/reward_s": t_reward, "time/update_s": t_update,
+                "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
+                "perf/rollout_tokens_per_s": float(batch.response_mask.sum()) / max(t_rollout, 1e-9),
+                "data/epoch": float(self.sampler.epoch),
+            })
+            metrics.update(self._maybe_evaluate(final=self.step == total))
+            metrics["time/step_s"] = time.perf_counter() - t_step
+            self.logger.log(self.step, metrics)
+            self._log_samples(questions, prompts, batch, rewards, references)
+            self._maybe_checkpoint()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}",
+                                len=f"{metrics['rollout/response_length_mean']:.0f}",
+                                loss=f"{metrics['train/loss']:.4f}")
+        if bar is not None:
+            bar.close()
+
+    def _log_samples(self, questions, prompts, batch, rewards, references) -> None:
+        k = min(int(self.cfg.logger.get("samples_per_step", 4)), len(batch))
+        # Spread the k samples over the batch so they come from different questions.
+        picks = sorted({(j * len(batch)) // k for j in range(k)}) if k else []
+        rows = []
+        for i in picks:
+            p = int(batch.prompt_index[i])
+            rows.append({
+                "question": questions[p].question, "prompt": prompts[p], "response": batch.responses[i],
+                "reference": references[i], "reward": float(rewards[i]),
+                "response_length": int(batch.response_lengths[i]), "truncated": bool(batch.truncated[i]),
+            })
+        self.logger.log_samples(self.step, rows)
+
+    def _maybe_evaluate(self, final: bool) -> dict[str, float]:
+        ev = self.cfg.eval
+        every = int(ev.get("every", 0) or 0)
+        due = (every > 0 and self.step % every == 0) or (final and (every > 0 or ev.get("at_end")))
+        return self._evaluate() if due else {}
+
+    def _evaluate(self) -> dict[str, float]:
+        from .evaluate import evaluate_suite
+
+        ev = self.cfg.eval
+        self.engine.wake_up()
+        try:
+            return evaluate_suite(self.model, self.tokenizer, self.template, ev, engine=self.engine,
+                                  grader=self.grader, step=self.step, run_dir=self.run_dir)
+        finally:
+            self.engine.sleep()
+
+    def _maybe_checkpoint(self) -> None:
+        every = int(self.cfg.train.get("save_every", 0) or 0)
+        if every > 0 and self.step % every == 0 and self.step < int(self.cfg.train.total_steps):
+            self.save_checkpoint()
+
+    def save_checkpoint(self) -> Path:
+        state = {"learner": self.learner.state_dict(), "sampler": self.sampler.state_dict()}
+        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                               keep=self.cfg.train.get("keep_checkpoints"))
+
+    # ----------------------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        if self.cfg.train.get("save_final", True) and self.step >= int(self.cfg.train.total_steps):
+            self.model.save_pretrained(self.run_dir / "final")
+            self.tokenizer.save_pretrained(self.run_dir / "final")
+        for closer in ("logger", "grader"):
+            obj = getattr(self, closer, None)
+            if obj is not None:
+                obj.close()
+
+
+def run(cfg: DictConfig) -> Path:
+    """Run one training job from a composed config; returns the run directory."""
+    recipe = R1ZeroRecipe(cfg)
+    try:
+        recipe.setup()
+        print(f"r1zero: run directory {recipe.run_dir.resolve()}", flush=True)
+        recipe.train()
+    finally:
+        recipe.cleanup()
+    print(f"r1zero: done, {recipe.step} steps; metrics in {recipe.run_dir.resolve() / 'metrics.jsonl'}", flush=True)
+    return recipe.run_dir
+
+
+def _hydra_main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(cfg)
+    except (ModelUnavailableError, DataUnavailableError, FileExistsError, ConfigError) as err:
+        # Bad input: one line, no traceback; everything already written stays in the run dir.
+        print(f"r1zero: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=str(_config.config_dir()), config_name="train")(_hydra_main)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Shared fixtures: the repo's config tree, composed configs, and the paper's released data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+DATA_ROOT = Path(os.environ.get("R1ZERO_DATA_ROOT", REPO.parent / "shared" / "data" / "datasets"))
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "train", run_dir: str | Path | None = None):
+    """Compose a config the way ``python -m r1zero.train`` does, without running Hydra's job machinery.
+
+    ``paths.run_dir`` normally comes from ``${hydra:runtime.output_dir}``, which only exists inside a Hydra
+    job, so tests pass a directory.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import open_dict
+
+    import r1zero.config  # noqa: F401  (registers resolvers)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(run_dir) if run_dir is not None else "/tmp/r1zero-unused"
+    return cfg
+
+
+@pytest.fixture
+def data_root() -> Path:
+    if not DATA_ROOT.exists():
+        pytest.skip(f"the paper's released data is not at {DATA_ROOT} (set R1ZERO_DATA_ROOT)")
+    return DATA_ROOT

@@ -1,0 +1,114 @@
+"""Rollout masks and the learner's micro-batch invariance on the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from r1zero.learner import Learner, sequence_logprobs
+from r1zero.models import build_byte_tokenizer, load_model_and_tokenizer
+from r1zero.rollout import SamplingConfig
+from r1zero.rollout.hf import HFRolloutEngine, find_response_end
+
+from conftest import CONF
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = OmegaConf.load(CONF / "model" / "tiny.yaml")
+    return load_model_and_tokenizer(cfg, torch.device("cpu"), torch.float32)
+
+
+def test_find_response_end_cases():
+    tok = build_byte_tokenizer()
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    ids = tok.encode("<think> x </think> <answer> 7 </answer> trailing")
+    # Stop string: the response ends at the token completing "</answer>"; the text keeps the tag.
+    length, done, text = find_response_end(ids + [pad, pad], tok, {eos}, pad, ("</answer>",))
+    assert done and text == "<think> x </think> <answer> 7 </answer>"
+    assert length == len(tok.encode("<think> x </think> <answer> 7 </answer>"))
+    # EOS: included in the response length, not in the text.
+    ids = tok.encode("\\boxed{3}") + [eos, pad, pad]
+    length, done, text = find_response_end(ids, tok, {eos}, pad, ())
+    assert (length, done, text) == (len(tok.encode("\\boxed{3}")) + 1, True, "\\boxed{3}")
+    # Neither: truncated at the budget.
+    ids = tok.encode("no end in sight")
+    assert find_response_end(ids, tok, {eos}, pad, ("</answer>",)) == (len(ids), False, "no end in sight")
+
+
+def test_hf_rollout_batch_layout(tiny):
+    model, tok = tiny
+    engine = HFRolloutEngine(model, tok, batch_size=3)
+    torch.manual_seed(1)
+    prompts = ["What is 1+1?", "A much longer question about many things?"]
+    batch = engine.generate(prompts, SamplingConfig(n=2, max_new_tokens=12, temperature=1.0))
+    assert len(batch) == 4 and batch.prompt_index.tolist() == [0, 0, 1, 1]
+    P = batch.prompt_len
+    assert P == len(tok.encode(prompts[1]))
+    # Short prompt is left-padded: its first positions are masked out.
+    assert batch.attention_mask[0, 0] == 0 and batch.attention_mask[2, :P].all()
+    lengths = batch.response_lengths
+    assert (lengths <= 12).all()
+    # A truncated response used the whole budget; a finished one ends with EOS inside the mask.
+    assert (~batch.truncated | (lengths == 12)).all()
+    for i in range(4):
+        L = int(lengths[i])
+        assert batch.response_mask[i, :L].all() and not batch.response_mask[i, L:].any()
+        assert batch.attention_mask[i, P : P + L].all()
+    # Greedy decoding is deterministic and matches a plain generate call.
+    g1 = engine.generate(prompts[:1], SamplingConfig(n=1, max_new_tokens=8, temperature=0.0))
+    enc = tok(prompts[:1], return_tensors="pt")
+    ref = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert g1.response_ids[0, : g1.response_lengths[0]].tolist() == ref[0, enc.input_ids.shape[1]:][: int(g1.response_lengths[0])].tolist()
+
+
+def _learner(model, micro, agg="seq_mean_token_sum_norm"):
+    train = OmegaConf.create(dict(lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, max_grad_norm=1.0, warmup_steps=0,
+                                  mini_batch_size=None, micro_batch_size=micro, ppo_epochs=1))
+    algo = OmegaConf.create(dict(loss_agg=agg, clip_eps=0.2, kl_coef=0.0))
+    return Learner(model, train, algo, max_new_tokens=16, temperature=1.0)
+
+
+@pytest.mark.parametrize("agg", ["seq_mean_token_mean", "seq_mean_token_sum_norm", "token_mean"])
+def test_gradient_is_independent_of_micro_batch_size(tiny, agg):
+    model, tok = tiny
+    torch.manual_seed(2)
+    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?"],
+                                                 SamplingConfig(n=2, max_new_tokens=16, temperature=1.0))
+    B = len(batch)
+    adv = torch.tensor([1.0, -0.5, 0.25, -0.75])
+    grads = {}
+    for micro in (1, 2, B):
+        learner = _learner(model, micro, agg)
+        old = learner.compute_logprobs(model, batch) - 0.05  # ratio != 1 so clipping paths are exercised
+        model.zero_grad(set_to_none=True)
+        learner.accumulate_gradients(batch, torch.arange(B), old, adv)
+        grads[micro] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone()
+    model.zero_grad(set_to_none=True)
+    assert grads[B].abs().sum() > 0
+    for micro in (1, 2):
+        torch.testing.assert_close(grads[micro], grads[B], atol=1e-6, rtol=0)
+
+
+def test_learner_logprobs_match_generation_positions(tiny):
+    # Left padding must not shift positions: a padded row scores like the same row alone.
+    model, tok = tiny
+    torch.manual_seed(3)
+    batch = HFRolloutEngine(model, tok).generate(["hi", "a longer prompt here"],
+                                                 SamplingConfig(n=1, max_new_tokens=6, temperature=1.0))
+    learner = _learner(model, 2)
+    together = learner.compute_logprobs(model, batch)
+    alone = learner.compute_logprobs(model, type(batch)(
+        input_ids=batch.input_ids[:1], attention_mask=batch.attention_mask[:1], response_mask=batch.response_mask[:1],
+        prompt_len=batch.prompt_len, responses=batch.responses[:1], truncated=batch.truncated[:1],
+        prompt_index=batch.prompt_index[:1]))
+    torch.testing.assert_close(together[:1], alone, atol=1e-5, rtol=0)
+    # and equals a forward pass on the unpadded sequence
+    ids = batch.input_ids[0][batch.attention_mask[0].bool()].unsqueeze(0)
+    plen = int(batch.attention_mask[0, : batch.prompt_len].sum())
+    L = int(batch.response_lengths[0])
+    with torch.no_grad():
+        direct = sequence_logprobs(model, ids, torch.ones_like(ids), plen)
+    torch.testing.assert_close(together[0, :L], direct[0, :L], atol=1e-5, rtol=0)

@@ -1,0 +1,150 @@
+"""End-to-end training on the tiny model: parameters move, metrics/samples/checkpoints land, errors are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import r1zero.train as train_mod
+from r1zero.reward import GradeResult
+
+from conftest import REPO, compose
+
+TINY = [
+    "model=tiny", "data=gsm8k", "data.max_questions=16", "train.total_steps=2", "train.prompts_per_rollout=2",
+    "sampling.group_size=4", "sampling.max_new_tokens=8", "train.micro_batch_size=3", "train.lr=1e-3",
+    "logger.progress_bar=false", "reward.num_workers=1",
+]
+REQUIRED = [
+    "step", "rollout/reward_mean", "rollout/response_length_mean", "rollout/response_length_correct",
+    "rollout/response_length_incorrect", "rollout/truncated_frac", "rollout/grader_timeouts", "train/loss",
+    "train/pg_clipfrac", "train/grad_norm", "train/lr", "time/rollout_s", "time/reward_s", "time/update_s",
+    "perf/tokens_per_s",
+]
+
+
+class AlternatingGrader:
+    """A random tiny model never answers correctly, so every advantage would be 0 and nothing would train.
+
+    This grader marks every other response correct, giving each group mixed rewards; the real grader is
+    tested in test_reward.py.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.timeouts = 0
+
+    def grade(self, responses, references, template, truncated=None, **kwargs):
+        return [GradeResult(reward=float(i % 2 == 0), extracted=None, formatted=False, timed_out=False,
+                            truncated=False) for i in range(len(responses))]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def mixed_rewards(monkeypatch):
+    monkeypatch.setattr(train_mod, "MathGrader", AlternatingGrader)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "drgrpo", "grpo_no_len_norm", "grpo_no_std_norm", "token_mean"])
+def test_two_steps_change_every_parameter(tmp_path, mixed_rewards, algo):
+    cfg = compose(TINY + [f"algo={algo}"], run_dir=tmp_path)
+    recipe = train_mod.R1ZeroRecipe(cfg)
+    try:
+        recipe.setup()
+        before = {n: p.detach().clone() for n, p in recipe.model.named_parameters() if p.requires_grad}
+        recipe.train()
+    finally:
+        recipe.cleanup()
+    after = dict(recipe.model.named_parameters())
+    unchanged = [n for n, p in before.items() if torch.equal(p, after[n].detach())]
+    assert not unchanged, f"parameters not updated: {unchanged}"
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in REQUIRED:
+        assert key in rows[0], key
+    assert rows[0]["rollout/reward_mean"] == 0.5
+    assert rows[0]["train/lr"] == 1e-3
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} == {1, 2}
+    assert {"question", "response", "reward"} <= set(samples[0])
+    assert (tmp_path / "final" / "config.json").exists() and (tmp_path / "config.yaml").exists()
+
+
+def test_training_is_seeded(tmp_path, mixed_rewards):
+    finals = []
+    for run in ("a", "b"):
+        cfg = compose(TINY + ["train.total_steps=1"], run_dir=tmp_path / run)
+        train_mod.run(cfg)
+        finals.append((tmp_path / run / "metrics.jsonl").read_text())
+    strip = lambda text: [{k: v for k, v in json.loads(t).items() if not k.startswith(("time/", "perf/"))}  # noqa: E731
+                          for t in text.splitlines()]
+    assert strip(finals[0]) == strip(finals[1])
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, mixed_rewards):
+    """A run stopped after its step-2 checkpoint and resumed with resume=auto ends with identical weights."""
+    common = TINY + ["train.total_steps=4", "train.save_every=2", "train.keep_checkpoints=null"]
+    full = train_mod.R1ZeroRecipe(compose(common, run_dir=tmp_path / "full"))
+    full.setup(); full.train(); full.cleanup()  # noqa: E702
+
+    first = train_mod.R1ZeroRecipe(compose(common[:-3] + ["train.total_steps=2", "train.save_every=2",
+                                                         "train.save_final=false"], run_dir=tmp_path / "cut"))
+    first.setup(); first.train(); first.save_checkpoint(); first.cleanup()  # noqa: E702
+    resumed = train_mod.R1ZeroRecipe(compose(common + ["resume=auto"], run_dir=tmp_path / "cut"))
+    resumed.setup()
+    assert resumed.step == 2
+    resumed.train(); resumed.cleanup()  # noqa: E702
+
+    a, b = dict(full.model.named_parameters()), dict(resumed.model.named_parameters())
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=0, rtol=0, msg=name)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_eval_during_training_logs_benchmarks(tmp_path, data_root):
+    cfg = compose(TINY + ["train.total_steps=2", "eval.every=1", "eval.max_samples=2", "eval.max_new_tokens=8",
+                          "eval.benchmarks=[aime,math]"], run_dir=tmp_path)
+    train_mod.run(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        for key in ("eval/aime/accuracy", "eval/math/response_length", "eval/average/accuracy"):
+            assert key in row
+    lines = (tmp_path / "eval_samples.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 2 * 2  # steps x benchmarks x questions
+
+
+def _cli(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "r1zero.train", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["model=qwen15", "model.path=Qwen/not-a-real-model-r1zero"], "model 'Qwen/not-a-real-model-r1zero' is not a local directory"),
+        (["model=tiny", "data=orz57k"], "orz_57k' not found"),
+        (["model=tiny", "data=gsm8k", "data.answer_key=solution"], "row 0: missing field 'solution'"),
+        (["model=tiny", "data=math_lvl3to5"], "split 'train' not found; available splits: ['eval']"),
+        (["model=tiny", "algo.loss_agg=seq_sum"], "algo.loss_agg='seq_sum' is not one of"),
+    ],
+    ids=["model-offline", "data-missing", "field-missing", "bad-split", "bad-agg"],
+)
+def test_bad_input_fails_with_one_line(tmp_path, overrides, needle):
+    out = _cli(*overrides, f"hydra.run.dir={tmp_path}", "logger.progress_bar=false")
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("r1zero: error:")]
+    assert len(errors) == 1 and needle in errors[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
+def test_fresh_run_refuses_to_mix_with_existing_metrics(tmp_path, mixed_rewards):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(FileExistsError, match="resume=auto"):
+        train_mod.run(compose(TINY, run_dir=tmp_path))
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'  # nothing already written is lost
