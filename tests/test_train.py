@@ -146,5 +146,5 @@ def test_bad_input_fails_with_one_line(tmp_path, overrides, needle):
 def test_fresh_run_refuses_to_mix_with_existing_metrics(tmp_path, mixed_rewards):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
     with pytest.raises(FileExistsError, match="resume=auto"):
-        train_mod.run(compose(TINY, run_dir=tmp_path))
+        train_mod.run(compose(TINY + ["resume=null"], run_dir=tmp_path))
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'  # nothing already written is lost

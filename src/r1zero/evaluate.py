@@ -101,6 +101,8 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
     """
     from tqdm.auto import tqdm
 
+    from .reward import normalize_reference
+
     suite = load_benchmarks(ev)
     sampling = _sampling(ev, template)
     k = sampling.n
@@ -130,7 +132,7 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
                         q = chunk[int(batch.prompt_index[j])]
                         samples_f.write(json.dumps({
                             "step": step, "benchmark": name, "question": q.question, "response": batch.responses[j],
-                            "extracted": r.extracted, "reference": str(q.answer), "correct": bool(r.reward > 0.5),
+                            "extracted": r.extracted, "reference": normalize_reference(q.answer), "correct": bool(r.reward > 0.5),
                             "response_length": lens[j], "truncated": bool(r.truncated),
                         }) + "\n")
                 per_q = torch.tensor([r.reward for r in results]).view(-1, k)

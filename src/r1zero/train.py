@@ -110,6 +110,9 @@ class R1ZeroRecipe:
 
         validate(cfg)
         ckpt = self._checkpoint_to_resume()
+        # Grader workers start in the background while the model loads.
+        self.grader = MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s))
+        self.grader.start()
         self.template = PromptTemplate.from_config(cfg.template)
         self.questions = load_questions(cfg.data)
         self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed))
@@ -133,7 +136,6 @@ class R1ZeroRecipe:
         )
         model_dir = str(ckpt) if ckpt else (None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model))
         self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir)
-        self.grader = MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s))
 
         if ckpt is not None:
             state = load_trainer_state(ckpt)
@@ -143,9 +145,12 @@ class R1ZeroRecipe:
             set_rng_state(state["rng"])
             self.engine.sync_weights(self.model)
             log.info("resumed from %s at step %d", ckpt, self.step)
+        # resume=auto with no checkpoint yet (a job requeued before its first save) starts over at step 0
+        # and drops whatever rows that attempt logged, so no step appears twice.
+        resuming = ckpt is not None or cfg.get("resume") == "auto"
         self.logger = MetricsLogger(
             self.run_dir, cfg.logger.wandb, OmegaConf.to_container(cfg, resolve=True),
-            resume_step=self.step if ckpt is not None else None,
+            resume_step=self.step if resuming else None,
         )
 
     def _checkpoint_to_resume(self) -> Path | None:

@@ -1,0 +1,87 @@
+"""Rule-based math grader: the 0/1 correctness reward of R1-Zero-like training.
+
+Liu et al. 2025, "Understanding R1-Zero-Like Training: A Critical Perspective" (§2 and the reward
+description of the Appendix / Table 1 templates) train with a binary reward: 1 if the final answer is
+mathematically equivalent to the reference, 0 otherwise, with no format bonus (a formatted but wrong answer
+still scores 0, which removes an easy reward hack). Their code (oat's ``math_grader``) has two extractors,
+reproduced here by ``extract_answer``:
+
+* ``boxed_reward_fn`` (templates ``qwen_math`` and ``no``): the content of the last ``\\boxed{...}``
+  (or ``\\fbox{...}``); nothing boxed means unformatted and 0.
+* ``answer_tag_reward_fn`` (template ``r1``): the prompt ends in ``Assistant: <think>``, so the response must
+  close the thought with ``</think>`` and then give ``<answer> ... </answer>``; a ``\\boxed{}`` inside the
+  tag is unwrapped. oat insists on the literal ``"</think> <answer>"``; any whitespace is accepted here.
+
+Equivalence is decided by HF ``math_verify``; a shortcut first settles answers that are identical after
+cosmetic normalisation, numerically equal plain numbers, and two different plain integers (most wrong
+answers in an RL batch), and identical answers within a batch are verified once.
+``math_verify``/sympy can run for minutes on adversarial answers (``\\boxed{9^{9^{9}}}``) and times out via
+SIGALRM, which only works on a process's main thread, so grading runs in worker subprocesses with two layers
+of per-answer timeout: a SIGALRM in the worker (cheap, the worker survives) and a hard deadline after which
+the parent kills and replaces a worker stuck in C code. A timeout scores 0 and is counted.
+
+Layout: ``extract`` (string code run in the caller), ``pool`` (``MathGrader``), ``worker`` (the subprocess).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+
+from .extract import TEMPLATES, extract_answer, normalize_reference, reference_alternatives
+from .pool import GradeResult, MathGrader
+
+__all__ = [
+    "TEMPLATES",
+    "GradeResult",
+    "MathGrader",
+    "extract_answer",
+    "grade_batch",
+    "grade_batch_detailed",
+    "normalize_reference",
+    "reference_alternatives",
+]
+
+_default: MathGrader | None = None
+_default_lock = threading.Lock()
+
+
+def _default_grader() -> MathGrader:
+    global _default
+    with _default_lock:
+        if _default is None:
+            workers = int(os.environ.get("R1ZERO_GRADER_WORKERS", min(4, os.cpu_count() or 2)))
+            _default = MathGrader(num_workers=workers)
+            atexit.register(_default.close)
+        return _default
+
+
+def grade_batch_detailed(
+    responses: list[str],
+    references: list,
+    template: str,
+    *,
+    truncated: list[bool] | None = None,
+    timeout_s: float = 5.0,
+) -> list[GradeResult]:
+    """``MathGrader.grade`` on the shared module-level grader (workers: ``$R1ZERO_GRADER_WORKERS`` or
+    min(4, CPUs)). Raises ValueError for an unknown template or mismatched lengths."""
+    return _default_grader().grade(responses, references, template, truncated, timeout_s=timeout_s)
+
+
+def grade_batch(
+    responses: list[str],
+    references: list,
+    template: str,
+    *,
+    truncated: list[bool] | None = None,
+    timeout_s: float = 5.0,
+) -> list[float]:
+    """Rewards in {0.0, 1.0}, one per response; see ``grade_batch_detailed``.
+
+    Raises:
+        ValueError: unknown template (valid: ``r1``, ``qwen_math``, ``no``) or mismatched lengths.
+    """
+    results = grade_batch_detailed(responses, references, template, truncated=truncated, timeout_s=timeout_s)
+    return [r.reward for r in results]

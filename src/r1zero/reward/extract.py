@@ -1,0 +1,162 @@
+"""Answer extraction and reference normalisation: pure string code, run in the caller's process.
+
+Mirrors oat's ``boxed_reward_fn`` / ``answer_tag_reward_fn`` extraction (see ``r1zero.reward``).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from decimal import Decimal, InvalidOperation
+
+TEMPLATES = ("r1", "qwen_math", "no")
+
+
+def _check_template(template: str) -> None:
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; valid choices: {', '.join(TEMPLATES)}")
+
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_R1_RE = re.compile(r"</think>\s*<answer>(.*?)</answer>", re.DOTALL)
+
+
+def _last_boxed(text: str) -> str | None:
+    starts = [m.end() for m in _BOX_RE.finditer(text)]
+    if not starts:
+        return None
+    i = starts[-1]
+    if text[i : i + 1] != "{":
+        # ``\boxed 5``: the MATH convention is that the answer runs to the closing ``$``.
+        rest = text[i:]
+        if not rest[:1].isspace():
+            return None
+        return rest.strip().split("$")[0].split("\n")[0].strip() or None
+    depth, j = 0, i
+    while j < len(text):
+        c = text[j]
+        if c == "\\":
+            j += 2  # an escaped brace (``\{``) does not open or close the box
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j].strip() or None
+        j += 1
+    return None  # the last box is never closed (usually a truncated response)
+
+
+def extract_answer(response: str, template: str) -> str | None:
+    """The final answer of ``response`` under ``template``'s answer format.
+
+    Args:
+        response: the generated text only (for ``r1`` it starts inside the ``<think>`` block).
+        template: ``"r1"``, ``"qwen_math"`` or ``"no"``.
+
+    Returns:
+        ``qwen_math`` / ``no``: the content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (braces matched,
+        ``\\boxed 5`` accepted). ``r1``: the content of ``<answer>...</answer>`` following ``</think>``,
+        unboxed if it contains ``\\boxed``. None when absent, unclosed or empty.
+
+    Raises:
+        ValueError: unknown template.
+    """
+    _check_template(template)
+    if template != "r1":
+        return _last_boxed(response)
+    matches = _R1_RE.findall(response)
+    if not matches:
+        return None
+    answer = matches[-1]
+    if _BOX_RE.search(answer):
+        return _last_boxed(answer)
+    return answer.strip() or None
+
+
+def _as_list(ref: object) -> list | None:
+    if isinstance(ref, (list, tuple)):
+        return list(ref)
+    if isinstance(ref, str):
+        s = ref.strip()
+        if s.startswith("[") and s.endswith("]"):
+            try:
+                items = ast.literal_eval(s)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return None
+            # Only a list of strings is a stringified answer list; "[0, 1]" is a LaTeX interval.
+            if isinstance(items, list) and items and all(isinstance(x, str) for x in items):
+                return items
+    return None
+
+
+def normalize_reference(ref: object) -> str:
+    """Bring a dataset's reference answer to one LaTeX/plain string (for display and grading).
+
+    Handles AMC's floats-as-strings (``'142.0'`` -> ``'142'``), Minerva/OlympiadBench lists, real or
+    stringified (``"['9.6\\n']"`` -> ``'9.6'``, ``"['2', '3']"`` -> ``'2, 3'``), plain LaTeX, ints and
+    floats. Only the reference is ever ``literal_eval``-ed: it is trusted data, model text never is.
+    The grader itself treats a multi-element list as alternatives (see ``reference_alternatives``).
+
+    Raises:
+        TypeError: ``ref`` is not a str, int, float or list/tuple of those.
+    """
+    if isinstance(ref, bool) or not isinstance(ref, (str, int, float, list, tuple)):
+        raise TypeError(f"reference must be str, int, float or a list of them, got {type(ref).__name__}")
+    items = _as_list(ref)
+    if items is not None:
+        return ", ".join(normalize_reference(x) for x in items)
+    if isinstance(ref, float):
+        return str(int(ref)) if ref.is_integer() else repr(ref)
+    if isinstance(ref, int):
+        return str(ref)
+    s = ref.strip()
+    if re.fullmatch(r"-?\d+\.0+", s):
+        return s.split(".")[0]
+    return s
+
+
+def reference_alternatives(ref: object) -> list[str]:
+    """The accepted forms of a reference: several for a list, as oat's ``boxed_reward_fn`` reads it.
+
+    Minerva's multi-element lists are alternative forms of one answer (``['6630.65', '6630']``,
+    ``['41.8^\\circ', '41.8^{\\circ}']``), so an answer matching any of them is correct.
+
+    Raises:
+        TypeError: as ``normalize_reference``.
+    """
+    items = _as_list(ref)
+    if items is None:
+        return [normalize_reference(ref)]
+    return list(dict.fromkeys(normalize_reference(x) for x in items)) or [""]
+
+
+_FAST_DROP = re.compile(r"\\(?:left|right)(?![A-Za-z])|\\[!,;: ]|\$|\^\{?\\circ\}?|\\?%|\s+")
+_INT_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)")
+_DEC_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
+
+
+def _shortcut(pred: str, gold: str) -> bool | None:
+    """Verdict without math_verify where it is certain, else None.
+
+    True for answers equal after cosmetic normalisation or numerically equal plain numbers (``1,000`` ==
+    ``1000.0``); False only for two plain integers that differ, the commonest wrong answer in RL batches.
+    """
+    p, g = pred.strip().strip("$").strip(), gold.strip().strip("$").strip()
+    if p == g:
+        return True
+    if _DEC_RE.fullmatch(p) and _DEC_RE.fullmatch(g) and any(c.isdigit() for c in p + g):
+        try:
+            if Decimal(p.replace(",", "")) == Decimal(g.replace(",", "")):
+                return True
+        except InvalidOperation:
+            return None
+        if _INT_RE.fullmatch(p) and _INT_RE.fullmatch(g):
+            return False
+
+    def norm(s: str) -> str:
+        s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+        return _FAST_DROP.sub("", s).rstrip(".")
+
+    return True if norm(p) == norm(g) else None

@@ -1,0 +1,295 @@
+"""The worker pool: ``MathGrader`` and the per-response grading flow (extract, shortcut, verify)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from .extract import _check_template, _shortcut, extract_answer, reference_alternatives
+
+# Longer answers are scored 0 without math_verify, which needs seconds for them. The longest reference in
+# the paper's benchmarks has 204 characters (OlympiadBench); MATH500's has 53.
+MAX_ANSWER_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """Outcome of grading one response.
+
+    Attributes:
+        reward: 1.0 if the extracted answer is equivalent to the reference, else 0.0.
+        extracted: the answer string taken from the response, or None when there is none.
+        formatted: an answer could be extracted (``extracted is not None``).
+        timed_out: the equivalence check ran past its timeout (reward 0).
+        truncated: the response was cut off by the length limit and was not graded (reward 0).
+    """
+
+    reward: float
+    extracted: str | None
+    formatted: bool
+    timed_out: bool = False
+    truncated: bool = False
+
+
+def _wait_readable(fds: list[int], timeout_s: float) -> None:
+    if hasattr(select, "poll"):  # select.select fails on fd numbers >= 1024, common in a big trainer
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        poller.poll(timeout_s * 1000)
+    else:
+        select.select(fds, [], [], timeout_s)
+
+
+class _Worker:
+    """One grading subprocess; at most one answer in flight."""
+
+    def __init__(self, memory_limit_mb: int | None):
+        src = str(Path(__file__).resolve().parents[2])  # importable even when r1zero is not installed
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from r1zero.reward.worker import main; main()",
+             str(memory_limit_mb or "")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+        )  # fmt: skip
+        self.fd = self.proc.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self.buf = b""
+        self.ready = False
+        self.born = time.monotonic()
+        self.task: int | None = None
+        self.started = 0.0
+
+    def send(self, task: int, pred: str, gold: str, timeout_s: float) -> bool:
+        msg = json.dumps({"id": task, "pred": pred, "gold": gold, "timeout": timeout_s}) + "\n"
+        try:
+            self.proc.stdin.write(msg.encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return False
+        self.task, self.started = task, time.monotonic()
+        return True
+
+    def read(self) -> list[dict] | None:
+        """Complete messages available now; None once the worker has exited."""
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return []
+        if not chunk:
+            return None
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        return [json.loads(x) for x in lines if x.strip()]
+
+    def kill(self) -> None:
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class MathGrader:
+    """Grades batches of responses in a pool of worker processes, with per-answer timeouts.
+
+    Each worker is a fresh ``python`` subprocess (not a fork of the caller, which may hold CUDA state and
+    threads) that imports only ``math_verify``. Workers start on the first ``grade`` call (again in a forked
+    child, which cannot share its parent's pipes). A worker killed by the hard timeout or by the OS is
+    replaced; its answer scores 0. Calls from several threads are serialised.
+
+    Args:
+        num_workers: worker processes (>= 1).
+        timeout_s: per-answer time budget in seconds (> 0); past it the answer scores 0, ``timed_out``.
+        memory_limit_mb: address space each worker may add before allocations fail (None: no limit), so a
+            giant integer raises MemoryError in the worker instead of exhausting the machine.
+        exact_match_shortcut: decide string-identical answers (after cosmetic normalisation) and plain
+            numbers without calling math_verify; off only to measure math_verify itself.
+
+    Attributes:
+        timeouts: running count of responses that scored 0 because their check timed out.
+
+    Raises:
+        ValueError: ``num_workers`` < 1 or ``timeout_s`` <= 0.
+    """
+
+    STARTUP_TIMEOUT_S = 120.0
+
+    def __init__(
+        self,
+        num_workers: int = 2,
+        timeout_s: float = 5.0,
+        *,
+        memory_limit_mb: int | None = 4096,
+        exact_match_shortcut: bool = True,
+    ):
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.num_workers = int(num_workers)
+        self.timeout_s = float(timeout_s)
+        self.memory_limit_mb = memory_limit_mb
+        self.exact_match_shortcut = exact_match_shortcut
+        self.timeouts = 0
+        self._workers: list[_Worker] = []
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Launch the workers now without waiting for them (they take a few seconds to import sympy), e.g.
+        while the model loads; ``grade`` would otherwise start them on its first call."""
+        with self._lock:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        if self._pid != os.getpid():  # forked child: the pipes belong to the parent
+            self._workers, self._pid = [], os.getpid()
+        while len(self._workers) < self.num_workers:
+            self._workers.append(_Worker(self.memory_limit_mb))
+
+    def grade(
+        self,
+        responses: list[str],
+        references: list,
+        template: str,
+        truncated: list[bool] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> list[GradeResult]:
+        """Grade ``responses[i]`` against ``references[i]``.
+
+        Args:
+            responses: generated texts (without the prompt).
+            references: reference answers in any shape ``normalize_reference`` accepts; a list means
+                alternatives, any of which is correct.
+            template: ``"r1"``, ``"qwen_math"`` or ``"no"``: where the answer is.
+            truncated: per response, True if generation hit the length limit (scores 0 ungraded).
+            timeout_s: per-answer timeout for this call (default: the grader's).
+
+        Returns:
+            One ``GradeResult`` per response, in order.
+
+        Raises:
+            ValueError: unknown template, or the list lengths differ.
+            TypeError: a reference of an unsupported type.
+            RuntimeError: the worker processes cannot start (e.g. ``math_verify`` is not importable).
+        """
+        _check_template(template)
+        n = len(responses)
+        truncated = [False] * n if truncated is None else list(truncated)
+        if len(references) != n or len(truncated) != n:
+            raise ValueError(
+                f"responses ({n}), references ({len(references)}) and truncated ({len(truncated)}) "
+                "must have the same length"
+            )
+        budget = self.timeout_s if timeout_s is None else float(timeout_s)
+        results: list[GradeResult | None] = [None] * n
+        pending: dict[tuple[str, str], list[int]] = {}  # identical answers in a group are verified once
+        extracted = [extract_answer(r, template) for r in responses]
+        for i, pred in enumerate(extracted):
+            if truncated[i] or pred is None:
+                results[i] = GradeResult(0.0, pred, pred is not None, truncated=bool(truncated[i]))
+                continue
+            golds = reference_alternatives(references[i])
+            verdicts = [_shortcut(pred, g) if self.exact_match_shortcut else None for g in golds]
+            if True in verdicts or None not in verdicts or len(pred) > MAX_ANSWER_CHARS:
+                results[i] = GradeResult(float(True in verdicts), pred, True)
+                continue
+            for g, v in zip(golds, verdicts, strict=True):
+                if v is None:
+                    pending.setdefault((pred, g), []).append(i)
+
+        if pending:
+            with self._lock:
+                verdicts_run = self._run(list(pending), budget)
+            ok: dict[int, bool] = {}
+            late: dict[int, bool] = {}
+            for key, (k_ok, k_late) in zip(pending, verdicts_run, strict=True):
+                for i in pending[key]:
+                    ok[i], late[i] = ok.get(i, False) or k_ok, late.get(i, False) or k_late
+            for i, correct in ok.items():
+                # A timeout only matters if no other accepted form of the reference matched.
+                results[i] = GradeResult(
+                    float(correct), extracted[i], True, timed_out=late[i] and not correct
+                )
+        n_timeouts = sum(r.timed_out for r in results)
+        with self._lock:
+            self.timeouts += n_timeouts
+        return results  # type: ignore[return-value]
+
+    def _run(self, pairs: list[tuple[str, str]], budget: float) -> list[tuple[bool, bool]]:
+        self._spawn()
+        # The in-worker alarm fires at ``budget``; the kill is for a worker stuck in C code.
+        hard = budget + max(1.0, 0.5 * budget)
+        todo = deque(range(len(pairs)))
+        out: list[tuple[bool, bool] | None] = [None] * len(pairs)
+        failed_starts = 0
+        try:
+            while todo or any(w.task is not None for w in self._workers):
+                now = time.monotonic()
+                for k, w in enumerate(self._workers):
+                    if w.ready and w.task is None and todo:
+                        i = todo.popleft()
+                        if not w.send(i, *pairs[i], budget):
+                            todo.appendleft(i)  # dead; noticed below via EOF
+                    msgs = w.read()
+                    late = w.task is not None and now - w.started > hard
+                    if msgs is None or late or (not w.ready and now - w.born > self.STARTUP_TIMEOUT_S):
+                        if w.task is not None:
+                            # Only a kill for time is a timeout; a crash (e.g. OOM-killed) is just a 0.
+                            out[w.task] = (False, late)
+                        if not w.ready:
+                            failed_starts += 1
+                            if failed_starts > 3 * self.num_workers:
+                                raise RuntimeError(
+                                    "grader workers exit at startup; is math_verify importable by "
+                                    f"{sys.executable}?"
+                                )
+                        w.kill()
+                        self._workers[k] = _Worker(self.memory_limit_mb)
+                        continue
+                    for m in msgs:
+                        if m.get("ready"):
+                            w.ready = True
+                        elif m.get("id") == w.task:
+                            out[w.task], w.task = (bool(m["ok"]), bool(m["to"])), None
+                if todo and any(w.ready and w.task is None for w in self._workers):
+                    continue  # a worker just came free: hand it the next answer before waiting
+                busy = [w.fd for w in self._workers if w.task is not None or not w.ready]
+                if busy:
+                    _wait_readable(busy, 0.05)
+        finally:
+            # Interrupted (Ctrl-C, startup failure): a worker still busy with this batch would later answer
+            # with a stale task id, so it is replaced.
+            for k, w in enumerate(self._workers):
+                if w.task is not None:
+                    w.kill()
+                    self._workers[k] = _Worker(self.memory_limit_mb)
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop the workers (idempotent; a later ``grade`` starts new ones)."""
+        with self._lock:
+            workers, self._workers = self._workers, []
+            if self._pid != os.getpid():
+                return  # a forked child must not kill its parent's workers
+            for w in workers:
+                w.kill()
+
+    def __enter__(self) -> MathGrader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,117 @@
+"""Worker-process side of the grader: math_verify behind a SIGALRM timeout, driven over stdin/stdout.
+
+SIGALRM only works on a process's main thread, hence a process per worker; ``python -c "from
+r1zero.reward.worker import main; main()"`` is what ``MathGrader`` launches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from functools import lru_cache
+
+
+class _SoftTimeout(BaseException):
+    """Raised by SIGALRM in a worker; BaseException so math_verify's ``except Exception`` cannot eat it."""
+
+
+_alarm_armed = False
+
+
+def _on_alarm(signum, frame):
+    global _alarm_armed
+    if _alarm_armed:
+        # One raise per arming: if library code swallows it, the parent's hard deadline takes over.
+        _alarm_armed = False
+        raise _SoftTimeout
+
+
+def _worker_init(memory_limit_mb: int | None) -> None:
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    logging.getLogger("latex2sympy2_extended").setLevel(logging.CRITICAL)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    if memory_limit_mb:
+        try:
+            import resource
+
+            with open("/proc/self/status") as f:
+                vm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+            # On top of what the interpreter and sympy have already mapped, which varies by platform.
+            limit = (vm_kb * 1024) + memory_limit_mb * 2**20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        except (ImportError, OSError, ValueError, StopIteration):
+            pass
+    # math_verify imports parts of sympy/ANTLR on first use; pay that before the first answer is timed.
+    _verify_pair("\\frac{1}{2}", "0.5", 30.0)
+
+
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+_TRAILING_PERIOD = re.compile(r"(?<![.\\])\.\s*$")
+
+
+@lru_cache(maxsize=4096)
+def _parse_gold(gold: str):
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    wrapped = gold if _UNESCAPED_DOLLAR.search(gold) or "\\boxed" in gold else f"${gold}$"
+    return parse(
+        wrapped,
+        extraction_config=(LatexExtractionConfig(), ExprExtractionConfig()),
+        parsing_timeout=None,
+    )
+
+
+def _equivalent(pred: str, gold: str) -> bool:
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    gold_parsed = _parse_gold(gold)
+    # A sentence-final period and a unicode degree sign are common in <answer> tags and defeat the parser.
+    pred = _TRAILING_PERIOD.sub("", pred).replace("°", "^{\\circ}")
+    # LaTeX extraction only: the Expr extractor runs sympy's parse_expr (an eval) on untrusted text.
+    wrapped = pred if _UNESCAPED_DOLLAR.search(pred) else f"\\boxed{{{pred}}}"
+    pred_parsed = parse(wrapped, extraction_config=(LatexExtractionConfig(),), parsing_timeout=None)
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+def _verify_pair(pred: str, gold: str, timeout_s: float) -> tuple[bool, bool]:
+    """(equivalent, timed_out) for one answer; runs on a worker's main thread (SIGALRM).
+
+    Raises:
+        _SoftTimeout: only if the alarm lands after the computation, in the cleanup below.
+    """
+    global _alarm_armed
+    ok = timed_out = False
+    if signal.getsignal(signal.SIGALRM) is not _on_alarm:
+        signal.signal(signal.SIGALRM, _on_alarm)
+    _alarm_armed = True
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        ok = _equivalent(pred, gold)
+    except _SoftTimeout:
+        timed_out = True
+    except Exception:  # noqa: BLE001, S110 - any grader error (incl. MemoryError) scores 0; the worker lives on
+        pass
+    finally:
+        _alarm_armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return ok, timed_out
+
+
+def main() -> None:
+    """Entry point of a worker process: JSON lines in on stdin, JSON lines out on the original stdout."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # a stray print() in a library must not corrupt the protocol
+    limit = sys.argv[1] if len(sys.argv) > 1 else ""
+    _worker_init(int(limit) if limit.isdigit() else None)
+    proto.write('{"ready": true}\n')
+    for line in sys.stdin:
+        msg = json.loads(line)
+        try:
+            ok, timed_out = _verify_pair(msg["pred"], msg["gold"], msg["timeout"])
+        except _SoftTimeout:
+            ok, timed_out = False, True
+        proto.write(json.dumps({"id": msg["id"], "ok": ok, "to": timed_out}) + "\n")

@@ -1,0 +1,86 @@
+"""The benchmark suite: pass@k arithmetic, the standalone CLI, and its outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from r1zero.config import ConfigError
+from r1zero.evaluate import format_table, load_benchmarks, pass_at_k, pass_k_values
+
+from conftest import REPO, compose
+
+
+def test_pass_at_k_unbiased_estimator():
+    # n = 4 samples, c = 1 correct: pass@1 = 1/4; pass@2 = 1 - C(3,2)/C(4,2) = 1 - 3/6 = 0.5; pass@4 = 1
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)
+    assert pass_at_k(4, 1, 4) == 1.0
+    # none correct -> 0; all correct -> 1
+    assert pass_at_k(8, 0, 8) == 0.0 and pass_at_k(8, 8, 1) == 1.0
+    # n = 5, c = 2, k = 3: 1 - C(3,3)/C(5,3) = 1 - 1/10
+    assert pass_at_k(5, 2, 3) == pytest.approx(0.9)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+    assert pass_k_values(8) == [1, 2, 4, 8] and pass_k_values(6) == [1, 2, 4, 6] and pass_k_values(1) == [1]
+
+
+def test_suite_sizes_and_reference_shapes(data_root):
+    cfg = compose(config_name="evaluate")
+    suite = load_benchmarks(cfg.eval)
+    assert {k: len(v) for k, v in suite.items()} == {"aime": 30, "amc": 83, "math": 500, "minerva": 272,
+                                                    "olympiad_bench": 675}
+    # References arrive as floats (AMC 142.0) and lists (Minerva ['9.6\n']); the grader normalises both.
+    assert suite["amc"][0].answer == 142.0 and suite["minerva"][0].answer == ["9.6\n"]
+    capped = load_benchmarks(compose(["eval.benchmarks=[aime,math]", "eval.max_samples=3"], config_name="evaluate").eval)
+    assert list(capped) == ["aime", "math"] and all(len(v) == 3 for v in capped.values())
+
+
+def test_unknown_benchmark_names_the_choices(data_root):
+    with pytest.raises(ConfigError, match="split 'gsm' not found; available splits: .*olympiad_bench"):
+        load_benchmarks(compose(["eval.benchmarks=[gsm]"], config_name="evaluate").eval)
+
+
+def test_format_table_average_row():
+    m = {"eval/aime/accuracy": 0.2, "eval/aime/response_length": 100.0, "eval/aime/formatted_frac": 1.0,
+         "eval/aime/truncated_frac": 0.0, "eval/average/accuracy": 0.2, "eval/average/response_length": 100.0,
+         "eval/average/formatted_frac": 1.0, "eval/average/truncated_frac": 0.0}
+    table = format_table(m)
+    assert "| aime | 20.0 | 100.0 | 0.0 | 100 |" in table and "| average | 20.0 |" in table
+
+
+def test_evaluate_cli_on_tiny_checkpoint_with_pass_at_k(tmp_path, data_root):
+    # A run directory's final/ works as the model; k samples with a temperature give pass@k.
+    from r1zero.models import build_byte_tokenizer, build_tiny_model
+    from omegaconf import OmegaConf
+    import torch
+
+    torch.manual_seed(0)
+    tok = build_byte_tokenizer()
+    model = build_tiny_model(OmegaConf.load(REPO / "conf/model/tiny.yaml"), tok, torch.float32)
+    model.save_pretrained(tmp_path / "run" / "final")
+    tok.save_pretrained(tmp_path / "run" / "final")
+    out = subprocess.run(
+        [sys.executable, "-m", "r1zero.evaluate", "model=tiny", f"model.path={tmp_path / 'run'}", "template=r1",
+         "eval.benchmarks=[aime,amc]", "eval.max_samples=2", "eval.max_new_tokens=6", "eval.samples_per_question=4",
+         "eval.temperature=1.0", f"hydra.run.dir={tmp_path / 'eval'}"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| aime |" in out.stdout and "| average |" in out.stdout and "pass@4 %" in out.stdout
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert set(result["benchmarks"]) == {"aime", "amc", "average"}
+    assert result["benchmarks"]["aime"]["num_questions"] == 2 and "pass@4" in result["benchmarks"]["amc"]
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 4
+    assert {"benchmark", "question", "response", "extracted", "reference", "correct"} <= set(rows[0])
+
+
+def test_greedy_with_several_samples_is_rejected(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "r1zero.evaluate", "model=tiny", "eval.samples_per_question=4",
+                          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2
+    assert "eval.samples_per_question=4 needs eval.temperature > 0" in out.stderr
