@@ -80,6 +80,14 @@ def test_algo_options_only_choose_scaling_and_aggregation(algo, scale, agg):
     assert cfg.algo.clip_eps == 0.2  # shared, not repeated per option
 
 
+def test_experiment_overrides_the_defaults():
+    cfg = compose(["experiment=quickstart"])
+    assert (cfg.model.name, cfg.data.name, cfg.template.name, cfg.algo.name) == ("smollm2_135m", "gsm8k", "qwen_math", "drgrpo")
+    assert cfg.train.total_steps == 8 and cfg.sampling.max_new_tokens == 192 and cfg.sampling.group_size == 4
+    # command-line overrides still win over the experiment
+    assert compose(["experiment=quickstart", "train.total_steps=3"]).train.total_steps == 3
+
+
 def test_templates_are_the_papers_strings():
     r1 = compose(["template=r1"]).template.prompt
     assert r1.startswith("A conversation between User and Assistant. The User asks a question, and the Assistant "

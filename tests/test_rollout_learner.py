@@ -112,3 +112,23 @@ def test_learner_logprobs_match_generation_positions(tiny):
     with torch.no_grad():
         direct = sequence_logprobs(model, ids, torch.ones_like(ids), plen)
     torch.testing.assert_close(together[0, :L], direct[0, :L], atol=1e-5, rtol=0)
+
+
+def test_update_old_logprobs_are_the_sampling_policys(tiny):
+    """One optimizer step per rollout is exactly on-policy (ratio 1); with two optimizer steps the second
+    half is scored against the *pre-update* policy, so its ratio moves away from 1."""
+    import copy
+
+    model, tok = tiny
+    torch.manual_seed(4)
+    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: 3+5?"], SamplingConfig(n=2, max_new_tokens=10))
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    on = copy.deepcopy(model)
+    m = _learner(on, 2).update(batch, adv)
+    assert m["train/ratio_mean"] == 1.0 and m["train/pg_clipfrac"] == 0.0 and m["train/optimizer_steps"] == 1
+    assert any(not torch.equal(a, b) for a, b in zip(on.parameters(), model.parameters()))
+    two = copy.deepcopy(model)
+    learner = _learner(two, 2)
+    learner.cfg.mini_batch_size = 2
+    m = learner.update(batch, adv)
+    assert m["train/optimizer_steps"] == 2 and m["train/ratio_mean"] != 1.0

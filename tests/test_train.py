@@ -37,6 +37,9 @@ class AlternatingGrader:
     def __init__(self, *args, **kwargs):
         self.timeouts = 0
 
+    def start(self):
+        pass
+
     def grade(self, responses, references, template, truncated=None, **kwargs):
         return [GradeResult(reward=float(i % 2 == 0), extracted=None, formatted=False, timed_out=False,
                             truncated=False) for i in range(len(responses))]

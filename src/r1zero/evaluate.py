@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import config as _config
+from .cli import hydra_entry
 from .config import ConfigError
 from .data import DataUnavailableError, Question, read_rows
 from .rollout import SamplingConfig
@@ -178,9 +177,11 @@ def format_table(metrics: dict[str, float]) -> str:
     head = ["benchmark", *(f"{c} %" for c in cols), "formatted %", "truncated %", "length (tokens)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for b in benches:
-        g = lambda k: metrics.get(f"eval/{b}/{k}", float("nan"))  # noqa: E731
-        cells = [b, *(f"{100 * g(c):.1f}" for c in cols), f"{100 * g('formatted_frac'):.1f}",
-                 f"{100 * g('truncated_frac'):.1f}", f"{g('response_length'):.0f}"]
+        row = {k.split("/")[2]: v for k, v in metrics.items() if k.startswith(f"eval/{b}/")}
+        cells = [b, *(f"{100 * row.get(c, float('nan')):.1f}" for c in cols),
+                 f"{100 * row.get('formatted_frac', float('nan')):.1f}",
+                 f"{100 * row.get('truncated_frac', float('nan')):.1f}",
+                 f"{row.get('response_length', float('nan')):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -212,21 +213,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _hydra_main(cfg: DictConfig) -> None:
-    from .models import ModelUnavailableError
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        run(cfg)
-    except (ModelUnavailableError, DataUnavailableError, ConfigError) as err:
-        print(f"r1zero: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-
-
-def main() -> None:
-    import hydra
-
-    hydra.main(version_base="1.3", config_path=str(_config.config_dir()), config_name="evaluate")(_hydra_main)()
+main = hydra_entry("evaluate", run)
 
 
 if __name__ == "__main__":

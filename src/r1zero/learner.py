@@ -96,13 +96,14 @@ class Learner:
         return ids, att, P - first, resp_mask[:, :t_len].to(device), t_len
 
     @torch.no_grad()
-    def compute_logprobs(self, model, batch: RolloutBatch) -> torch.Tensor:
-        """(N, T) response log-probabilities under ``model`` (zero on padding), micro-batch by micro-batch."""
+    def compute_logprobs(self, model, batch: RolloutBatch, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, T) response log-probabilities under ``model`` (zero on padding and on rows not in ``rows``)."""
         was_training = model.training
         model.eval()
         out = torch.zeros_like(batch.response_mask)
         try:
-            for idx in _chunks(torch.arange(len(batch)), int(self.cfg.micro_batch_size)):
+            rows = torch.arange(len(batch)) if rows is None else rows
+            for idx in _chunks(rows, int(self.cfg.micro_batch_size)):
                 ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
                 lp = sequence_logprobs(model, ids, att, p, self.temperature)
                 out[idx, :t_len] = (lp * mask).float().cpu()
@@ -119,7 +120,15 @@ class Learner:
             advantages: (N,) per-response advantages.
         """
         N = len(batch)
-        old_logprobs = self.compute_logprobs(self.model, batch)
+        mini = int(self.cfg.mini_batch_size or N)
+        first = torch.arange(min(mini, N))
+        # old_logprobs of the first optimizer batch come from its own forward pass (the parameters have not
+        # moved yet, so they are the sampling policy's, and the ratio is exactly 1); only rows that are
+        # trained after an optimizer step need a separate no-grad pass, taken now, before any step.
+        old_logprobs = torch.zeros_like(batch.response_mask)
+        later = torch.arange(len(first), N)
+        if later.numel():
+            old_logprobs[later] = self.compute_logprobs(self.model, batch, rows=later)[later]
         ref_logprobs = None
         kl_coef = float(self.algo.get("kl_coef", 0.0) or 0.0)
         if kl_coef > 0:
@@ -127,16 +136,15 @@ class Learner:
                 raise ValueError("algo.kl_coef > 0 needs a reference model")
             ref_logprobs = self.compute_logprobs(self.ref_model, batch)
 
-        mini = int(self.cfg.mini_batch_size or N)
         sums: dict[str, float] = {}
         weights: dict[str, float] = {}
         losses, grad_norms = [], []
         self.model.train()
-        for _ in range(int(self.cfg.ppo_epochs)):
-            for mb in _chunks(torch.arange(N), mini):
+        for epoch in range(int(self.cfg.ppo_epochs)):
+            for k, mb in enumerate(_chunks(torch.arange(N), mini)):
                 self.optimizer.zero_grad(set_to_none=True)
                 step_loss = self.accumulate_gradients(batch, mb, old_logprobs, advantages, ref_logprobs,
-                                                      sums=sums, weights=weights)
+                                                      sums=sums, weights=weights, fill_old=epoch == 0 and k == 0)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     [p for p in self.model.parameters() if p.requires_grad], float(self.cfg.max_grad_norm)
                 )
@@ -166,12 +174,15 @@ class Learner:
         micro_batch_size: int | None = None,
         sums: dict | None = None,
         weights: dict | None = None,
+        fill_old: bool = False,
     ) -> float:
         """Backpropagate the loss of one optimizer batch ``rows`` in micro-batches; returns its loss.
 
         Every micro-batch is normalised by the totals of ``rows`` (responses and tokens), so the gradient
         left in ``.grad`` is the same whatever ``micro_batch_size`` is. Metrics are accumulated
-        token-weighted into ``sums``/``weights`` when given.
+        token-weighted into ``sums``/``weights`` when given. With ``fill_old`` the parameters are still
+        the sampling policy's: each micro-batch's detached log-probabilities are used as, and written into,
+        ``old_logprobs`` (N, T).
         """
         micro = int(micro_batch_size or self.cfg.micro_batch_size)
         num_tokens = float(batch.response_mask[rows].sum().item())
@@ -181,6 +192,8 @@ class Learner:
             ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
             logprobs = sequence_logprobs(self.model, ids, att, p, self.temperature)
             dev = logprobs.device
+            if fill_old:
+                old_logprobs[idx, :t_len] = (logprobs.detach() * mask).float().cpu()
             loss, m = policy_loss(
                 logprobs,
                 old_logprobs[idx, :t_len].to(dev),

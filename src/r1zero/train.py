@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -21,13 +20,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import config as _config  # registers the ${r1zero_root:} resolver before Hydra composes
 from .algos import ADV_ESTIMATORS, LOSS_AGGREGATIONS, compute_advantages
-from .config import ConfigError
 from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
-from .data import DataUnavailableError, PromptSampler, load_questions
+from .cli import hydra_entry
+from .config import ConfigError
+from .data import PromptSampler, load_questions
 from .learner import Learner
-from .models import ModelUnavailableError, load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
+from .models import (
+    load_model_and_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_dir,
+)
+from .preemption import PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .rollout import SamplingConfig, build_engine
 from .templates import PromptTemplate
@@ -174,6 +179,8 @@ class R1ZeroRecipe:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc="r1zero", unit="step", dynamic_ncols=True)
+        # SIGUSR2/SIGTERM (SLURM preemption, time limit) only set a flag, acted on at the end of a step.
+        self.preemption = PreemptionHandler(grace_s=launcher_grace_s()).install()
         if self.step == 0 and cfg.eval.get("at_start"):
             self.logger.log(0, self._evaluate())
         while self.step < total:
@@ -228,6 +235,8 @@ class R1ZeroRecipe:
                 bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}",
                                 len=f"{metrics['rollout/response_length_mean']:.0f}",
                                 loss=f"{metrics['train/loss']:.4f}")
+            if self.preemption.requested and self.step < total:  # checkpoint, then requeue (SLURM) or exit
+                self.preemption.hand_over(self.save_checkpoint(), self.step)
         if bar is not None:
             bar.close()
 
@@ -277,7 +286,7 @@ class R1ZeroRecipe:
         if self.cfg.train.get("save_final", True) and self.step >= int(self.cfg.train.total_steps):
             self.model.save_pretrained(self.run_dir / "final")
             self.tokenizer.save_pretrained(self.run_dir / "final")
-        for closer in ("logger", "grader"):
+        for closer in ("logger", "grader", "preemption"):
             obj = getattr(self, closer, None)
             if obj is not None:
                 obj.close()
@@ -296,20 +305,7 @@ def run(cfg: DictConfig) -> Path:
     return recipe.run_dir
 
 
-def _hydra_main(cfg: DictConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        run(cfg)
-    except (ModelUnavailableError, DataUnavailableError, FileExistsError, ConfigError) as err:
-        # Bad input: one line, no traceback; everything already written stays in the run dir.
-        print(f"r1zero: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-
-
-def main() -> None:
-    import hydra
-
-    hydra.main(version_base="1.3", config_path=str(_config.config_dir()), config_name="train")(_hydra_main)()
+main = hydra_entry("train", run)
 
 
 if __name__ == "__main__":
