@@ -43,6 +43,21 @@ def require_metrics(df: pd.DataFrame, metrics: Sequence[str], what: str) -> None
             warn(f"{what}: {len(missing)} run(s) never log {m!r}, e.g. {missing[0]}")
 
 
+def allow_absent(df: pd.DataFrame, metrics: Sequence[str], what: str) -> pd.DataFrame:
+    """Add all-NaN columns for ``metrics`` that no run logs (drawn as "no data" panels), with a warning.
+
+    For metrics whose absence is a finding, not a logging bug: ``rollout/response_length_correct`` is
+    never logged by a run that never answers correctly (e.g. a toy run of a random model).
+    """
+    absent = [m for m in metrics if m not in df.columns or df[m].isna().all()]
+    if absent:
+        warn(f"{what}: no run logs {', '.join(repr(m) for m in absent)}; those panels show 'no data'")
+        df = df.copy()
+        for m in absent:
+            df[m] = float("nan")
+    return df
+
+
 def smooth(df: pd.DataFrame, window: int, metrics: Sequence[str] = SMOOTHABLE) -> pd.DataFrame:
     """Trailing rolling mean of the training metrics over ``window`` logged steps, per run."""
     if window <= 1:

@@ -21,6 +21,7 @@ from .aggregate import (
     LENGTH_INCORRECT,
     REWARD,
     need_values,
+    allow_absent,
     require_metrics,
     seed_stats,
     settings,
@@ -120,7 +121,8 @@ def dynamics(df: pd.DataFrame, out: Path, smooth_window: int = 1) -> style.Outpu
     """Fig. 5: GRPO vs Dr. GRPO over training steps (reward, lengths, eval accuracy)."""
     df = need_values(df, "algo", DYNAMICS_ALGOS, len(DYNAMICS_ALGOS), "dynamics", SETTING_COLS)
     panels = [REWARD_PANEL, LENGTH_PANEL, CORRECT_PANEL, INCORRECT_PANEL, EVAL_PANEL]
-    require_metrics(df, [p.metric for p in panels], "dynamics")
+    df = allow_absent(df, [CORRECT_PANEL.metric, INCORRECT_PANEL.metric], "dynamics")
+    require_metrics(df, [p.metric for p in panels if p not in (CORRECT_PANEL, INCORRECT_PANEL)], "dynamics")
     df = smooth(df, smooth_window)
     row_cols = varying(df, SETTING_COLS)
     stats = seed_stats(df, [*SETTING_COLS, "algo"], [p.metric for p in panels])
@@ -142,7 +144,8 @@ def ablation(df: pd.DataFrame, out: Path, smooth_window: int = 1) -> style.Outpu
         notes.append(f"no runs for {', '.join(absent)}")
         warn(f"ablation: no runs for {', '.join(absent)}; plotting the others")
     panels = [REWARD_PANEL, CORRECT_PANEL, INCORRECT_PANEL, EVAL_PANEL]
-    require_metrics(df, [p.metric for p in panels], "ablation")
+    df = allow_absent(df, [CORRECT_PANEL.metric, INCORRECT_PANEL.metric], "ablation")
+    require_metrics(df, [p.metric for p in panels if p not in (CORRECT_PANEL, INCORRECT_PANEL)], "ablation")
     df = smooth(df, smooth_window)
     row_cols = varying(df, SETTING_COLS)
     stats = seed_stats(df, [*SETTING_COLS, "algo"], [p.metric for p in panels])

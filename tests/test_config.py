@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, REPO, compose
 
-GROUPS = ["model", "template", "algo", "data", "rollout", "eval", "logger", "experiment"]
+GROUPS = ["model", "template", "algo", "data", "rollout", "eval", "logger", "strategy", "experiment"]
 
 
 def options(group: str) -> list[str]:
@@ -38,7 +38,7 @@ def test_option_composes_and_resolves(group, option):
 
 def test_every_field_of_every_group_file_is_commented():
     missing = []
-    for group in ("model", "template", "algo", "data", "rollout", "logger", "eval"):
+    for group in ("model", "template", "algo", "data", "rollout", "logger", "eval", "strategy"):
         for path in (CONF / group).glob("*.yaml"):
             for line in path.read_text().splitlines():
                 stripped = line.strip()

@@ -34,16 +34,27 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep: int | None = None) -> Path:
-    """Write checkpoint ``step`` and prune all but the newest ``keep``; returns its directory."""
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep: int | None = None,
+                    state_dict: dict | None = None, move_in: dict[str, Path] | None = None) -> Path:
+    """Write checkpoint ``step`` and prune all but the newest ``keep``; returns its directory.
+
+    ``state_dict``: full weights to save instead of ``model.state_dict()`` (gathered ZeRO-3 parameters).
+    ``move_in``: ``{name: dir}`` directories moved into the checkpoint as ``name/`` before it is published
+    (per-rank DeepSpeed optimizer shards written by every rank).
+    """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
+    if state_dict is not None:
+        model.save_pretrained(tmp, state_dict=state_dict)
+    else:
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    for name, src in (move_in or {}).items():
+        os.replace(src, tmp / name)
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
     if final.exists():
         shutil.rmtree(final)

@@ -4,6 +4,10 @@ A rollout batch of N responses is split into optimizer steps of ``mini_batch_siz
 those into micro-batches of ``micro_batch_size``. Every micro-batch loss is normalised by the totals of its
 optimizer step (``num_responses``, ``num_tokens``), so the accumulated gradient is the same for any
 micro-batch size (Dr. GRPO §3.2: "every micro-batch / gradient-accumulation split gives the same gradient").
+
+Under a data-parallel strategy (``strategy=ddp|zero2|zero3``, :mod:`r1zero.strategy`) each rank holds its own
+share of the rollout; the totals are summed over ranks and each rank's loss is multiplied by the world size
+(DDP/DeepSpeed average gradients), so the reduced gradient is the single-process gradient of the whole batch.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 
 from .algos import policy_loss
 from .rollout.base import RolloutBatch
+from .strategy import DistEnv, Strategy
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -65,26 +70,33 @@ class Learner:
         max_new_tokens: Dr. GRPO's constant normaliser (the generation budget).
         temperature: the rollout sampling temperature (logits are scaled by it).
         ref_model: frozen initial policy, used only when ``algo.kl_coef > 0``.
+        strategy: a :class:`~r1zero.strategy.Strategy` (set up, process group joined); it builds and owns the
+            optimizer and wraps the model. None: one device, plain AdamW.
     """
 
-    def __init__(self, model, train_cfg, algo_cfg, *, max_new_tokens: int, temperature: float, ref_model=None):
-        self.model, self.ref_model = model, ref_model
+    def __init__(self, model, train_cfg, algo_cfg, *, max_new_tokens: int, temperature: float, ref_model=None,
+                 strategy: Strategy | None = None):
+        self.strategy = strategy if strategy is not None else Strategy(env=DistEnv())  # one process, whatever the env
         self.cfg, self.algo = train_cfg, algo_cfg
         self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params, lr=float(train_cfg.lr), betas=tuple(train_cfg.betas),
-            weight_decay=float(train_cfg.weight_decay), eps=1e-8,
-        )
-        warmup = int(train_cfg.get("warmup_steps", 0) or 0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
-        )
+        self.strategy.prepare(model, train_cfg)
+        # self.model: the plain HF module (rollouts, no-grad log-probs, saving); training forwards go through
+        # strategy.train_model (the DDP / DeepSpeed wrapper, or this same module).
+        self.model = self.strategy.module
+        self.ref_model = self.strategy.prepare_reference(ref_model)
+
+    @property
+    def optimizer(self):
+        return self.strategy.optimizer
+
+    @property
+    def scheduler(self):
+        return self.strategy.scheduler
 
     # ----------------------------------------------------------------------------------------------
     def _micro_inputs(self, batch: RolloutBatch, idx: torch.Tensor):
         """Slice rows ``idx`` and trim columns that are padding in every one of them."""
-        device = next(self.model.parameters()).device
+        device = self.strategy.device or next(self.model.parameters()).device
         ids, att = batch.input_ids[idx], batch.attention_mask[idx]
         resp_mask = batch.response_mask[idx]
         P = batch.prompt_len
@@ -120,7 +132,8 @@ class Learner:
             advantages: (N,) per-response advantages.
         """
         N = len(batch)
-        mini = int(self.cfg.mini_batch_size or N)
+        # mini_batch_size counts responses of the whole (all-rank) optimizer batch; this rank holds 1/world of it.
+        mini = int(self.cfg.mini_batch_size) // self.strategy.world_size if self.cfg.mini_batch_size else N
         first = torch.arange(min(mini, N))
         # old_logprobs of the first optimizer batch come from its own forward pass (the parameters have not
         # moved yet, so they are the sampling policy's, and the ratio is exactly 1); only rows that are
@@ -134,7 +147,8 @@ class Learner:
         if kl_coef > 0:
             if self.ref_model is None:
                 raise ValueError("algo.kl_coef > 0 needs a reference model")
-            ref_logprobs = self.compute_logprobs(self.ref_model, batch)
+            with self.strategy.reference_on_device(self.ref_model) as ref:
+                ref_logprobs = self.compute_logprobs(ref, batch)
 
         sums: dict[str, float] = {}
         weights: dict[str, float] = {}
@@ -142,24 +156,32 @@ class Learner:
         self.model.train()
         for epoch in range(int(self.cfg.ppo_epochs)):
             for k, mb in enumerate(_chunks(torch.arange(N), mini)):
-                self.optimizer.zero_grad(set_to_none=True)
+                self.strategy.zero_grad()
                 step_loss = self.accumulate_gradients(batch, mb, old_logprobs, advantages, ref_logprobs,
                                                       sums=sums, weights=weights, fill_old=epoch == 0 and k == 0)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for p in self.model.parameters() if p.requires_grad], float(self.cfg.max_grad_norm)
-                )
-                self.optimizer.step()
-                self.scheduler.step()
+                grad_norm = self.strategy.clip_and_step(float(self.cfg.max_grad_norm))
                 losses.append(step_loss)
                 grad_norms.append(float(grad_norm))
+        adv_stats = [float(advantages.sum()), float(advantages.abs().sum()), float(advantages.numel())]
+        if self.strategy.distributed:
+            # Every rank ran the same optimizer steps on its share: report metrics of the global batch
+            # (token-weighted sums, per-step losses summed over ranks, grad norms already global).
+            keys = sorted(k for k in sums if k != "ratio_max")
+            flat = self.strategy.all_reduce([sums[k] for k in keys] + [weights[k] for k in keys] + losses + adv_stats)
+            n, L = len(keys), len(losses)
+            sums.update(zip(keys, flat[:n]))
+            weights.update(zip(keys, flat[n : 2 * n]))
+            losses, adv_stats = flat[2 * n : 2 * n + L], flat[2 * n + L :]
+            if "ratio_max" in sums:
+                sums["ratio_max"] = self.strategy.all_reduce(sums["ratio_max"], op="max")
         metrics = {f"train/{k}": sums[k] / max(weights[k], 1e-12) for k in sums}
         metrics.update({
             "train/loss": sum(losses) / len(losses),
             "train/grad_norm": sum(grad_norms) / len(grad_norms),
-            "train/lr": self.scheduler.get_last_lr()[0],
+            "train/lr": self.strategy.last_lr(),
             "train/optimizer_steps": float(len(losses)),
-            "train/advantage_mean": float(advantages.mean()),
-            "train/advantage_abs_mean": float(advantages.abs().mean()),
+            "train/advantage_mean": adv_stats[0] / max(adv_stats[2], 1.0),
+            "train/advantage_abs_mean": adv_stats[1] / max(adv_stats[2], 1.0),
         })
         return metrics
 
@@ -183,31 +205,47 @@ class Learner:
         token-weighted into ``sums``/``weights`` when given. With ``fill_old`` the parameters are still
         the sampling policy's: each micro-batch's detached log-probabilities are used as, and written into,
         ``old_logprobs`` (N, T).
+
+        Distributed (``strategy.distributed``): ``rows`` are this rank's share of the optimizer batch. The
+        totals are summed over ranks and the loss is multiplied by ``strategy.loss_multiplier`` (the world
+        size, cancelling DDP/DeepSpeed gradient averaging), so the reduced gradient is that of the union of
+        all ranks' rows. The returned loss is this rank's part (the parts sum to the global loss).
         """
         micro = int(micro_batch_size or self.cfg.micro_batch_size)
-        num_tokens = float(batch.response_mask[rows].sum().item())
+        strategy = self.strategy
+        num_responses, num_tokens = len(rows), float(batch.response_mask[rows].sum().item())
+        if strategy.distributed:
+            if len(rows) == 0:
+                raise ValueError(f"rank {strategy.rank} has no responses in an optimizer batch; every rank needs "
+                                 f"some (prompts_per_rollout and mini_batch_size divisible by the world size)")
+            num_responses, num_tokens = strategy.all_reduce([float(num_responses), num_tokens])
+            num_responses = round(num_responses)
+        scale = strategy.loss_multiplier
         kl_coef = float(self.algo.get("kl_coef", 0.0) or 0.0)
         total = 0.0
-        for idx in _chunks(rows, micro):
-            ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
-            logprobs = sequence_logprobs(self.model, ids, att, p, self.temperature)
-            dev = logprobs.device
-            if fill_old:
-                old_logprobs[idx, :t_len] = (logprobs.detach() * mask).float().cpu()
-            loss, m = policy_loss(
-                logprobs,
-                old_logprobs[idx, :t_len].to(dev),
-                advantages[idx].to(dev),
-                mask,
-                clip_eps=float(self.algo.clip_eps),
-                aggregation=str(self.algo.loss_agg),
-                max_new_tokens=self.max_new_tokens,
-                num_responses=len(rows),
-                num_tokens=num_tokens,
-                ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx, :t_len].to(dev),
-                kl_coef=kl_coef,
-            )
-            loss.backward()
+        chunks = list(_chunks(rows, micro))
+        for i, idx in enumerate(chunks):
+            # DDP: no gradient all-reduce until the last micro-batch; DeepSpeed: the accumulation boundary.
+            with strategy.accumulate(is_last=i == len(chunks) - 1):
+                ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
+                logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature)
+                dev = logprobs.device
+                if fill_old:
+                    old_logprobs[idx, :t_len] = (logprobs.detach() * mask).float().cpu()
+                loss, m = policy_loss(
+                    logprobs,
+                    old_logprobs[idx, :t_len].to(dev),
+                    advantages[idx].to(dev),
+                    mask,
+                    clip_eps=float(self.algo.clip_eps),
+                    aggregation=str(self.algo.loss_agg),
+                    max_new_tokens=self.max_new_tokens,
+                    num_responses=num_responses,
+                    num_tokens=num_tokens,
+                    ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx, :t_len].to(dev),
+                    kl_coef=kl_coef,
+                )
+                strategy.backward(loss * scale if scale != 1.0 else loss)
             total += loss.item()
             if sums is not None and weights is not None:
                 w = float(mask.sum().item())
@@ -221,8 +259,7 @@ class Learner:
         return total
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return self.strategy.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.strategy.load_state_dict(state)

@@ -46,7 +46,7 @@ def launcher_grace_s() -> float | None:
         if not HydraConfig.initialized():
             return None
         value = HydraConfig.get().launcher.get("signal_delay_s")
-    except Exception:  # no Hydra job, or a launcher config without the field
+    except Exception:  # noqa: BLE001 - no Hydra job, or a launcher config without the field
         return None
     return float(value) if value else None
 
@@ -74,6 +74,7 @@ class PreemptionHandler:
         """Take over the signals (main thread only; elsewhere Python cannot set handlers and this is a no-op)."""
         if threading.current_thread() is not threading.main_thread():
             return self
+        self._overdue = False
         for sig in self.signals:
             previous = signal.getsignal(sig)
             if previous in (signal.SIG_IGN, None) or previous == self._on_signal:
@@ -115,6 +116,8 @@ class PreemptionHandler:
 
     def _deadline(self, signum: int) -> None:
         # Timer thread: only the main thread can run the handover, so re-deliver the signal to it.
+        if self._timer is None:  # hand_over() got there first
+            return
         self._overdue = True
         log.warning("step still running %.0fs after %s: handing over without a new checkpoint",
                     self.max_wait_s, signal.Signals(signum).name)

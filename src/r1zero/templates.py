@@ -42,6 +42,9 @@ class PromptTemplate:
             ValueError: ``prompt`` does not have this template's prefix and suffix.
         """
         head, tail = self.prompt.split(QUESTION_SLOT)
+        # The paper's pre-templated sets (math_lvl3to5_8k) end in "<|im_start|>assistant" without the template's
+        # final newline: trailing whitespace is not part of the format.
+        prompt, tail = prompt.rstrip(), tail.rstrip()
         if not (prompt.startswith(head) and prompt.endswith(tail)):
             raise ValueError(f"text is not in the {self.name!r} template format: {prompt[:80]!r}...")
         return prompt[len(head) : len(prompt) - len(tail)]

@@ -108,6 +108,19 @@ class MetricsLogger:
             self.wandb = None
 
 
+class NullLogger:
+    """The :class:`MetricsLogger` interface doing nothing: what ranks other than 0 log to."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        return _clean({"step": int(step), **metrics})
+
+    def log_samples(self, step: int, rows: Iterable[dict[str, Any]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _wandb_id(run_dir: Path) -> str:
     import hashlib
 

@@ -21,22 +21,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .algos import ADV_ESTIMATORS, LOSS_AGGREGATIONS, compute_advantages
-from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from .checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
 from .cli import hydra_entry
 from .config import ConfigError
 from .data import PromptSampler, load_questions
 from .learner import Learner
 from .models import (
     load_model_and_tokenizer,
-    resolve_device,
     resolve_dtype,
     resolve_model_dir,
 )
 from .preemption import PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .rollout import SamplingConfig, build_engine
+from .strategy import Strategy, build_strategy
 from .templates import PromptTemplate
-from .tracking import MetricsLogger
+from .tracking import MetricsLogger, NullLogger
 
 log = logging.getLogger("r1zero.train")
 
@@ -73,7 +73,21 @@ def rollout_metrics(batch, rewards: torch.Tensor, results) -> dict[str, float]:
     }
 
 
-def validate(cfg: DictConfig) -> None:
+def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results):
+    """``(batch, rewards, results)`` of every rank's share, for :func:`rollout_metrics` (as is in one process)."""
+    if not strategy.distributed:
+        return batch, rewards, results
+    from types import SimpleNamespace
+
+    parts = strategy.all_gather_object((batch.response_lengths.tolist(), batch.truncated.tolist(), rewards.tolist(),
+                                        [(r.formatted, r.timed_out) for r in results]))
+    view = SimpleNamespace(response_lengths=torch.tensor([x for p in parts for x in p[0]]),
+                           truncated=torch.tensor([x for p in parts for x in p[1]]), extra=batch.extra)
+    graded = [SimpleNamespace(formatted=f, timed_out=t) for p in parts for f, t in p[3]]
+    return view, torch.tensor([x for p in parts for x in p[2]]), graded
+
+
+def validate(cfg: DictConfig, world_size: int = 1) -> None:
     """Fail fast, before any model is loaded, on values that would only break mid-run.
 
     Raises:
@@ -94,6 +108,11 @@ def validate(cfg: DictConfig) -> None:
     if mini is not None and (int(mini) < 1 or rollout_size % int(mini)):
         raise ConfigError(f"train.mini_batch_size={mini} must divide the rollout size "
                           f"prompts_per_rollout x group_size = {rollout_size}")
+    # Data parallel: each rank rolls out whole questions and trains on its share of every optimizer batch.
+    for key in ("train.prompts_per_rollout", "train.mini_batch_size"):
+        value = OmegaConf.select(cfg, key)
+        if world_size > 1 and value is not None and int(value) % world_size:
+            raise ConfigError(f"{key}={value} must be divisible by the number of processes ({world_size})")
 
 
 class R1ZeroRecipe:
@@ -107,13 +126,16 @@ class R1ZeroRecipe:
     # ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
+        # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
+        self.strategy = build_strategy(cfg.get("strategy"))
+        self.device = self.strategy.setup(str(cfg.device))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+        if self.strategy.is_main:
+            OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
         set_seed(int(cfg.seed))
-        self.device = resolve_device(str(cfg.device))
         self.dtype = resolve_dtype(str(cfg.dtype), self.device)
 
-        validate(cfg)
+        validate(cfg, self.strategy.world_size)
         ckpt = self._checkpoint_to_resume()
         # Grader workers start in the background while the model loads.
         self.grader = MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s))
@@ -122,33 +144,39 @@ class R1ZeroRecipe:
         self.questions = load_questions(cfg.data)
         self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed))
 
-        self.model, self.tokenizer = load_model_and_tokenizer(
-            cfg.model, self.device, self.dtype, weights_from=str(ckpt) if ckpt else None
-        )
+        with self.strategy.model_init_context(self.dtype, cfg.train):  # ZeRO-3: loaded partitioned
+            self.model, self.tokenizer = load_model_and_tokenizer(
+                cfg.model, self.device, self.dtype, weights_from=str(ckpt) if ckpt else None
+            )
         if cfg.model.get("gradient_checkpointing"):
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         ref_model = None
         if float(cfg.algo.kl_coef) > 0:
-            ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+            ref_model = self._reference_model(ckpt).eval().requires_grad_(False)
         self.learner = Learner(
-            self.model, cfg.train, cfg.algo, ref_model=ref_model,
+            self.model, cfg.train, cfg.algo, ref_model=ref_model, strategy=self.strategy,
             max_new_tokens=int(cfg.sampling.max_new_tokens), temperature=float(cfg.sampling.temperature),
         )
+        if self.strategy.distributed:  # same initial weights everywhere, different samples on every rank
+            set_seed(int(cfg.seed) + 100_003 * self.strategy.rank)
         self.sampling = SamplingConfig(
             n=int(cfg.sampling.group_size), max_new_tokens=int(cfg.sampling.max_new_tokens),
             temperature=float(cfg.sampling.temperature), top_p=float(cfg.sampling.top_p),
             top_k=int(cfg.sampling.top_k or 0), stop=self.template.stop,
         )
         model_dir = str(ckpt) if ckpt else (None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model))
-        self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir)
+        self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir,
+                                   seed=int(cfg.seed), scratch_dir=str(self.run_dir / "rollout_init"))
 
         if ckpt is not None:
             state = load_trainer_state(ckpt)
             self.learner.load_state_dict(state["learner"])
+            self.strategy.load_sharded_state(Path(ckpt) / "strategy")
             self.sampler.load_state_dict(state["sampler"])
             self.step = int(state["step"])
-            set_rng_state(state["rng"])
-            self.engine.sync_weights(self.model)
+            per_rank = state.get("rng_per_rank") or []
+            set_rng_state(per_rank[self.strategy.rank] if len(per_rank) == self.strategy.world_size else state["rng"])
+            self.strategy.sync_weights(self.engine)
             log.info("resumed from %s at step %d", ckpt, self.step)
         # resume=auto with no checkpoint yet (a job requeued before its first save) starts over at step 0
         # and drops whatever rows that attempt logged, so no step appears twice.
@@ -156,7 +184,16 @@ class R1ZeroRecipe:
         self.logger = MetricsLogger(
             self.run_dir, cfg.logger.wandb, OmegaConf.to_container(cfg, resolve=True),
             resume_step=self.step if resuming else None,
-        )
+        ) if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
+
+    def _reference_model(self, ckpt: Path | None):
+        """A copy of the policy as loaded, for the KL term; ZeRO-3 partitions cannot be deep-copied: reload it."""
+        if not self.strategy.shards_parameters:
+            return copy.deepcopy(self.model)
+        set_seed(int(self.cfg.seed))  # model=tiny: the same random weights as the policy
+        with self.strategy.model_init_context(self.dtype, self.cfg.train):
+            return load_model_and_tokenizer(self.cfg.model, self.device, self.dtype,
+                                            weights_from=str(ckpt) if ckpt else None)[0]
 
     def _checkpoint_to_resume(self) -> Path | None:
         resume = self.cfg.get("resume")
@@ -175,7 +212,7 @@ class R1ZeroRecipe:
         cfg, G = self.cfg, int(self.cfg.sampling.group_size)
         total = int(cfg.train.total_steps)
         bar = None
-        if cfg.logger.get("progress_bar", True):
+        if cfg.logger.get("progress_bar", True) and self.strategy.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc="r1zero", unit="step", dynamic_ncols=True)
@@ -188,13 +225,12 @@ class R1ZeroRecipe:
             t_step = time.perf_counter()
 
             # 1. rollout: G responses per question
-            questions = self.sampler.next_batch()
+            questions = self.strategy.shard(self.sampler.next_batch())  # this rank's whole questions
             prompts = [self.template.apply(q.question) for q in questions]
             t0 = time.perf_counter()
-            self.engine.wake_up()
             batch = self.engine.generate(prompts, self.sampling)
             batch.extra["group_size"] = G
-            self.engine.sleep()
+            self.engine.sleep()  # free the engine's memory (vLLM on GPU) for the learner
             t_rollout = time.perf_counter() - t0
 
             # 2. reward: rule-based grading; truncated responses score 0
@@ -212,17 +248,20 @@ class R1ZeroRecipe:
                 scale_by_std=bool(cfg.algo.scale_by_std), eps=float(cfg.algo.adv_eps),
             )
             metrics = self.learner.update(batch, advantages)
-            self.engine.sync_weights(self.model)
+            self.engine.wake_up()
+            self.strategy.sync_weights(self.engine)  # the next rollout samples from the updated policy
             t_update = time.perf_counter() - t0
 
             # 4. log, evaluate, checkpoint
-            metrics.update(rollout_metrics(batch, rewards, results))
-            n_tokens = float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum())
+            metrics.update(rollout_metrics(*gather_rollout(self.strategy, batch, rewards, results)))
+            n_tokens, n_response_tokens = self.strategy.all_reduce([  # all ranks' tokens
+                float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum()),
+                float(batch.response_mask.sum())])
             step_s = time.perf_counter() - t_step
             metrics.update({
                 "time/rollout_s": t_rollout, "time/reward_s": t_reward, "time/update_s": t_update,
                 "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
-                "perf/rollout_tokens_per_s": float(batch.response_mask.sum()) / max(t_rollout, 1e-9),
+                "perf/rollout_tokens_per_s": n_response_tokens / max(t_rollout, 1e-9),
                 "data/epoch": float(self.sampler.epoch),
             })
             metrics.update(self._maybe_evaluate(final=self.step == total))
@@ -235,7 +274,7 @@ class R1ZeroRecipe:
                 bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}",
                                 len=f"{metrics['rollout/response_length_mean']:.0f}",
                                 loss=f"{metrics['train/loss']:.4f}")
-            if self.preemption.requested and self.step < total:  # checkpoint, then requeue (SLURM) or exit
+            if self.strategy.any(self.preemption.requested) and self.step < total:  # checkpoint, then requeue (SLURM) or exit
                 self.preemption.hand_over(self.save_checkpoint(), self.step)
         if bar is not None:
             bar.close()
@@ -263,13 +302,11 @@ class R1ZeroRecipe:
     def _evaluate(self) -> dict[str, float]:
         from .evaluate import evaluate_suite
 
-        ev = self.cfg.eval
-        self.engine.wake_up()
-        try:
-            return evaluate_suite(self.model, self.tokenizer, self.template, ev, engine=self.engine,
-                                  grader=self.grader, step=self.step, run_dir=self.run_dir)
-        finally:
-            self.engine.sleep()
+        # The engine is awake and in sync here (evaluation runs between steps). Every rank evaluates
+        # (ZeRO-3 forwards are collective); rank 0 writes the eval files.
+        return evaluate_suite(self.model, self.tokenizer, self.template, self.cfg.eval, engine=self.engine,
+                              grader=self.grader, step=self.step,
+                              run_dir=self.run_dir if self.strategy.is_main else None)
 
     def _maybe_checkpoint(self) -> None:
         every = int(self.cfg.train.get("save_every", 0) or 0)
@@ -277,19 +314,30 @@ class R1ZeroRecipe:
             self.save_checkpoint()
 
     def save_checkpoint(self) -> Path:
-        state = {"learner": self.learner.state_dict(), "sampler": self.sampler.state_dict()}
-        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
-                               keep=self.cfg.train.get("keep_checkpoints"))
+        """Called on every rank (DeepSpeed shards and ZeRO-3 gathers are collective); rank 0 writes the files."""
+        s = self.strategy
+        shards = s.save_sharded_state(self.run_dir / "checkpoints" / f".strategy_step_{self.step:06d}")
+        full_state = s.full_state_dict()
+        state = {"learner": self.learner.state_dict(), "sampler": self.sampler.state_dict(),
+                 "rng_per_rank": s.all_gather_object(rng_state())}
+        path = None
+        if s.is_main:
+            path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                   keep=self.cfg.train.get("keep_checkpoints"), state_dict=full_state,
+                                   move_in={"strategy": shards} if shards else None)
+        s.barrier()
+        return s.broadcast_object(path)
 
     # ----------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
         if self.cfg.train.get("save_final", True) and self.step >= int(self.cfg.train.total_steps):
-            self.model.save_pretrained(self.run_dir / "final")
-            self.tokenizer.save_pretrained(self.run_dir / "final")
+            self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")
         for closer in ("logger", "grader", "preemption"):
             obj = getattr(self, closer, None)
             if obj is not None:
                 obj.close()
+        if getattr(self, "strategy", None) is not None:
+            self.strategy.cleanup()
 
 
 def run(cfg: DictConfig) -> Path:

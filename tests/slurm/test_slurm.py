@@ -238,3 +238,107 @@ def test_cancelled_multirun_job_fails_the_sweep(slurm_cluster, tmp_path):
             proc.kill()
             proc.wait(timeout=10)
         slurm_cluster.run("scancel", "-n", name, check=False)
+
+
+PREEMPT_STEPS = 12
+PREEMPT_TIMEOUT_S = 480
+
+
+def _logged_steps(metrics: Path) -> list[int]:
+    import json
+
+    if not metrics.exists():
+        return []
+    return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.strip()]
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
+    """Preemption as submitit simulates it (SlurmJob._interrupt: SIGTERM, then USR2, to the job's steps):
+    the trainer finishes its step, saves a checkpoint and hands USR2 to submitit, which requeues the job; the
+    requeued job resumes from that checkpoint (resume=auto) and completes. metrics.jsonl then holds steps
+    1..N exactly once, and sacct shows the REQUEUED attempt and the COMPLETED one.
+
+    `scancel --signal=X <job>` signals the job steps (the srun'd Python process, where submitit's handler is),
+    like `sbatch --signal=USR2@N` does before the time limit. `--batch` would signal only the batch shell, and
+    `--full` the shell too, whose default action on USR2 is to terminate.
+    """
+    sweep = tmp_path / "sweep"
+    name = f"r1zero-preempt-{uuid.uuid4().hex[:8]}"
+    overrides = [o for o in TRAIN_OVERRIDES if not o.startswith("train.total_steps=")]
+    cmd = [
+        *TRAIN_APP,
+        "-m",
+        "hydra/launcher=slurm_local",
+        *overrides,
+        f"train.total_steps={PREEMPT_STEPS}",
+        "train.save_every=0",  # the only checkpoint is the one the signal triggers
+        # submitit counts a USR2 in the first min(0.8 x limit, limit - 10 min) as a preemption (requeued, not
+        # counted against max_num_timeout=0); with the preset's 10 min every USR2 would count as a time-out.
+        "hydra.launcher.timeout_min=20",
+        f"hydra.launcher.name={name}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    run_dir = sweep / "0"
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=_job_env(slurm_cluster),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    t0 = time.monotonic()
+    finished = False
+    try:
+        while len(_logged_steps(run_dir / "metrics.jsonl")) < 3:
+            assert proc.poll() is None, f"multirun exited early:\n{_tail(proc.communicate()[1])}"
+            assert time.monotonic() - t0 < 240, "the job did not log 3 steps within 240s"
+            time.sleep(0.2)
+        job_id = slurm_cluster.run("squeue", "-h", "-n", name, "-o", "%i").stdout.split()[0]
+        before = _logged_steps(run_dir / "metrics.jsonl")[-1]
+        slurm_cluster.run("scancel", "--signal=TERM", job_id)
+        slurm_cluster.run("scancel", "--signal=USR2", job_id)
+        t_signal = time.monotonic()
+        try:
+            stdout, stderr = proc.communicate(timeout=PREEMPT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the preempted multirun did not finish within {PREEMPT_TIMEOUT_S}s")
+        took = time.monotonic() - t_signal
+        finished = True
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if not finished:  # after success the job may still be exiting (COMPLETING): leave it alone
+            slurm_cluster.run("scancel", "-n", name, check=False)
+    assert proc.returncode == 0, f"multirun failed:\n{_tail(stdout)}\n{_tail(stderr)}"
+
+    # The run finished, every step logged once, and the second attempt started from the signal's checkpoint.
+    assert _logged_steps(run_dir / "metrics.jsonl") == list(range(1, PREEMPT_STEPS + 1))
+    log = (run_dir / "train.log").read_text()  # Hydra's job log (hydra.job.name: train)
+    # SIGTERM and USR2 usually land in the same step (one checkpoint); if a step boundary falls between them,
+    # SIGTERM gets a checkpoint of its own and training goes on until USR2's.
+    ckpt = max((run_dir / "checkpoints").glob("step_*"))
+    k = int(ckpt.name.split("_")[1])
+    assert before <= k < PREEMPT_STEPS, (before, k)
+    assert f"checkpoint of step {k} saved to {ckpt}" in log
+    assert "handing SIGUSR2 over to SignalHandler.checkpoint_and_try_requeue" in log
+    assert "this job is preempted" in log and f"Requeued job {job_id}" in log
+    assert f"resumed from {ckpt} at step {k}" in log
+
+    # Accounting: the first attempt REQUEUED, the second COMPLETED (sacct -D lists every attempt).
+    deadline = time.monotonic() + 60
+    while True:
+        out = slurm_cluster.run("sacct", "-D", "-X", "-j", job_id, "-n", "-P", "-o", "JobID,State").stdout
+        states = [line.split("|")[1] for line in out.splitlines() if line]
+        if states[-1:] == ["COMPLETED"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert states == ["REQUEUED", "COMPLETED"], out
+    sacct = slurm_cluster.run("sacct", "-D", "-j", job_id, "-o", SACCT_FIELDS.replace("NodeList", "NodeList%12"))
+    print(
+        f"\npreempted after step {before} (checkpoint step {k}), requeued and finished {took:.1f}s after the "
+        f"signal\n----- sacct -D -j {job_id} -----\n{sacct.stdout}",
+        flush=True,
+    )

@@ -13,6 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import r1zero.config  # noqa: F401  (the ${r1zero_root:} resolver that train.yaml's hydra.searchpath uses)
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -66,7 +68,7 @@ def test_slurm_a100_preset(tmp_path):
         "--time=1440",
         "--nodes=1",
         "--ntasks-per-node=1",
-        "--signal=USR2@120",
+        "--signal=USR2@900",  # grace for a step + eval + checkpoint (conf/hydra/launcher/slurm_a100.yaml)
     ]:
         assert f"#SBATCH {expected}" in lines, (expected, sorted(lines))
     assert not any(opt in line for line in lines for opt in ("--partition", "--account", "--qos"))

@@ -5,8 +5,12 @@ from .base import RolloutBatch, RolloutEngine, SamplingConfig
 __all__ = ["RolloutBatch", "RolloutEngine", "SamplingConfig", "build_engine"]
 
 
-def build_engine(cfg, model, tokenizer, model_dir: str | None = None) -> RolloutEngine:
+def build_engine(cfg, model, tokenizer, model_dir: str | None = None, *, seed: int = 0,
+                 scratch_dir: str | None = None) -> RolloutEngine:
     """The engine named by a ``rollout`` config node (``hf`` or ``vllm``).
+
+    ``model_dir`` is where vLLM reads the initial weights; without one (a model built in code) the policy
+    is saved to ``scratch_dir`` first.
 
     Raises:
         ValueError: unknown ``cfg.name`` (lists the valid choices).
@@ -18,5 +22,9 @@ def build_engine(cfg, model, tokenizer, model_dir: str | None = None) -> Rollout
     if cfg.name == "vllm":
         from .vllm import VLLMRolloutEngine
 
-        return VLLMRolloutEngine(model_dir, tokenizer, cfg)
+        if model_dir is None:
+            if scratch_dir is None:
+                raise ValueError("rollout=vllm needs model_dir or scratch_dir")
+            return VLLMRolloutEngine.from_model(model, tokenizer, cfg, save_dir=scratch_dir, seed=seed)
+        return VLLMRolloutEngine(model_dir, tokenizer, cfg, seed=seed)
     raise ValueError(f"unknown rollout engine {cfg.name!r}; valid choices: ['hf', 'vllm']")

@@ -1,0 +1,169 @@
+"""Learner throughput: forward+backward tokens/s of :class:`r1zero.learner.Learner` per micro-batch size.
+
+For each model and ``train.micro_batch_size`` it times, on one synthetic rollout batch (``--responses``
+responses, prompts of ``--prompt-len`` tokens left-padded from 3/4 of that, responses uniform in
+[``--response-len``/2, ``--response-len``] tokens, fixed seed):
+
+* ``fwd+bwd``: ``Learner.accumulate_gradients`` over the whole batch (the update's forward + backward with the
+  Dr. GRPO loss; no optimizer step), the learner's hot loop;
+* ``fwd``: ``Learner.compute_logprobs`` (the no-grad log-prob pass for ``old_logprobs`` / the KL reference);
+* ``step``: one ``clip_and_step`` (grad-norm clip + AdamW) for scale.
+
+Tokens/s counts real (unpadded) prompt + response tokens that went through the model per second of wall time;
+``resp tok/s`` counts only the trained response tokens. Each cell is the median of ``--repeats`` timed runs
+after one untimed warm-up. Prints a Markdown table (and writes it with ``--out``).
+
+    python benchmarks/learner_throughput.py                                   # tiny + smollm2_135m on CPU
+    python benchmarks/learner_throughput.py --models smollm2_135m --micro-batch-sizes 1,4,16 --response-len 512
+    python benchmarks/learner_throughput.py --models qwen15 --device cuda --dtype bfloat16 --gradient-checkpointing
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from r1zero.learner import Learner
+from r1zero.models import load_model_and_tokenizer, resolve_device, resolve_dtype
+from r1zero.rollout.base import RolloutBatch
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def synthetic_batch(n: int, prompt_len: int, response_len: int, vocab: int, pad_id: int, seed: int = 0) -> RolloutBatch:
+    """``n`` responses after left-padded prompts; lengths drawn once from a fixed seed."""
+    g = torch.Generator().manual_seed(seed)
+    P, T = prompt_len, response_len
+    p_lens = torch.randint(max(1, (3 * P) // 4), P + 1, (n,), generator=g)
+    r_lens = torch.randint(max(1, T // 2), T + 1, (n,), generator=g)
+    ids = torch.full((n, P + T), pad_id, dtype=torch.long)
+    att = torch.zeros((n, P + T), dtype=torch.long)
+    mask = torch.zeros((n, T))
+    for i in range(n):
+        pl, rl = int(p_lens[i]), int(r_lens[i])
+        ids[i, P - pl : P + rl] = torch.randint(0, vocab, (pl + rl,), generator=g)
+        att[i, P - pl : P + rl] = 1
+        mask[i, :rl] = 1.0
+    return RolloutBatch(input_ids=ids, attention_mask=att, response_mask=mask, prompt_len=P, responses=[""] * n,
+                        truncated=torch.zeros(n, dtype=torch.bool), prompt_index=torch.arange(n), extra={})
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats: int) -> float:
+    fn()  # warm-up (allocator, kernels, lazy init)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_model(name: str, args, device, dtype) -> list[dict]:
+    model_cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    model, tok = load_model_and_tokenizer(model_cfg, device, dtype)
+    load_s = time.perf_counter() - t0
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    n_params = sum(p.numel() for p in model.parameters())
+    batch = synthetic_batch(args.responses, args.prompt_len, args.response_len, len(tok),
+                            tok.pad_token_id if tok.pad_token_id is not None else 0)
+    real_tokens = int(batch.attention_mask.sum())
+    resp_tokens = int(batch.response_mask.sum())
+    adv = torch.linspace(-1.0, 1.0, args.responses)
+    rows = []
+    for micro in args.micro_batch_sizes:
+        train = OmegaConf.create({"lr": 1e-6, "betas": [0.9, 0.95], "weight_decay": 0.0, "max_grad_norm": 1.0,
+                                  "warmup_steps": 0, "mini_batch_size": None, "micro_batch_size": micro,
+                                  "ppo_epochs": 1})
+        algo = OmegaConf.create({"loss_agg": args.loss_agg, "clip_eps": 0.2, "kl_coef": 0.0})
+        learner = Learner(model, train, algo, max_new_tokens=args.response_len, temperature=1.0)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        old = learner.compute_logprobs(model, batch)
+        fwd_s = timed(lambda lr=learner: lr.compute_logprobs(lr.model, batch), device, args.repeats)
+
+        def fwd_bwd(lr=learner, old=old):
+            lr.strategy.zero_grad()
+            lr.model.train()
+            lr.accumulate_gradients(batch, torch.arange(len(batch)), old, adv)
+
+        fb_s = timed(fwd_bwd, device, args.repeats)
+        step_s = timed(lambda lr=learner: lr.strategy.clip_and_step(1.0), device, args.repeats)
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        learner.strategy.zero_grad()
+        rows.append({
+            "model": name, "params_M": n_params / 1e6, "micro": micro, "responses": len(batch),
+            "tokens": real_tokens, "resp_tokens": resp_tokens, "fwd_bwd_s": fb_s,
+            "fwd_bwd_tok_s": real_tokens / fb_s, "fwd_bwd_resp_tok_s": resp_tokens / fb_s,
+            "fwd_s": fwd_s, "fwd_tok_s": real_tokens / fwd_s, "step_s": step_s, "peak_gib": peak, "load_s": load_s,
+        })
+        print(f"  {name} micro={micro}: fwd+bwd {real_tokens / fb_s:,.0f} tok/s, fwd {real_tokens / fwd_s:,.0f} tok/s",
+              flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], args, device, dtype) -> str:
+    head = (f"Learner throughput on {device} ({dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+            f"{platform.processor() or platform.machine()}); {args.responses} responses, prompt <= {args.prompt_len}, "
+            f"response {args.response_len // 2}-{args.response_len} tokens, loss_agg={args.loss_agg}, "
+            f"gradient_checkpointing={args.gradient_checkpointing}, median of {args.repeats}.\n\n")
+    cols = ["model", "params (M)", "micro-batch", "tokens", "fwd+bwd s", "fwd+bwd tok/s", "fwd+bwd resp tok/s",
+            "fwd (no-grad) tok/s", "AdamW step s", "peak GPU GiB"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        peak = "-" if r["peak_gib"] != r["peak_gib"] else f"{r['peak_gib']:.2f}"
+        lines.append(f"| {r['model']} | {r['params_M']:.1f} | {r['micro']} | {r['tokens']} | {r['fwd_bwd_s']:.3f} | "
+                     f"{r['fwd_bwd_tok_s']:,.0f} | {r['fwd_bwd_resp_tok_s']:,.0f} | {r['fwd_tok_s']:,.0f} | "
+                     f"{r['step_s']:.3f} | {peak} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="tiny,smollm2_135m", help="comma list of conf/model names")
+    ap.add_argument("--micro-batch-sizes", default="1,2,4,8", help="comma list of train.micro_batch_size values")
+    ap.add_argument("--responses", type=int, default=8, help="responses in the (optimizer) batch")
+    ap.add_argument("--prompt-len", type=int, default=96, help="padded prompt width in tokens")
+    ap.add_argument("--response-len", type=int, default=192, help="longest response (= max_new_tokens)")
+    ap.add_argument("--loss-agg", default="seq_mean_token_sum_norm", help="algo.loss_agg")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="model.gradient_checkpointing=true")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--out", default=None, help="also write the Markdown table here")
+    args = ap.parse_args()
+    args.micro_batch_sizes = [int(m) for m in args.micro_batch_sizes.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    rows = []
+    for name in args.models.split(","):
+        rows += bench_model(name.strip(), args, device, dtype)
+    table = markdown(rows, args, device, dtype)
+    print("\n" + table)
+    if args.out:
+        Path(args.out).write_text(table)
+        print(f"wrote {os.path.abspath(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Rollout throughput: transformers ``generate`` (rollout=hf) vs vLLM (rollout=vllm) on the same prompts.
+
+Run in the vllm env (it has both engines)::
+
+    bash scripts/setup_vllm_cpu_env.sh
+    .venv-vllm/bin/python benchmarks/rollout_throughput.py                 # SmolLM2-135M, 8 prompts x 4, 64 tokens
+    .venv-vllm/bin/python benchmarks/rollout_throughput.py --engines vllm --prompts 32 --group-size 8
+
+Both engines sample with the same settings (temperature 1, top_p 1, no stop strings unless --stop, so most
+responses run to the token budget); tokens/s counts response tokens in the RolloutBatch masks per second of
+wall time for one ``generate`` call, after one untimed warm-up call. vLLM's one-off start-up and the
+``sync_weights`` that every training step pays are reported beside it. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+QUESTIONS = [
+    "What is the sum of the first 20 positive integers?",
+    "If 3x + 7 = 22, what is x?",
+    "A rectangle has a perimeter of 30 and a length of 9. What is its area?",
+    "How many positive divisors does 36 have?",
+    "What is the remainder when 2^10 is divided by 7?",
+    "Simplify (x^2 - 9)/(x - 3) for x != 3.",
+    "A train travels 180 km in 2.5 hours. What is its average speed in km/h?",
+    "What is the least common multiple of 12 and 18?",
+]
+R1_PROMPT = (
+    "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. The "
+    "Assistant first thinks about the reasoning process in the mind and then provides the User with the "
+    "answer. The reasoning process is enclosed within <think> </think> and answer is enclosed within "
+    "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer "
+    "here </answer>.\nUser: {question}\nAssistant: <think>"
+)
+DEFAULT_MODEL = "~/.cache/r1zero/models/smollm2_135m"
+
+
+def resolve_model(path: str) -> str:
+    """A local HF dir; the default SmolLM2 cache is created from the packaged GGUF when missing."""
+    p = Path(os.path.expanduser(path))
+    if p.exists():
+        return str(p)
+    if path != DEFAULT_MODEL:
+        return path  # a hub id
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from vllm_checks import prepare_model
+
+    return str(prepare_model())
+
+
+def timed_generate(engine, prompts, sampling, repeats: int) -> tuple[float, int, float]:
+    """(median seconds, response tokens of one call, truncated fraction) after one warm-up call."""
+    engine.generate(prompts[:2], sampling)
+    times, tokens, trunc = [], 0, 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        batch = engine.generate(prompts, sampling)
+        times.append(time.perf_counter() - t0)
+        tokens = int(batch.response_lengths.sum())
+        trunc = float(batch.truncated.float().mean())
+    return statistics.median(times), tokens, trunc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="HF dir or hub id (default: embedded SmolLM2-135M)")
+    ap.add_argument("--engines", default="hf,vllm", help="comma list of hf, vllm")
+    ap.add_argument("--prompts", type=int, default=8, help="distinct prompts per rollout")
+    ap.add_argument("--group-size", type=int, default=4, help="samples per prompt (G)")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable); default none")
+    ap.add_argument("--repeats", type=int, default=1, help="timed calls per engine (median reported)")
+    ap.add_argument("--hf-batch-size", type=int, default=64, help="HFRolloutEngine batch size")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from r1zero.rollout.base import SamplingConfig
+
+    torch.manual_seed(args.seed)
+    model_dir = resolve_model(args.model)
+    prompts = [R1_PROMPT.replace("{question}", QUESTIONS[i % len(QUESTIONS)]) for i in range(args.prompts)]
+    sampling = SamplingConfig(n=args.group_size, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, stop=tuple(args.stop))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    dtype = getattr(torch, args.dtype)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    if policy.generation_config is not None:  # as r1zero.models does: no checkpoint sampling defaults
+        gc = policy.generation_config
+        gc.temperature, gc.top_p, gc.top_k, gc.do_sample = 1.0, 1.0, None, False
+        gc.pad_token_id = tokenizer.pad_token_id
+
+    rows = []
+    for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        extra = ""
+        if name == "hf":
+            from r1zero.rollout.hf import HFRolloutEngine
+
+            engine = HFRolloutEngine(policy, tokenizer, batch_size=args.hf_batch_size)
+        elif name == "vllm":
+            from r1zero.rollout.vllm import VLLMRolloutEngine
+
+            t0 = time.perf_counter()
+            engine = VLLMRolloutEngine(model_dir, tokenizer, {"dtype": args.dtype, "seed": args.seed})
+            init_s = time.perf_counter() - t0
+            engine.sync_weights(policy)
+            extra = f"start-up {init_s:.1f} s, sync_weights {engine.last_sync_s:.2f} s"
+        else:
+            raise SystemExit(f"unknown engine {name!r}; valid: hf, vllm")
+        secs, tokens, trunc = timed_generate(engine, prompts, sampling, args.repeats)
+        rows.append((name, secs, tokens, trunc, extra))
+        print(f"{name}: {tokens} tokens in {secs:.2f} s", file=sys.stderr, flush=True)
+        del engine
+
+    base = {r[0]: r[2] / r[1] for r in rows}.get("hf")
+    print()
+    print(f"Rollout throughput: {Path(model_dir).name}, {args.prompts} prompts x {args.group_size} samples, "
+          f"max {args.max_new_tokens} new tokens, T={args.temperature}, {args.dtype}, "
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs ({platform.machine()}"
+          f"{', CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''}), "
+          f"load avg {os.getloadavg()[0]:.1f}")
+    print()
+    print("| rollout | response tokens | truncated | time (s) | tokens/s | vs hf | notes |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, secs, tokens, trunc, extra in rows:
+        tps = tokens / secs
+        speed = f"{tps / base:.2f}x" if base else "-"
+        print(f"| {name} | {tokens} | {trunc:.0%} | {secs:.2f} | {tps:.1f} | {speed} | {extra} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""What a multirun would launch, without launching it: ``python -m r1zero.dryrun [overrides]``.
+
+    python -m r1zero.dryrun sweep=ablation hydra/launcher=slurm_a100 hydra.launcher.partition=gpu
+
+takes the arguments of ``python -m r1zero.train -m ...`` and prints the jobs Hydra's basic sweeper would make
+(``hydra.sweeper.params`` of the sweep file x the command-line sweeps, command line last) and, for the submitit
+launchers, the ``#SBATCH`` header every job of the job array gets. Hydra itself cannot print this:
+``-m`` and ``--cfg`` do not combine, and ``--cfg hydra`` shows the grid only as ``hydra.sweeper.params``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import config_dir
+
+
+def plan(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
+    """The composed config (with its ``hydra`` node) and each job's overrides, in launch order."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(list(overrides))
+    fixed = [p.input_line for p in parsed if not p.is_sweep_override()]  # compose() takes no sweeps
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=fixed, return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(params + list(overrides)), None)
+    return cfg, [list(job) for job in batches[0]]
+
+
+def sbatch_header(cfg: DictConfig, n_jobs: int) -> list[str]:
+    """``#SBATCH`` lines of a submitit SLURM launcher (``hydra.launcher``), as submitit writes them."""
+    import submitit
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    HydraConfig.instance().set_config(cfg)  # the launcher fields interpolate hydra.sweep.dir / hydra.job.name
+    try:
+        params = dict(instantiate(cfg.hydra.launcher).params)
+    finally:
+        HydraConfig.instance().cfg = None
+    folder = Path(str(params.pop("submitit_folder")))
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
+                                     slurm_max_num_timeout=params.pop("max_num_timeout", 0))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    if n_jobs > 1:  # submitit submits the jobs of one launch as one job array (SlurmExecutor._internal_process_submissions)
+        executor._executor.parameters["map_count"] = n_jobs
+    text = executor._executor._make_submission_file_text("python -u -m submitit.core._submit <folder>", "<uid>")
+    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import r1zero.config  # noqa: F401  (the ${r1zero_root:} resolver of hydra.searchpath)
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip())
+        return 0
+    cfg, jobs = plan(args)
+    launcher = cfg.hydra.launcher.get("_target_", "").rsplit(".", 1)[-1]
+    grid = ", ".join(f"{k}: {len(str(v).split(','))}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items())
+    print(f"{len(jobs)} jobs (hydra.sweeper.params {{{grid}}}), launcher {launcher}, "
+          f"sweep dir {cfg.hydra.sweep.dir}")
+    for i, job in enumerate(jobs):
+        print(f"  #{i}: {' '.join(job)}")
+    if launcher == "SlurmLauncher":
+        print("sbatch header of every job:")
+        for line in sbatch_header(cfg, len(jobs)):
+            print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

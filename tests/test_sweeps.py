@@ -1,0 +1,128 @@
+"""The paper's experiments as Hydra sweeps (sweeps/sweep/*.yaml): they compose from any cwd, expand to the
+paper's grids, turn on evaluation, go to SLURM with the A100 preset, and scale down with experiment=toy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from r1zero.dryrun import plan, sbatch_header
+
+from conftest import REPO, compose
+
+SWEEPS = REPO / "sweeps" / "sweep"
+
+# name -> (jobs, fixed settings, swept keys -> values)
+EXPECTED = {
+    "drgrpo_vs_grpo": (2, {"model.name": "qwen15", "template.name": "r1", "data.name": "math12k"},
+                       {"algo": ["grpo", "drgrpo"]}),
+    "ablation": (12, {"model.name": "qwen_math15", "template.name": "r1", "data.name": "math12k"},
+                 {"algo": ["grpo", "drgrpo", "grpo_no_len_norm", "grpo_no_std_norm"], "seed": ["1", "2", "3"]}),
+    "duet": (12, {"model.name": "qwen_math15", "algo.name": "drgrpo"},
+             {"template": ["r1", "qwen_math", "no"], "data": ["orz57k", "math12k", "gsm8k", "asdiv"]}),
+    "oat_zero_1.5b": (1, {"model.name": "qwen_math15", "template.name": "qwen_math", "algo.name": "drgrpo",
+                          "data.name": "math_lvl3to5"}, {}),
+    "oat_zero_7b": (1, {"model.name": "qwen_math7", "template.name": "qwen_math", "algo.name": "drgrpo",
+                        "data.name": "math_lvl3to5"}, {}),
+}
+
+
+def test_every_sweep_file_is_tested():
+    assert sorted(p.stem for p in SWEEPS.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_sweep_composes_with_the_papers_settings(name):
+    n_jobs, fixed, grid = EXPECTED[name]
+    cfg = compose([f"sweep={name}"])
+    OmegaConf.to_container(cfg, resolve=True)
+    for key, value in fixed.items():
+        assert OmegaConf.select(cfg, key) == value, key
+    assert cfg.eval.every > 0  # eval curves / Table 4 need evaluation during training
+    assert cfg.resume == "auto"  # a requeued job continues from its checkpoint
+
+    _, jobs = plan([f"sweep={name}"])
+    assert len(jobs) == n_jobs
+    for key, values in grid.items():
+        assert sorted({o.split("=", 1)[1] for job in jobs for o in job if o.startswith(f"{key}=")}) == sorted(values)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_sweep_header_gives_the_commands(name):
+    text = (SWEEPS / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_\n")
+    assert f"python -m r1zero.train -m sweep={name} hydra/launcher=slurm_a100" in text
+    assert f"python -m r1zero.train -m sweep={name} experiment=toy" in text
+
+
+def test_ablation_on_slurm_a100_is_12_array_jobs_of_one_8xa100_node():
+    """What `python -m r1zero.train -m sweep=ablation hydra/launcher=slurm_a100` submits (python -m r1zero.dryrun)."""
+    cfg, jobs = plan(["sweep=ablation", "hydra/launcher=slurm_a100"])
+    assert OmegaConf.to_container(cfg.hydra.sweeper.params) == {
+        "algo": "grpo,drgrpo,grpo_no_len_norm,grpo_no_std_norm", "seed": "1,2,3"}
+    assert len(jobs) == 12 and len({tuple(j) for j in jobs}) == 12
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    lines = sbatch_header(cfg, len(jobs))
+    for expected in ["--array=0-11%12", "--gpus-per-node=8", "--nodes=1", "--ntasks-per-node=1", "--time=1440",
+                     "--signal=USR2@900", "--job-name=train"]:
+        assert f"#SBATCH {expected}" in lines, (expected, lines)
+    # the command line narrows the grid
+    assert len(plan(["sweep=ablation", "seed=1"])[1]) == 4
+
+
+def test_toy_overrides_the_sweep_and_the_command_line_overrides_toy():
+    cfg = compose(["sweep=ablation", "experiment=toy"])
+    assert cfg.model.name == "tiny" and cfg.template.name == "r1" and cfg.data.name == "math12k"
+    assert cfg.train.total_steps == 3 and cfg.sampling.max_new_tokens == 16 and cfg.eval.every == 2
+    assert cfg.eval.max_samples == 1
+    assert compose(["sweep=ablation", "experiment=toy", "model=smollm2_135m"]).model.name == "smollm2_135m"
+
+
+def test_sweeps_are_found_from_any_cwd(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "r1zero.dryrun", "sweep=ablation", "hydra/launcher=slurm_a100"],
+        check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("12 jobs") and "#SBATCH --gpus-per-node=8" in out.stdout
+    cfg = subprocess.run(
+        [sys.executable, "-m", "r1zero.train", "sweep=duet", "--cfg", "hydra", "-p", "hydra.sweeper.params"],
+        check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert cfg.returncode == 0, cfg.stderr
+    assert "template: r1,qwen_math,no" in cfg.stdout and "data: orz57k,math12k,gsm8k,asdiv" in cfg.stdout
+
+
+@pytest.mark.slow
+def test_toy_sweep_runs_locally(tmp_path, data_root):
+    """A 2-job toy multirun through the basic launcher: each job logs its steps and an eval curve point."""
+    sweep = tmp_path / "sweep"
+    out = subprocess.run(
+        [sys.executable, "-m", "r1zero.train", "-m", "sweep=drgrpo_vs_grpo", "experiment=toy", "train.total_steps=2",
+         f"hydra.sweep.dir={sweep}"],
+        check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in runs] == ["0_grpo_s42", "1_drgrpo_s42"]
+    for run in runs:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [1, 2]
+        assert "eval/average/accuracy" in rows[-1]
+        assert Path(run / "config.yaml").is_file()
+
+
+def test_oat_zero_question_set_is_unwrapped_from_the_papers_prompts(data_root):
+    """math_lvl3to5_8k stores qwen_math prompts ending in '<|im_start|>assistant' (no final newline)."""
+    from r1zero.data import load_questions
+
+    cfg = compose(["sweep=oat_zero_7b", "data.split=eval", "data.max_questions=5"])
+    questions = load_questions(cfg.data)
+    assert len(questions) == 5
+    for q in questions:
+        assert "<|im_start|>" not in q.question and "<|im_end|>" not in q.question and q.answer
