@@ -552,16 +552,28 @@ def test_cli_no_runs(tmp_path: Path, capsys):
 
 def test_cli_missing_metric(tmp_path: Path, capsys):
     rows = [
-        {k: v for k, v in r.items() if k != LEN_OK} for r in curve([0.1], [1], [1], [1], {1: {EVAL: 0.1}})
+        {k: v for k, v in r.items() if k != REWARD} for r in curve([0.1], [1], [1], [1], {1: {EVAL: 0.1}})
     ]
     write_run(tmp_path / "runs" / "g", "grpo", metrics=rows)
     write_run(tmp_path / "runs" / "d", "drgrpo", metrics=rows)
     assert main(["dynamics", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err == (
-        "error: dynamics: no run logs 'rollout/response_length_correct' (checked 2 runs; "
+        "error: dynamics: no run logs 'rollout/reward_mean' (checked 2 runs; "
         "see docs/design.md for metric names)\n"
     )
+
+
+def test_never_correct_runs_draw_no_data_panels(tmp_path: Path, capsys):
+    # A run that never answers correctly never logs the correct-length metric: a finding, not an error.
+    rows = [
+        {k: v for k, v in r.items() if k != LEN_OK} for r in curve([0.0], [1], [1], [1], {1: {EVAL: 0.0}})
+    ]
+    write_run(tmp_path / "runs" / "g", "grpo", metrics=rows)
+    write_run(tmp_path / "runs" / "d", "drgrpo", metrics=rows)
+    assert main(["dynamics", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]) == 0
+    assert "no run logs 'rollout/response_length_correct'; those panels show 'no data'" in capsys.readouterr().err
+    assert_figure(tmp_path / "o", "dynamics")
 
 
 def test_cli_all_writes_index_and_skips_what_cannot_be_made(dyn_runs: Path, tmp_path: Path, capsys):
