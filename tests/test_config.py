@@ -82,8 +82,8 @@ def test_algo_options_only_choose_scaling_and_aggregation(algo, scale, agg):
 
 def test_experiment_overrides_the_defaults():
     cfg = compose(["experiment=quickstart"])
-    assert (cfg.model.name, cfg.data.name, cfg.template.name, cfg.algo.name) == ("smollm2_135m", "gsm8k", "qwen_math", "drgrpo")
-    assert cfg.train.total_steps == 8 and cfg.sampling.max_new_tokens == 192 and cfg.sampling.group_size == 4
+    assert (cfg.model.name, cfg.data.name, cfg.template.name, cfg.algo.name) == ("smollm2_135m", "asdiv", "qwen_math", "drgrpo")
+    assert cfg.train.total_steps == 6 and cfg.sampling.max_new_tokens == 128 and cfg.sampling.group_size == 4
     # command-line overrides still win over the experiment
     assert compose(["experiment=quickstart", "train.total_steps=3"]).train.total_steps == 3
 
