@@ -55,6 +55,12 @@ MULTIRUN_TIMEOUT_S = 240
 SACCT_FIELDS = "JobID,JobName,Partition,State,ExitCode,Start,End,Elapsed,AllocCPUS,ReqMem,MaxRSS,NodeList"
 
 
+def _start_multirun(cmd: list[str], cluster) -> subprocess.Popen:
+    """Launch a Hydra multirun against the test cluster in the background (output captured as text)."""
+    return subprocess.Popen(cmd, cwd=REPO, env=_job_env(cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+
+
 def _job_env(cluster) -> dict[str, str]:
     """Environment of the submitting process; sbatch exports it to the job (same machine, same Python)."""
     paths = [str(HERE), str(REPO / "src")]
@@ -204,15 +210,7 @@ def test_cancelled_multirun_job_fails_the_sweep(slurm_cluster, tmp_path):
         f"hydra.launcher.name={name}",
         f"hydra.sweep.dir={sweep}",
     ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=_job_env(slurm_cluster),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = _start_multirun(cmd, slurm_cluster)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -279,15 +277,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path)
         f"hydra.sweep.dir={sweep}",
     ]
     run_dir = sweep / "0"
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=_job_env(slurm_cluster),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = _start_multirun(cmd, slurm_cluster)
     t0 = time.monotonic()
     finished = False
     try:
