@@ -91,18 +91,20 @@ def _sampling(ev, template: PromptTemplate) -> SamplingConfig:
 
 
 def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, grader, step: int | None = None,
-                   run_dir: Path | None = None, progress: bool = True) -> dict[str, float]:
+                   run_dir: Path | None = None, progress: bool = True,
+                   suite: dict[str, list[Question]] | None = None) -> dict[str, float]:
     """Run every selected benchmark; return ``eval/<bench>/...`` and ``eval/average/...`` metrics.
 
     Writes ``eval_samples.jsonl`` (appended, one row per response) and ``eval.json`` (these numbers) into
     ``run_dir`` when given. ``engine`` is a :class:`~r1zero.rollout.RolloutEngine`; ``grader`` a
-    :class:`~r1zero.reward.MathGrader`.
+    :class:`~r1zero.reward.MathGrader`. ``suite`` is the output of :func:`load_benchmarks` when the caller
+    already has it (training evaluates many times; the questions are read once).
     """
     from tqdm.auto import tqdm
 
     from .reward import normalize_reference
 
-    suite = load_benchmarks(ev)
+    suite = load_benchmarks(ev) if suite is None else suite
     sampling = _sampling(ev, template)
     k = sampling.n
     batch_size = max(1, int(ev.get("batch_size", 64)) // k)
@@ -200,14 +202,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     device = resolve_device(str(cfg.device))
     template = PromptTemplate.from_config(cfg.template)
     _sampling(cfg.eval, template)  # validate before loading anything heavy
-    load_benchmarks(cfg.eval)
+    suite = load_benchmarks(cfg.eval)  # read before the model loads, so a bad benchmark name fails fast
     model, tokenizer = load_model_and_tokenizer(cfg.model, device, resolve_dtype(str(cfg.dtype), device))
     model_dir = None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model)
     engine = build_engine(cfg.rollout, model, tokenizer, model_dir=model_dir)
     print(f"r1zero: run directory {run_dir.resolve()}", flush=True)
     t0 = time.perf_counter()
     with MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s)) as grader:
-        metrics = evaluate_suite(model, tokenizer, template, cfg.eval, engine=engine, grader=grader, run_dir=run_dir)
+        metrics = evaluate_suite(model, tokenizer, template, cfg.eval, engine=engine, grader=grader, run_dir=run_dir,
+                                 suite=suite)
     print(format_table(metrics))
     print(f"r1zero: evaluated in {time.perf_counter() - t0:.1f} s; eval.json and eval_samples.jsonl in {run_dir.resolve()}")
     return metrics

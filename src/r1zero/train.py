@@ -122,6 +122,7 @@ class R1ZeroRecipe:
         self.cfg = cfg
         self.run_dir = Path(cfg.paths.run_dir)
         self.step = 0
+        self._eval_suite = None  # benchmark questions, read at the first evaluation
 
     # ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -300,12 +301,14 @@ class R1ZeroRecipe:
         return self._evaluate() if due else {}
 
     def _evaluate(self) -> dict[str, float]:
-        from .evaluate import evaluate_suite
+        from .evaluate import evaluate_suite, load_benchmarks
 
+        if self._eval_suite is None:
+            self._eval_suite = load_benchmarks(self.cfg.eval)  # read once, reused at every evaluation
         # The engine is awake and in sync here (evaluation runs between steps). Every rank evaluates
         # (ZeRO-3 forwards are collective); rank 0 writes the eval files.
         return evaluate_suite(self.model, self.tokenizer, self.template, self.cfg.eval, engine=self.engine,
-                              grader=self.grader, step=self.step,
+                              grader=self.grader, step=self.step, suite=self._eval_suite,
                               run_dir=self.run_dir if self.strategy.is_main else None)
 
     def _maybe_checkpoint(self) -> None:
