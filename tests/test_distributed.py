@@ -221,6 +221,10 @@ def test_detect_dist_env():
     assert (e.rank, e.world_size, e.local_rank, e.local_world_size, e.master_addr, e.source) == (9, 16, 1, 8, "gpu07", "slurm")
     assert e.master_port == 15000 + 4242
     assert detect_dist_env({**slurm, "MASTER_ADDR": "x", "MASTER_PORT": "1234"}).master_addr == "x"
+    assert detect_dist_env({**slurm, "SLURM_STEP_NUM_NODES": "2"}).master_addr == "gpu07"
+    # One node (slurm_a100's 8 ranks): loopback, whatever the node is called in slurm.conf.
+    one_node = {**slurm, "SLURM_STEP_NODELIST": "gpu07", "SLURM_STEP_NUM_NODES": "1", "SLURM_TASKS_PER_NODE": "16"}
+    assert detect_dist_env(one_node).master_addr == "127.0.0.1"
     # The batch script of an --ntasks=16 job is one process (no step variables).
     batch_script = {k: v for k, v in slurm.items() if not k.startswith("SLURM_STEP")}
     assert detect_dist_env(batch_script) == DistEnv()

@@ -68,7 +68,8 @@ def test_ablation_on_slurm_a100_is_12_array_jobs_of_one_8xa100_node():
     assert len(jobs) == 12 and len({tuple(j) for j in jobs}) == 12
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     lines = sbatch_header(cfg, len(jobs))
-    for expected in ["--array=0-11%12", "--gpus-per-node=8", "--nodes=1", "--ntasks-per-node=1", "--time=1440",
+    assert cfg.strategy.name == "zero2"  # the 8 tasks are 8 ranks of one ZeRO-2 run
+    for expected in ["--array=0-11%12", "--gpus-per-node=8", "--nodes=1", "--ntasks-per-node=8", "--time=1440",
                      "--signal=USR2@900", "--job-name=train"]:
         assert f"#SBATCH {expected}" in lines, (expected, lines)
     # the command line narrows the grid
@@ -80,6 +81,7 @@ def test_toy_overrides_the_sweep_and_the_command_line_overrides_toy():
     assert cfg.model.name == "tiny" and cfg.template.name == "r1" and cfg.data.name == "math12k"
     assert cfg.train.total_steps == 3 and cfg.sampling.max_new_tokens == 16 and cfg.eval.every == 2
     assert cfg.eval.max_samples == 1
+    assert compose(["sweep=ablation"]).strategy.name == "zero2" and cfg.strategy.name == "single"
     assert compose(["sweep=ablation", "experiment=toy", "model=smollm2_135m"]).model.name == "smollm2_135m"
 
 
@@ -126,3 +128,22 @@ def test_oat_zero_question_set_is_unwrapped_from_the_papers_prompts(data_root):
     assert len(questions) == 5
     for q in questions:
         assert "<|im_start|>" not in q.question and "<|im_end|>" not in q.question and q.answer
+
+
+def test_multi_process_launcher_with_single_strategy_is_refused_before_submitting(tmp_path):
+    """slurm_a100 starts 8 ranks per job; with strategy=single every job would fail after queueing."""
+    args = ["hydra/launcher=slurm_a100", "experiment=toy", "seed=1,2"]  # toy switches the strategy to single
+    out = subprocess.run([sys.executable, "-m", "r1zero.dryrun", *args], check=False, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and "2 jobs" in out.stdout
+    assert out.stderr.strip().splitlines() == [
+        "r1zero: error: hydra.launcher starts 8 processes per job (tasks_per_node x nodes) but strategy=single "
+        "uses one; add strategy=ddp, zero2 or zero3, or set hydra.launcher.tasks_per_node=1"]
+    out = subprocess.run([sys.executable, "-m", "r1zero.train", "-m", *args, f"hydra.sweep.dir={tmp_path}/sweep"],
+                         check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and "strategy=single uses one" in out.stderr
+    assert not (tmp_path / "sweep").exists()  # nothing was submitted
+    for ok in (["strategy=ddp"], ["hydra.launcher.tasks_per_node=1"], ["strategy=single,ddp"]):
+        out = subprocess.run([sys.executable, "-m", "r1zero.dryrun", *args, *ok], check=False, capture_output=True,
+                             text=True, timeout=120, cwd=tmp_path)
+        assert out.returncode == 0, (ok, out.stderr)

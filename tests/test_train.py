@@ -110,6 +110,28 @@ def test_resume_matches_uninterrupted_run(tmp_path, mixed_rewards):
     assert steps == [1, 2, 3, 4]
 
 
+def test_resumed_kl_reference_is_the_initial_policy(tmp_path, mixed_rewards):
+    """With algo.kl_coef > 0 the reference is the policy at step 0, also after a resume (not the checkpoint)."""
+    common = TINY + ["algo.kl_coef=0.1", "train.save_final=false"]
+    first = train_mod.R1ZeroRecipe(compose(common, run_dir=tmp_path))
+    first.setup()
+    initial = {n: p.detach().clone() for n, p in first.model.named_parameters()}
+    first.train(); first.save_checkpoint(); first.cleanup()  # noqa: E702
+    resumed = train_mod.R1ZeroRecipe(compose(common + ["train.total_steps=3", "resume=auto"], run_dir=tmp_path))
+    resumed.setup()
+    try:
+        assert resumed.step == 2
+        ref, policy = dict(resumed.learner.ref_model.named_parameters()), dict(resumed.model.named_parameters())
+        for name, value in initial.items():
+            torch.testing.assert_close(ref[name], value, atol=0, rtol=0, msg=name)
+        assert any(not torch.equal(policy[n], initial[n]) for n in initial)  # the policy itself did move
+        resumed.train()
+    finally:
+        resumed.cleanup()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["train/kl"] > 0
+
+
 def test_eval_during_training_logs_benchmarks(tmp_path, data_root):
     cfg = compose(TINY + ["train.total_steps=2", "eval.every=1", "eval.max_samples=2", "eval.max_new_tokens=8",
                           "eval.benchmarks=[aime,math]"], run_dir=tmp_path)

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from . import config as _config
@@ -38,3 +39,32 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], object]) -> Callab
         hydra.main(version_base="1.3", config_path=str(_config.config_dir()), config_name=config_name)(task)()
 
     return main
+
+
+def check_launch(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+    """Refuse, before anything is submitted, a multirun whose launcher starts several processes per job while
+    the strategy is ``single`` (each job would fail on the cluster after queueing). A sweep over
+    ``strategy`` (in ``overrides`` or the sweeper's params) is left to the jobs.
+
+    Raises:
+        ConfigError: names the launcher's process count and the strategies that use it.
+    """
+    launcher = cfg.hydra.get("launcher") or {}
+    ranks = int(launcher.get("tasks_per_node") or 1) * int(launcher.get("nodes") or 1)
+    swept = "strategy" in (cfg.hydra.sweeper.get("params") or {}) or any(
+        o.startswith("strategy=") and "," in o for o in [*cfg.hydra.overrides.task, *(overrides or [])])
+    if ranks > 1 and str(cfg.strategy.name) == "single" and not swept:
+        raise ConfigError(f"hydra.launcher starts {ranks} processes per job (tasks_per_node x nodes) but "
+                          f"strategy=single uses one; add strategy=ddp, zero2 or zero3, or set "
+                          f"hydra.launcher.tasks_per_node=1")
+
+
+class LaunchCheck(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``train.yaml``): :func:`check_launch` at multirun start."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            check_launch(config)
+        except ConfigError as err:
+            print(f"r1zero: error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)

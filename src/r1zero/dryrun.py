@@ -15,7 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import config_dir
+from .cli import check_launch
+from .config import ConfigError, config_dir
 
 
 def plan(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         print("sbatch header of every job:")
         for line in sbatch_header(cfg, len(jobs)):
             print(f"  {line}")
+    try:
+        check_launch(cfg, args)  # what `-m` would refuse before submitting
+    except ConfigError as err:
+        print(f"r1zero: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

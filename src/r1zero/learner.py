@@ -117,7 +117,8 @@ class Learner:
             rows = torch.arange(len(batch)) if rows is None else rows
             for idx in _chunks(rows, int(self.cfg.micro_batch_size)):
                 ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
-                lp = sequence_logprobs(model, ids, att, p, self.temperature)
+                with self.strategy.autocast():  # bf16 compute over fp32 master weights (strategy.param_dtype)
+                    lp = sequence_logprobs(model, ids, att, p, self.temperature)
                 out[idx, :t_len] = (lp * mask).float().cpu()
         finally:
             model.train(was_training)
@@ -228,7 +229,8 @@ class Learner:
             # DDP: no gradient all-reduce until the last micro-batch; DeepSpeed: the accumulation boundary.
             with strategy.accumulate(is_last=i == len(chunks) - 1):
                 ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
-                logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature)
+                with strategy.autocast():
+                    logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature)
                 dev = logprobs.device
                 if fill_old:
                     old_logprobs[idx, :t_len] = (logprobs.detach() * mask).float().cpu()

@@ -134,7 +134,8 @@ class R1ZeroRecipe:
         if self.strategy.is_main:
             OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
         set_seed(int(cfg.seed))
-        self.dtype = resolve_dtype(str(cfg.dtype), self.device)
+        self.dtype = resolve_dtype(str(cfg.dtype), self.device)  # compute dtype
+        self.param_dtype = self.strategy.param_dtype(self.dtype)  # single/ddp + bf16: fp32 master weights
 
         validate(cfg, self.strategy.world_size)
         ckpt = self._checkpoint_to_resume()
@@ -147,7 +148,7 @@ class R1ZeroRecipe:
 
         with self.strategy.model_init_context(self.dtype, cfg.train):  # ZeRO-3: loaded partitioned
             self.model, self.tokenizer = load_model_and_tokenizer(
-                cfg.model, self.device, self.dtype, weights_from=str(ckpt) if ckpt else None
+                cfg.model, self.device, self.param_dtype, weights_from=str(ckpt) if ckpt else None
             )
         if cfg.model.get("gradient_checkpointing"):
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -167,7 +168,8 @@ class R1ZeroRecipe:
         )
         model_dir = str(ckpt) if ckpt else (None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model))
         self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir,
-                                   seed=int(cfg.seed), scratch_dir=str(self.run_dir / "rollout_init"))
+                                   seed=int(cfg.seed), scratch_dir=str(self.run_dir / "rollout_init"),
+                                   autocast=self.strategy.autocast)
 
         if ckpt is not None:
             state = load_trainer_state(ckpt)
@@ -188,13 +190,16 @@ class R1ZeroRecipe:
         ) if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
 
     def _reference_model(self, ckpt: Path | None):
-        """A copy of the policy as loaded, for the KL term; ZeRO-3 partitions cannot be deep-copied: reload it."""
-        if not self.strategy.shards_parameters:
+        """The frozen initial policy for the KL term.
+
+        A fresh run deep-copies the policy as loaded. A resumed run's policy holds the checkpoint's weights,
+        and ZeRO-3 partitions cannot be deep-copied, so both reload the initial model from ``cfg.model``.
+        """
+        if ckpt is None and not self.strategy.shards_parameters:
             return copy.deepcopy(self.model)
-        set_seed(int(self.cfg.seed))  # model=tiny: the same random weights as the policy
+        set_seed(int(self.cfg.seed))  # model=tiny: the same random weights as the initial policy
         with self.strategy.model_init_context(self.dtype, self.cfg.train):
-            return load_model_and_tokenizer(self.cfg.model, self.device, self.dtype,
-                                            weights_from=str(ckpt) if ckpt else None)[0]
+            return load_model_and_tokenizer(self.cfg.model, self.device, self.param_dtype)[0]
 
     def _checkpoint_to_resume(self) -> Path | None:
         resume = self.cfg.get("resume")

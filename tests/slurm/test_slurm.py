@@ -9,6 +9,7 @@ not a stuck CI job.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -95,10 +96,11 @@ def _print_sacct(cluster, job_id: str, title: str) -> None:
 
 
 def _wait_sacct_states(cluster, job_id: str, n_tasks: int, done: set[str], timeout_s: float = 30):
-    """Rows of the array tasks <id>_<i> once all n_tasks are in a state from `done` (accounting lags)."""
+    """Rows of the n_tasks jobs once all are in a state from `done` (accounting lags)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        rows = [r for r in _sacct(cluster, job_id) if "_" in r["JobID"] and "." not in r["JobID"]]
+        # array tasks <id>_<i>; a one-job multirun is submitted as a plain job <id>
+        rows = [r for r in _sacct(cluster, job_id) if "." not in r["JobID"] and ("_" in r["JobID"] or n_tasks == 1)]
         if len(rows) == n_tasks and all(r["State"].split()[0] in done for r in rows):
             return rows
         if time.monotonic() > deadline:
@@ -153,6 +155,32 @@ def test_multirun_two_jobs_on_slurm(slurm_cluster, tmp_path):
     if slurm_cluster.cpus >= 2:  # 1 CPU per job: both must have run at the same time
         starts, ends = [r["Start"] for r in rows], [r["End"] for r in rows]
         assert max(starts) <= min(ends), f"jobs ran one after the other on {slurm_cluster.cpus} CPUs: {rows}"
+
+
+def test_ddp_job_of_two_tasks_on_slurm(slurm_cluster, tmp_path):
+    """hydra.launcher.tasks_per_node=2 strategy=ddp: one job, two srun tasks that join one gloo process group
+    (ranks from SLURM_PROCID/SLURM_NTASKS), as slurm_a100 runs 8 ranks per node; rank 0 alone writes metrics."""
+    sweep = tmp_path / "sweep"
+    cmd = [*TRAIN_APP, "-m", "hydra/launcher=slurm_local", "hydra.launcher.tasks_per_node=2", "strategy=ddp",
+           "device=cpu", *TRAIN_OVERRIDES, "seed=1", f"hydra.sweep.dir={sweep}"]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, check=False, cwd=REPO, env=_job_env(slurm_cluster), capture_output=True,
+                              text=True, timeout=MULTIRUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        slurm_cluster.run("scancel", "--user=root", check=False)
+        pytest.fail(f"ddp multirun did not finish within {MULTIRUN_TIMEOUT_S}s\n{e.stderr}")
+    took = time.monotonic() - t0
+    assert proc.returncode == 0, f"ddp multirun failed:\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
+    job_id = _array_job_id(sweep)
+    _wait_sacct_states(slurm_cluster, job_id, 1, {"COMPLETED"})
+    _print_sacct(slurm_cluster, job_id, f"2-task ddp job ({took:.1f}s)")
+    logs = "\n".join(p.read_text(errors="replace") for p in (sweep / ".submitit").rglob("*_log.*"))
+    for rank in (0, 1):
+        assert f"rank {rank}/2 (local {rank}) joined the gloo process group" in logs, _tail(logs)
+    (run_dir,) = [p.parent for p in sweep.rglob(".hydra") if ".submitit" not in p.parts]
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2], steps  # each step once: only rank 0 logs
 
 
 def test_cancelled_submitit_job_fails_fast(slurm_cluster, tmp_path):

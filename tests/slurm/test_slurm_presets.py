@@ -63,11 +63,11 @@ def test_slurm_a100_preset(tmp_path):
     lines = _sbatch_lines(launcher, tmp_path)
     for expected in [
         "--gpus-per-node=8",
-        "--cpus-per-task=64",
+        "--cpus-per-task=8",
         "--mem=480GB",
         "--time=1440",
         "--nodes=1",
-        "--ntasks-per-node=1",
+        "--ntasks-per-node=8",  # one rank per GPU
         "--signal=USR2@900",  # grace for a step + eval + checkpoint (conf/hydra/launcher/slurm_a100.yaml)
     ]:
         assert f"#SBATCH {expected}" in lines, (expected, sorted(lines))

@@ -6,11 +6,12 @@ __all__ = ["RolloutBatch", "RolloutEngine", "SamplingConfig", "build_engine"]
 
 
 def build_engine(cfg, model, tokenizer, model_dir: str | None = None, *, seed: int = 0,
-                 scratch_dir: str | None = None) -> RolloutEngine:
+                 scratch_dir: str | None = None, autocast=None) -> RolloutEngine:
     """The engine named by a ``rollout`` config node (``hf`` or ``vllm``).
 
     ``model_dir`` is where vLLM reads the initial weights; without one (a model built in code) the policy
-    is saved to ``scratch_dir`` first.
+    is saved to ``scratch_dir`` first. ``autocast``: the context ``hf`` generates in (vLLM runs in its own
+    ``rollout.dtype``).
 
     Raises:
         ValueError: unknown ``cfg.name`` (lists the valid choices).
@@ -18,7 +19,7 @@ def build_engine(cfg, model, tokenizer, model_dir: str | None = None, *, seed: i
     if cfg.name == "hf":
         from .hf import HFRolloutEngine
 
-        return HFRolloutEngine(model, tokenizer, batch_size=int(cfg.batch_size))
+        return HFRolloutEngine(model, tokenizer, batch_size=int(cfg.batch_size), autocast=autocast)
     if cfg.name == "vllm":
         from .vllm import VLLMRolloutEngine
 

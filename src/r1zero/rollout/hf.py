@@ -6,6 +6,7 @@ one width for the whole rollout and responses right-padded, giving the :class:`R
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -64,10 +65,13 @@ class HFRolloutEngine:
         model: the policy (a transformers causal LM); generation runs in eval mode under ``no_grad``.
         tokenizer: its tokenizer, with a pad token.
         batch_size: sequences generated together (bounds the KV cache).
+        autocast: zero-argument callable returning the context generation runs in; training passes
+            :meth:`Strategy.autocast <r1zero.strategy.Strategy.autocast>` so fp32 master weights generate in bf16.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64):
+    def __init__(self, model, tokenizer, batch_size: int = 64, autocast=None):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, max(1, int(batch_size))
+        self.autocast = autocast or contextlib.nullcontext
         gc = getattr(model, "generation_config", None)
         eos = getattr(gc, "eos_token_id", None) if gc is not None else None
         eos = eos if isinstance(eos, list) else [eos]
@@ -105,7 +109,8 @@ class HFRolloutEngine:
             for s in range(0, prompt_ids.shape[0], self.batch_size):
                 ids = prompt_ids[s : s + self.batch_size].to(device)
                 mask = prompt_mask[s : s + self.batch_size].to(device)
-                out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
+                with self.autocast():
+                    out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
                 responses.extend(out[:, prompt_len:].cpu().tolist())
         finally:
             model.train(was_training)
