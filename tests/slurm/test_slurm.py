@@ -278,11 +278,15 @@ def _logged_steps(metrics: Path) -> list[int]:
     return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.strip()]
 
 
-def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path, tasks):
     """Preemption as submitit simulates it (SlurmJob._interrupt: SIGTERM, then USR2, to the job's steps):
     the trainer finishes its step, saves a checkpoint and hands USR2 to submitit, which requeues the job; the
     requeued job resumes from that checkpoint (resume=auto) and completes. metrics.jsonl then holds steps
     1..N exactly once, and sacct shows the REQUEUED attempt and the COMPLETED one.
+
+    With 2 tasks (strategy=ddp, as slurm_a100's 8 ranks) every rank gets the signal; the ranks agree to
+    checkpoint at the same step boundary, rank 0 writes it and submitit's rank-0 handler requeues the job.
 
     `scancel --signal=X <job>` signals the job steps (the srun'd Python process, where submitit's handler is),
     like `sbatch --signal=USR2@N` does before the time limit. `--batch` would signal only the batch shell, and
@@ -297,6 +301,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path)
         "hydra/launcher=slurm_local",
         *overrides,
         f"train.total_steps={PREEMPT_STEPS}",
+        *([f"hydra.launcher.tasks_per_node={tasks}", "strategy=ddp", "device=cpu"] if tasks > 1 else []),
         "train.save_every=0",  # the only checkpoint is the one the signal triggers
         # submitit counts a USR2 in the first min(0.8 x limit, limit - 10 min) as a preemption (requeued, not
         # counted against max_num_timeout=0); with the preset's 10 min every USR2 would count as a time-out.
