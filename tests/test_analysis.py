@@ -550,12 +550,15 @@ def test_cli_no_runs(tmp_path: Path, capsys):
     assert "Traceback" not in err
 
 
+def write_pair_without(root: Path, metric: str, value: float) -> None:
+    """A GRPO and a Dr. GRPO run of one step (reward/eval ``value``) that never log ``metric``."""
+    rows = [{k: v for k, v in r.items() if k != metric} for r in curve([value], [1], [1], [1], {1: {EVAL: value}})]
+    write_run(root / "g", "grpo", metrics=rows)
+    write_run(root / "d", "drgrpo", metrics=rows)
+
+
 def test_cli_missing_metric(tmp_path: Path, capsys):
-    rows = [
-        {k: v for k, v in r.items() if k != REWARD} for r in curve([0.1], [1], [1], [1], {1: {EVAL: 0.1}})
-    ]
-    write_run(tmp_path / "runs" / "g", "grpo", metrics=rows)
-    write_run(tmp_path / "runs" / "d", "drgrpo", metrics=rows)
+    write_pair_without(tmp_path / "runs", REWARD, 0.1)
     assert main(["dynamics", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err == (
@@ -566,11 +569,7 @@ def test_cli_missing_metric(tmp_path: Path, capsys):
 
 def test_never_correct_runs_draw_no_data_panels(tmp_path: Path, capsys):
     # A run that never answers correctly never logs the correct-length metric: a finding, not an error.
-    rows = [
-        {k: v for k, v in r.items() if k != LEN_OK} for r in curve([0.0], [1], [1], [1], {1: {EVAL: 0.0}})
-    ]
-    write_run(tmp_path / "runs" / "g", "grpo", metrics=rows)
-    write_run(tmp_path / "runs" / "d", "drgrpo", metrics=rows)
+    write_pair_without(tmp_path / "runs", LEN_OK, 0.0)
     assert main(["dynamics", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]) == 0
     assert "no run logs 'rollout/response_length_correct'; those panels show 'no data'" in capsys.readouterr().err
     assert_figure(tmp_path / "o", "dynamics")

@@ -18,6 +18,11 @@ from .models import ModelUnavailableError
 USER_ERRORS = (ModelUnavailableError, DataUnavailableError, ConfigError, FileExistsError)
 
 
+def report_error(err: Exception) -> None:
+    """Bad input as one line on stderr, ``r1zero: error: <message>`` (callers exit with status 2)."""
+    print(f"r1zero: error: {err}", file=sys.stderr, flush=True)
+
+
 def hydra_entry(config_name: str, run: Callable[[DictConfig], object]) -> Callable[[], None]:
     """A ``main()`` that composes ``conf/<config_name>.yaml`` with Hydra and calls ``run(cfg)``.
 
@@ -30,7 +35,7 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], object]) -> Callab
         try:
             run(cfg)
         except USER_ERRORS as err:
-            print(f"r1zero: error: {err}", file=sys.stderr, flush=True)
+            report_error(err)
             sys.exit(2)
 
     def main() -> None:
@@ -66,5 +71,5 @@ class LaunchCheck(Callback):
         try:
             check_launch(config)
         except ConfigError as err:
-            print(f"r1zero: error: {err}", file=sys.stderr, flush=True)
+            report_error(err)
             sys.exit(2)

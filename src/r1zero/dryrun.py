@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .cli import check_launch
+from .cli import check_launch, report_error
 from .config import ConfigError, config_dir
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_launch(cfg, args)  # what `-m` would refuse before submitting
     except ConfigError as err:
-        print(f"r1zero: error: {err}", file=sys.stderr)
+        report_error(err)
         return 2
     return 0
 

@@ -143,6 +143,7 @@ class Strategy:
         lr 1e-6 an AdamW step is ~1e-6 in absolute size, far below bf16's resolution (8 bits of mantissa,
         ~4e-3 relative) for weights of magnitude ~1e-2, so pure-bf16 parameters would mostly not move.
         ``master_weights=false`` keeps pure low-precision parameters (half the memory, lossy updates).
+        Also records ``dtype`` as the compute dtype that :meth:`autocast` casts to, so call it once in setup.
 
         Raises:
             ConfigError: fp16 with master weights (autocast fp16 needs loss scaling, which is not implemented).

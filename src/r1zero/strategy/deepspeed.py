@@ -102,7 +102,8 @@ class DeepSpeedStrategy(Strategy):
         return _deep_merge(cfg, _to_dict(_get(self.cfg, "ds_config", {})))
 
     def param_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """Load in the compute dtype: DeepSpeed keeps the fp32 master copy inside its optimizer."""
+        """Load in the compute dtype (recorded, as in the base class): DeepSpeed keeps the fp32 master copy
+        inside its optimizer, so :meth:`autocast` is a no-op."""
         self.compute_dtype = dtype
         return dtype
 
