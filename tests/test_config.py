@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, REPO, compose
 
-GROUPS = ["model", "template", "algo", "data", "rollout", "eval", "logger", "strategy", "experiment"]
+GROUPS = ["model", "template", "algo", "data", "rollout", "eval", "logger", "strategy", "experiment", "paths"]
 
 
 def options(group: str) -> list[str]:
@@ -22,9 +22,11 @@ ALL_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
 
 def test_every_group_has_options():
     assert {"qwen15", "qwen_math15", "qwen_math7", "llama32_3b", "smollm2_135m", "tiny"} <= set(options("model"))
-    assert {"r1", "qwen_math", "no"} <= set(options("template"))
+    assert {"r1", "qwen_math", "no", "chatml_fewshot"} <= set(options("template"))
     assert {"grpo", "drgrpo", "grpo_no_len_norm", "grpo_no_std_norm", "token_mean"} <= set(options("algo"))
-    assert {"math12k", "gsm8k", "asdiv", "math_lvl3to5", "orz57k"} <= set(options("data"))
+    assert {"math12k", "gsm8k", "asdiv", "math_lvl3to5", "orz57k", "arith"} <= set(options("data"))
+    assert {"default", "embedded", "arith"} <= set(options("eval"))
+    assert {"quickstart", "toy", "laptop"} <= set(options("experiment"))
 
 
 @pytest.mark.parametrize("group,option", ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
@@ -32,13 +34,13 @@ def test_option_composes_and_resolves(group, option):
     cfg = compose([f"{group}={option}"])
     # Resolving catches broken interpolations (paths, template references) that composing alone does not.
     container = OmegaConf.to_container(cfg, resolve=True)
-    if group not in ("experiment", "eval", "logger"):
+    if group not in ("experiment", "eval", "logger", "paths"):
         assert container[group]["name"] == option
 
 
 def test_every_field_of_every_group_file_is_commented():
     missing = []
-    for group in ("model", "template", "algo", "data", "rollout", "logger", "eval", "strategy"):
+    for group in ("model", "template", "algo", "data", "rollout", "logger", "eval", "strategy", "paths", "experiment"):
         for path in (CONF / group).glob("*.yaml"):
             for line in path.read_text().splitlines():
                 stripped = line.strip()
@@ -82,8 +84,10 @@ def test_algo_options_only_choose_scaling_and_aggregation(algo, scale, agg):
 
 def test_experiment_overrides_the_defaults():
     cfg = compose(["experiment=quickstart"])
-    assert (cfg.model.name, cfg.data.name, cfg.template.name, cfg.algo.name) == ("smollm2_135m", "asdiv", "qwen_math", "drgrpo")
-    assert cfg.train.total_steps == 6 and cfg.sampling.max_new_tokens == 128 and cfg.sampling.group_size == 4
+    assert (cfg.model.name, cfg.data.name, cfg.template.name, cfg.algo.name) == (
+        "smollm2_135m", "arith", "chatml_fewshot", "drgrpo")
+    assert cfg.eval.benchmarks == ["arith"] and cfg.eval.sources.arith.split == "test" and cfg.data.split == "train"
+    assert cfg.train.total_steps == 32 and cfg.sampling.max_new_tokens == 64 and cfg.sampling.group_size == 6
     # command-line overrides still win over the experiment
     assert compose(["experiment=quickstart", "train.total_steps=3"]).train.total_steps == 3
 

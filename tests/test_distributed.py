@@ -187,7 +187,7 @@ def test_deepspeed_gradient_equals_single_process_gradient(tmp_path, name):
 def test_torchrun_ddp_training_smoke(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "r1zero.train", "model=tiny", "strategy=ddp", "device=cpu", "data=gsm8k", "data.max_questions=16",
+           "-m", "r1zero.train", "model=tiny", "strategy=ddp", "device=cpu", "data=arith", "data.max_questions=16",
            "train.total_steps=2", "train.prompts_per_rollout=2", "sampling.group_size=2",
            "sampling.max_new_tokens=8", "train.micro_batch_size=2", "train.lr=1e-3", "logger.progress_bar=false",
            "reward.num_workers=1", "train.save_final=false", f"hydra.run.dir={run_dir}"]

@@ -1,35 +1,26 @@
 """Grader fidelity on real data: MATH500's gold solutions must grade as correct against their own answers.
 
 Data: ``train/math_lvl3to5_8k`` split ``eval`` of the paper's release (500 rows: ``input``, ``gt_answer``,
-``output`` = the gold solution ending in ``\\boxed{...}``), under ``$R1ZERO_DATA_ROOT`` or
-``../shared/data/datasets`` next to the repo; skipped when it is missing.
+``output`` = the gold solution ending in ``\\boxed{...}``), under ``$R1ZERO_DATA_ROOT``; skipped when it is missing.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 
 from r1zero.reward import MathGrader
 
+from conftest import DATA_ROOT
+
 # index -> why math_verify scores that gold solution 0. Empty: every gold solution passes. A new miss fails
 # the test; add it here only with a reason.
 KNOWN_MISSES: dict[int, str] = {}
 
-DATA_ROOT = Path(
-    os.environ.get(
-        "R1ZERO_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "datasets"
-    )
-)
-
-
 @pytest.fixture(scope="module")
 def math500():
+    if DATA_ROOT is None or not (DATA_ROOT / "train" / "math_lvl3to5_8k").exists():
+        pytest.skip(f"the paper's released data is not here (R1ZERO_DATA_ROOT={DATA_ROOT}); set R1ZERO_DATA_ROOT")
     path = DATA_ROOT / "train" / "math_lvl3to5_8k"
-    if not path.exists():
-        pytest.skip(f"{path} is missing (the paper's released data; set R1ZERO_DATA_ROOT)")
     from datasets import load_from_disk
 
     ds = load_from_disk(str(path))["eval"]
@@ -47,7 +38,7 @@ def grader():
 def test_gold_solutions_with_shortcut(math500, grader):
     """What training sees: the boxed answer of every gold solution is settled as correct."""
     outputs, answers = math500
-    res = grader.grade(outputs, answers, "qwen_math")
+    res = grader.grade(outputs, answers, "boxed")
     assert all(r.formatted for r in res)
     assert [i for i, r in enumerate(res) if r.reward != 1.0] == sorted(KNOWN_MISSES)
 
@@ -56,7 +47,7 @@ def test_gold_solutions_math_verify_only(math500):
     """math_verify itself, with the string shortcut off: >= 99.5% and exactly the known misses."""
     outputs, answers = math500
     with MathGrader(num_workers=2, timeout_s=15.0, exact_match_shortcut=False) as g:
-        res = g.grade(outputs, answers, "qwen_math")
+        res = g.grade(outputs, answers, "boxed")
     misses = {i: (r.extracted, answers[i], r.timed_out) for i, r in enumerate(res) if r.reward != 1.0}
     assert set(misses) == set(KNOWN_MISSES), f"new or fixed misses: {misses}"
     assert 1 - len(misses) / len(res) >= 0.995
@@ -75,7 +66,7 @@ def test_gold_solutions_against_wrong_answers(math500, grader):
     listed rows whose answers coincide."""
     outputs, answers = math500
     shifted = answers[1:] + answers[:1]
-    res = grader.grade(outputs, shifted, "qwen_math")
+    res = grader.grade(outputs, shifted, "boxed")
     hits = [i for i, r in enumerate(res) if r.reward == 1.0]
     assert hits == sorted(SHIFTED_MATCHES), [(i, answers[i], shifted[i]) for i in hits]
     assert not any(r.timed_out for r in res)

@@ -107,12 +107,12 @@ def test_grader_workers_survive_the_slurm_warning_signal():
 
     grader = MathGrader(num_workers=1)
     try:
-        assert grader.grade(["\\boxed{1/2}"], ["0.5"], "qwen_math")[0].reward == 1.0  # starts the worker
+        assert grader.grade(["\\boxed{1/2}"], ["0.5"], "boxed")[0].reward == 1.0  # starts the worker
         worker = grader._workers[0].proc
         os.kill(worker.pid, signal.SIGUSR2)
         time.sleep(0.5)
         assert worker.poll() is None
-        assert grader.grade(["\\boxed{2/4}"], ["0.5"], "qwen_math")[0].reward == 1.0
+        assert grader.grade(["\\boxed{2/4}"], ["0.5"], "boxed")[0].reward == 1.0
         assert grader._workers[0].proc is worker  # the same process answered
     finally:
         grader.close()
@@ -120,7 +120,7 @@ def test_grader_workers_survive_the_slurm_warning_signal():
 
 # ------------------------------------------------------------------------------------------------------------
 TRAIN = [
-    sys.executable, "-m", "r1zero.train", "model=tiny", "data=gsm8k", "data.max_questions=16",
+    sys.executable, "-m", "r1zero.train", "model=tiny", "data=arith", "data.max_questions=16",
     "train.total_steps=8", "train.prompts_per_rollout=2", "sampling.group_size=2", "sampling.max_new_tokens=16",
     "train.micro_batch_size=4", "train.save_every=0", "logger.progress_bar=false", "reward.num_workers=1",
 ]
@@ -132,7 +132,7 @@ def _steps(run_dir) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigusr2_checkpoints_exits_and_resume_auto_finishes(tmp_path, data_root):
+def test_sigusr2_checkpoints_exits_and_resume_auto_finishes(tmp_path):
     """SIGUSR2 to a plain run: checkpoint of the step in flight, exit 0; the same command (resume=auto) then
     finishes the run with every step logged exactly once."""
     run_dir = tmp_path / "run"

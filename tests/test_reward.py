@@ -37,26 +37,26 @@ def grader():
 @pytest.mark.parametrize(
     "response, template, expected",
     [
-        ("so the answer is $\\boxed{\\frac{1}{2}}$.", "qwen_math", "\\frac{1}{2}"),
-        ("$\\boxed{\\{1,2\\}}$", "qwen_math", "\\{1,2\\}"),
+        ("so the answer is $\\boxed{\\frac{1}{2}}$.", "boxed", "\\frac{1}{2}"),
+        ("$\\boxed{\\{1,2\\}}$", "boxed", "\\{1,2\\}"),
         ("\\boxed{\\frac{\\sqrt{3}}{2}}", "no", "\\frac{\\sqrt{3}}{2}"),
-        ("first \\boxed{1}, on reflection \\boxed{2}", "qwen_math", "2"),  # the last box wins
-        ("thus $\\boxed 5$.", "qwen_math", "5"),
+        ("first \\boxed{1}, on reflection \\boxed{2}", "boxed", "2"),  # the last box wins
+        ("thus $\\boxed 5$.", "boxed", "5"),
         ("\\fbox{7}", "no", "7"),
-        ("\\boxed{\\text{(B)}} and later \\fbox{C}", "qwen_math", "C"),
-        ("\\boxed{1} then \\boxed{2", "qwen_math", None),  # last box unclosed (truncated): no answer
-        ("the answer is 5", "qwen_math", None),
-        ("\\boxed{}", "qwen_math", None),
+        ("\\boxed{\\text{(B)}} and later \\fbox{C}", "boxed", "C"),
+        ("\\boxed{1} then \\boxed{2", "boxed", None),  # last box unclosed (truncated): no answer
+        ("the answer is 5", "boxed", None),
+        ("\\boxed{}", "boxed", None),
         ("\\boxed{ }", "no", None),
-        ("think </think> <answer> 5 </answer>", "r1", "5"),
-        ("think </think>\n<answer>$\\boxed{\\frac{1}{2}}$</answer>", "r1", "\\frac{1}{2}"),
-        ("think </think> <answer>x = 5</answer>", "r1", "x = 5"),
-        ("think <answer>5</answer>", "r1", None),  # thought never closed
-        ("think </think> the answer is 5", "r1", None),  # no answer tag
-        ("think </think> <answer>5", "r1", None),  # answer tag never closed
-        ("<answer>5</answer> more </think>", "r1", None),  # answer before the thought ends
-        ("think </think> <answer> </answer>", "r1", None),
-        ("\\boxed{5}", "r1", None),  # r1 reads only the answer tag
+        ("think </think> <answer> 5 </answer>", "answer_tag", "5"),
+        ("think </think>\n<answer>$\\boxed{\\frac{1}{2}}$</answer>", "answer_tag", "\\frac{1}{2}"),
+        ("think </think> <answer>x = 5</answer>", "answer_tag", "x = 5"),
+        ("think <answer>5</answer>", "answer_tag", None),  # thought never closed
+        ("think </think> the answer is 5", "answer_tag", None),  # no answer tag
+        ("think </think> <answer>5", "answer_tag", None),  # answer tag never closed
+        ("<answer>5</answer> more </think>", "answer_tag", None),  # answer before the thought ends
+        ("think </think> <answer> </answer>", "answer_tag", None),
+        ("\\boxed{5}", "answer_tag", None),  # r1 reads only the answer tag
     ],
 )
 def test_extract_answer(response, template, expected):
@@ -91,21 +91,22 @@ def test_reference_alternatives():
         normalize_reference(None)
 
 
-def test_unknown_template_raises(grader):
+def test_unknown_answer_format_raises(grader):
+    # The grader reads a template's answer_format, never its name: a template name is not a format.
     for call in (
         lambda: extract_answer("\\boxed{1}", "chatml"),
         lambda: grade_batch(["\\boxed{1}"], ["1"], "R1"),
-        lambda: grader.grade(["\\boxed{1}"], ["1"], "boxed"),
+        lambda: grader.grade(["\\boxed{1}"], ["1"], "qwen_math"),
     ):
-        with pytest.raises(ValueError, match="r1, qwen_math, no"):
+        with pytest.raises(ValueError, match="boxed, answer_tag"):
             call()
 
 
 def test_bad_arguments(grader):
     with pytest.raises(ValueError, match="same length"):
-        grader.grade(["\\boxed{1}"], ["1", "2"], "qwen_math")
+        grader.grade(["\\boxed{1}"], ["1", "2"], "boxed")
     with pytest.raises(ValueError, match="same length"):
-        grader.grade(["\\boxed{1}"], ["1"], "qwen_math", truncated=[False, True])
+        grader.grade(["\\boxed{1}"], ["1"], "boxed", truncated=[False, True])
     with pytest.raises(ValueError):
         MathGrader(num_workers=0)
     with pytest.raises(ValueError):
@@ -137,7 +138,7 @@ def test_grade_mixed_batch(grader):
         ["6630.65\n", "6630\n"],
     ]
     truncated = [False, False, False, True, False, False, False, False]
-    res = grader.grade(responses, refs, "qwen_math", truncated=truncated)
+    res = grader.grade(responses, refs, "boxed", truncated=truncated)
     assert [r.reward for r in res] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
     assert res[1] == GradeResult(0.0, "3", True)
     assert res[2] == GradeResult(0.0, None, False)
@@ -154,22 +155,22 @@ def test_grade_r1_template(grader):
         " 2+2 is 4 </think> 4",  # answer tag missing
         " 2+2 is 4 </think> <answer> The final answer is $4$. </answer>",
     ]
-    res = grader.grade(responses, ["4"] * len(responses), "r1")
+    res = grader.grade(responses, ["4"] * len(responses), "answer_tag")
     assert [r.reward for r in res] == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     assert [r.formatted for r in res] == [True, True, True, False, False, True]
 
 
 def test_empty_batch_and_overlong_answer(grader):
-    assert grader.grade([], [], "r1") == []
+    assert grader.grade([], [], "answer_tag") == []
     t0 = time.monotonic()
-    res = grader.grade(["\\boxed{" + "x+" * 3000 + "1}"], ["1"], "qwen_math", timeout_s=5.0)
+    res = grader.grade(["\\boxed{" + "x+" * 3000 + "1}"], ["1"], "boxed", timeout_s=5.0)
     assert res[0].reward == 0.0 and res[0].formatted and not res[0].timed_out
     assert time.monotonic() - t0 < 1.0  # not sent to math_verify
 
 
 def test_identical_answers_share_a_verdict(grader):
     res = grader.grade(
-        ["\\boxed{\\frac{2}{4}}"] * 4 + ["\\boxed{\\frac{1}{3}}"] * 4, ["0.5"] * 8, "qwen_math"
+        ["\\boxed{\\frac{2}{4}}"] * 4 + ["\\boxed{\\frac{1}{3}}"] * 4, ["0.5"] * 8, "boxed"
     )
     assert [r.reward for r in res] == [1.0] * 4 + [0.0] * 4
 
@@ -249,7 +250,7 @@ EQUIVALENCE = [
 def equivalence_results(grader):
     refs = [row[0] for row in EQUIVALENCE]
     responses = [f"Therefore the answer is $\\boxed{{{row[1]}}}$." for row in EQUIVALENCE]
-    return grader.grade(responses, refs, "qwen_math")
+    return grader.grade(responses, refs, "boxed")
 
 
 @pytest.mark.parametrize("row", range(len(EQUIVALENCE)), ids=[f"{r[0]} vs {r[1]}" for r in EQUIVALENCE])
@@ -271,12 +272,12 @@ def test_equivalence_table_false_negatives():
 
 def test_pathological_answer_times_out_alone(grader):
     timeout = 1.0
-    grader.grade(["\\boxed{1}"], ["\\frac{1}{1}"], "qwen_math")  # workers up before timing
+    grader.grade(["\\boxed{1}"], ["\\frac{1}{1}"], "boxed")  # workers up before timing
     responses = [PATHOLOGICAL, "\\boxed{\\frac{2}{4}}", "\\boxed{3}", "\\boxed{\\sqrt{4}}", "\\boxed{x}"]
     refs = ["1", "0.5", "4", "2", "y"]
     before = grader.timeouts
     t0 = time.monotonic()
-    res = grader.grade(responses, refs, "qwen_math", timeout_s=timeout)
+    res = grader.grade(responses, refs, "boxed", timeout_s=timeout)
     elapsed = time.monotonic() - t0
     assert res[0].reward == 0.0 and res[0].timed_out and res[0].formatted
     assert [r.reward for r in res[1:]] == [1.0, 0.0, 1.0, 0.0]
@@ -284,7 +285,7 @@ def test_pathological_answer_times_out_alone(grader):
     assert grader.timeouts == before + 1
     assert elapsed < timeout * 3 + 5, elapsed
     # The pool is intact: the same worker goes on grading.
-    res = grader.grade(["\\boxed{\\frac{6}{8}}", PATHOLOGICAL], ["0.75", "2"], "qwen_math", timeout_s=timeout)
+    res = grader.grade(["\\boxed{\\frac{6}{8}}", PATHOLOGICAL], ["0.75", "2"], "boxed", timeout_s=timeout)
     assert [(r.reward, r.timed_out) for r in res] == [(1.0, False), (0.0, True)]
     assert grader.timeouts == before + 2
 
@@ -306,11 +307,11 @@ def test_stuck_or_killed_worker_is_replaced(grader, sig, timed_out):
     """SIGSTOP: a worker the in-process alarm cannot reach (as if stuck in C code) is killed at the hard
     deadline (timeout + 1 s) and counted as a timeout. SIGKILL: a worker lost mid-answer (OOM killer) scores
     that answer 0 without hanging the batch."""
-    grader.grade(["\\boxed{1}"], ["\\frac{1}{1}"], "qwen_math")
+    grader.grade(["\\boxed{1}"], ["\\frac{1}{1}"], "boxed")
     out: list = []
     t0 = time.monotonic()
     th = threading.Thread(
-        target=lambda: out.extend(grader.grade([PATHOLOGICAL], ["1"], "qwen_math", timeout_s=1.0))
+        target=lambda: out.extend(grader.grade([PATHOLOGICAL], ["1"], "boxed", timeout_s=1.0))
     )
     th.start()
     victim = _busy_worker(grader)
@@ -324,7 +325,7 @@ def test_stuck_or_killed_worker_is_replaced(grader, sig, timed_out):
     assert out[0].reward == 0.0 and out[0].timed_out is timed_out
     assert time.monotonic() - t0 < 1.0 * 3 + 5
     assert victim.proc.poll() is not None  # reaped, not left stopped
-    res = grader.grade(["\\boxed{0.5}", "\\boxed{1/3}"], ["\\frac12", "0.5"], "qwen_math")
+    res = grader.grade(["\\boxed{0.5}", "\\boxed{1/3}"], ["\\frac12", "0.5"], "boxed")
     assert [r.reward for r in res] == [1.0, 0.0]
 
 
@@ -332,7 +333,7 @@ def test_module_level_api():
     rewards = grade_batch(
         ["\\boxed{\\frac{1}{2}}", "\\boxed{2}", "no answer", PATHOLOGICAL],
         ["0.5", "3", "1", "1"],
-        "qwen_math",
+        "boxed",
         timeout_s=1.0,
     )
     assert rewards == [1.0, 0.0, 0.0, 0.0]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from r1zero.learner import Learner, sequence_logprobs
+from r1zero.learner import Learner, prompt_groups, sequence_logprobs
 from r1zero.models import build_byte_tokenizer, load_model_and_tokenizer
 from r1zero.rollout import SamplingConfig
 from r1zero.rollout.hf import HFRolloutEngine, find_response_end
@@ -112,6 +112,29 @@ def test_learner_logprobs_match_generation_positions(tiny):
     with torch.no_grad():
         direct = sequence_logprobs(model, ids, torch.ones_like(ids), plen)
     torch.testing.assert_close(together[0, :L], direct[0, :L], atol=1e-5, rtol=0)
+
+
+def test_shared_prompt_forward_equals_the_plain_forward(tiny):
+    """Running each distinct prompt once and sharing its KV cache (with its graph) across the G responses gives
+    the plain forward's log-probabilities and the same gradient, including through the prompt's activations."""
+    model, tok = tiny
+    torch.manual_seed(5)
+    batch = HFRolloutEngine(model, tok).generate(["hi", "a longer prompt here"],
+                                                 SamplingConfig(n=3, max_new_tokens=12, temperature=1.0))
+    groups = prompt_groups(batch.prompt_index)
+    assert groups is not None and groups[0].tolist() == [0, 3] and groups[1].tolist() == [0, 0, 0, 1, 1, 1]
+    assert prompt_groups(torch.tensor([0, 1, 2])) is None  # nothing shared: the plain path
+    grads, values = [], []
+    for g in (None, groups):
+        model.zero_grad(set_to_none=True)
+        lp = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len, 0.7, groups=g)
+        (lp * batch.response_mask * torch.linspace(-1, 1, len(batch)).unsqueeze(1)).sum().backward()
+        values.append((lp * batch.response_mask).detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(values[1], values[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
+    assert grads[0].abs().sum() > 0
 
 
 def test_update_old_logprobs_are_the_sampling_policys(tiny):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -101,7 +102,7 @@ def test_sweeps_are_found_from_any_cwd(tmp_path):
 
 
 @pytest.mark.slow
-def test_toy_sweep_runs_locally(tmp_path, data_root):
+def test_toy_sweep_runs_locally(tmp_path):
     """A 2-job toy multirun through the basic launcher: each job logs its steps and an eval curve point."""
     sweep = tmp_path / "sweep"
     out = subprocess.run(
@@ -117,6 +118,16 @@ def test_toy_sweep_runs_locally(tmp_path, data_root):
         assert [r["step"] for r in rows] == [1, 2]
         assert "eval/average/accuracy" in rows[-1]
         assert Path(run / "config.yaml").is_file()
+    # The analysis reads what training wrote: metric and config names are checked end to end.
+    figures = tmp_path / "figures"
+    out = subprocess.run([sys.executable, "-m", "analysis", "all", "--runs", str(sweep), "--out", str(figures)],
+                         check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "error:" not in out.stderr
+    for name in ("dynamics", "ablation", "table"):
+        assert (figures / f"{name}.png").stat().st_size > 0 and (figures / f"{name}.csv").is_file(), name
+    dynamics = pd.read_csv(figures / "dynamics.csv")
+    assert set(dynamics["algo"]) == {"grpo", "drgrpo"} and dynamics["step"].max() == 2
 
 
 def test_oat_zero_question_set_is_unwrapped_from_the_papers_prompts(data_root):

@@ -15,7 +15,7 @@ from r1zero.reward import GradeResult
 from conftest import REPO, compose
 
 TINY = [
-    "model=tiny", "data=gsm8k", "data.max_questions=16", "train.total_steps=2", "train.prompts_per_rollout=2",
+    "model=tiny", "data=arith", "data.max_questions=16", "train.total_steps=2", "train.prompts_per_rollout=2",
     "sampling.group_size=4", "sampling.max_new_tokens=8", "train.micro_batch_size=3", "train.lr=1e-3",
     "logger.progress_bar=false", "reward.num_workers=1",
 ]
@@ -154,18 +154,31 @@ def _cli(*args, timeout=180):
     [
         (["model=qwen15", "model.path=Qwen/not-a-real-model-r1zero"], "model 'Qwen/not-a-real-model-r1zero' is not a local directory"),
         (["model=tiny", "data=orz57k"], "orz_57k' not found"),
-        (["model=tiny", "data=gsm8k", "data.answer_key=solution"], "row 0: missing field 'solution'"),
-        (["model=tiny", "data=math_lvl3to5"], "split 'train' not found; available splits: ['eval']"),
+        (["model=tiny", "data=asdiv", "paths.data_root=/nonexistent/r1zero"],
+         "part of the paper's released data (the datasets/ folder of sail-sg/understand-r1-zero), expected under "
+         "paths.data_root=/nonexistent/r1zero"),
+        (["model=tiny", "data=math12k", "data.answer_key=final"], "row 0: missing field 'final'"),
+        (["model=tiny", "data=arith", "data.operators=[/]"], "data.operators=['/'] must be a non-empty list of"),
+        (["model=tiny", "data=arith", "data.size=5000"], "fewer than 5000 distinct train questions"),
         (["model=tiny", "algo.loss_agg=seq_sum"], "algo.loss_agg='seq_sum' is not one of"),
     ],
-    ids=["model-offline", "data-missing", "field-missing", "bad-split", "bad-agg"],
+    ids=["model-offline", "data-missing", "paper-data-missing", "field-missing", "bad-operator", "arith-too-small",
+         "bad-agg"],
 )
 def test_bad_input_fails_with_one_line(tmp_path, overrides, needle):
-    out = _cli(*overrides, f"hydra.run.dir={tmp_path}", "logger.progress_bar=false")
+    _assert_one_line_error(_cli(*overrides, f"hydra.run.dir={tmp_path}", "logger.progress_bar=false"), needle)
+
+
+def _assert_one_line_error(out, needle):
     assert out.returncode == 2, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("r1zero: error:")]
     assert len(errors) == 1 and needle in errors[0], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+def test_bad_split_of_the_papers_data_fails_with_one_line(tmp_path, data_root):
+    out = _cli("model=tiny", "data=math_lvl3to5", f"hydra.run.dir={tmp_path}", "logger.progress_bar=false")
+    _assert_one_line_error(out, "split 'train' not found; available splits: ['eval']")
 
 
 def test_fresh_run_refuses_to_mix_with_existing_metrics(tmp_path, mixed_rewards):

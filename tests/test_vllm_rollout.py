@@ -124,7 +124,7 @@ def test_two_step_training_run_with_vllm_rollout(tmp_path):
     """
     py = _env_python()
     proc = subprocess.run(
-        [str(py), "-m", "r1zero.train", "rollout=vllm", "model=tiny", "model.hidden_size=128", "data=gsm8k",
+        [str(py), "-m", "r1zero.train", "rollout=vllm", "model=tiny", "model.hidden_size=128", "data=arith",
          "data.max_questions=8", "train.total_steps=2", "train.prompts_per_rollout=2", "sampling.group_size=2",
          "sampling.max_new_tokens=8", "logger.progress_bar=false", "reward.num_workers=1",
          f"hydra.run.dir={tmp_path}"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -94,51 +95,155 @@ class Question:
     answer: str
 
 
-def load_questions(cfg) -> list[Question]:
-    """Every question of the ``data`` config node, in source order, after exclusions.
+def _final_after_hash(answer: str) -> str | None:
+    """GSM8K's worked solution ends in ``#### <answer>``."""
+    head, sep, tail = answer.rpartition("####")
+    return tail.strip().replace(",", "") or None if sep else None
 
-    Raises:
-        DataUnavailableError: a source cannot be read, or a row lacks the question/answer field (names the
-            field, the row and the fields present), or the set ends up empty.
-    """
+
+_NUMBER_WITH_UNIT = re.compile(r"\s*(-?\d[\d,]*(?:\.\d+)?)\s*(?:\([^()]*\))?\s*")
+
+
+def _strip_unit(answer: str) -> str | None:
+    """ASDiv's ``9 (apples)`` → ``9``; answers that are no number (``Mrs. Hilt``, ``3:30 p.m.``) → None."""
+    m = _NUMBER_WITH_UNIT.fullmatch(answer)
+    return m.group(1).replace(",", "") if m else None
+
+
+def _last_boxed(answer: str) -> str | None:
     from .reward import extract_answer
 
-    qkey, akey = str(cfg.question_key), str(cfg.answer_key)
+    return extract_answer(answer, "boxed")
+
+
+#: ``answer_from``: how the reference answer is read from the answer field; None drops the row.
+ANSWER_FROM = {
+    None: lambda answer: answer,  # the field is already the final answer
+    "last_boxed": _last_boxed,  # MATH / Minerva worked solutions
+    "after_hash": _final_after_hash,  # GSM8K
+    "strip_unit": _strip_unit,  # ASDiv
+}
+
+
+def _arith(cfg) -> list[Question]:
+    from .arith import generate
+
+    try:
+        qs = generate(split=str(cfg.split), size=int(cfg.size), seed=int(cfg.seed), operators=list(cfg.operators),
+                      min_value=int(cfg.min_value), max_value=int(cfg.max_value), max_factor=int(cfg.max_factor),
+                      heldout_percent=int(cfg.heldout_percent))
+    except ValueError as err:
+        raise DataUnavailableError(str(err)) from None
+    return [Question(q.question, q.answer) for q in qs]
+
+
+#: ``data.generator``: question sets made in code from the data node's own fields (no files).
+GENERATORS = {"arith": _arith}
+
+
+def _missing_hint(path: str, data_root: str | None) -> str:
+    if data_root and Path(os.path.expanduser(path)).resolve().is_relative_to(Path(os.path.expanduser(data_root)).resolve()):
+        return (f"; it is part of the paper's released data (the datasets/ folder of sail-sg/understand-r1-zero), "
+                f"expected under paths.data_root={data_root}: put a copy there, or set R1ZERO_DATA_ROOT or "
+                f"paths.data_root to where it is")
+    return ""
+
+
+def _sources(cfg) -> list:
+    """A data node's sources: its ``sources`` list, or its ``path`` as the one source."""
+    if cfg.get("sources"):
+        return list(cfg.sources)
+    if cfg.get("path"):
+        return [{"path": cfg.path}]
+    raise DataUnavailableError(f"data {cfg.get('name')!r}: no sources, path or generator to read questions from")
+
+
+def _question_text(row: dict, cfg, where: str) -> str:
+    fmt = cfg.get("question_format")
+    if fmt:
+        try:
+            return str(fmt).format_map(row)
+        except KeyError as err:
+            raise DataUnavailableError(f"{where}: question_format {str(fmt)!r} names field {err} "
+                                       f"(fields present: {sorted(row)})") from None
+    return str(row[str(cfg.question_key)])
+
+
+def load_questions(cfg, data_root: str | None = None) -> list[Question]:
+    """Every question of a ``data`` config node, in source order, after exclusions.
+
+    A node reads files (``sources``: a list of ``{path, split?, exclude?}``, or one ``path``) or makes its
+    questions in code (``generator``: a :data:`GENERATORS` name, with that generator's fields). Rows become
+    ``Question(question, answer)``: the question from ``question_key`` (or ``question_format``, a
+    ``str.format`` pattern over the row's fields, e.g. ``"{body} {question}"``), the answer from
+    ``answer_key`` read through ``answer_from`` (:data:`ANSWER_FROM`; rows it cannot read are dropped).
+    Evaluation benchmarks are data nodes too (``eval.sources``).
+
+    Args:
+        data_root: the paper's release directory (``paths.data_root``); a missing source under it gets a
+            one-line hint saying where that data comes from.
+
+    Raises:
+        DataUnavailableError: a source cannot be read, a row lacks the question/answer field (names the
+            field, the row and the fields present), an unknown generator or ``answer_from``, or the set
+            ends up empty.
+    """
+    if cfg.get("generator"):
+        gen = GENERATORS.get(str(cfg.generator))
+        if gen is None:
+            raise DataUnavailableError(f"data.generator={cfg.generator!r} is not one of {sorted(GENERATORS)}")
+        out = gen(cfg)
+    else:
+        out = _read_questions(cfg, data_root)
+    if cfg.get("max_questions"):
+        out = out[: int(cfg.max_questions)]
+    if not out:
+        raise DataUnavailableError(f"data {cfg.get('name')!r}: no questions left after loading")
+    return out
+
+
+def _read_questions(cfg, data_root: str | None) -> list[Question]:
+    answer_from = cfg.get("answer_from")
+    if answer_from not in ANSWER_FROM:
+        raise DataUnavailableError(f"data.answer_from={answer_from!r} is not one of "
+                                   f"{[k for k in ANSWER_FROM if k]} or null")
+    read_answer = ANSWER_FROM[answer_from]
+    akey = str(cfg.answer_key)
+    qkey = None if cfg.get("question_format") else str(cfg.question_key)
     strip = None
     if cfg.get("strip_template"):
         from .templates import PromptTemplate
 
         strip = PromptTemplate.from_config(cfg.strip_template)
     out: list[Question] = []
-    for src in cfg.sources:
-        path = str(src.path)
-        rows = read_rows(path, src.get("split", cfg.get("split", "train")))
+    for src in _sources(cfg):
+        path = str(src["path"])
+        try:
+            rows = read_rows(path, src.get("split", cfg.get("split", "train")))
+        except DataUnavailableError as err:
+            raise DataUnavailableError(f"{err}{_missing_hint(path, data_root)}") from None
         excluded: set[str] = set()
         if src.get("exclude"):
-            excluded = {str(r.get(qkey, "")).strip() for r in read_rows(str(src.exclude), None)}
+            excluded = {str(r.get(qkey, "")).strip() for r in read_rows(str(src["exclude"]), None)}
         for i, row in enumerate(rows):
             for key in (qkey, akey):
-                if row.get(key) is None:
+                if key is not None and row.get(key) is None:
                     raise DataUnavailableError(
                         f"{path} row {i}: missing field {key!r} (fields present: {sorted(row)}); "
                         f"set data.question_key / data.answer_key"
                     )
-            q = str(row[qkey])
+            q = _question_text(row, cfg, f"{path} row {i}")
             if q.strip() in excluded:
                 continue
             if strip is not None:
                 q = strip.strip(q)
-            ans = str(row[akey])
-            if cfg.get("answer_from") == "last_boxed":
-                boxed = extract_answer(ans, "qwen_math")
-                if boxed is None:
-                    continue  # a handful of MATH solutions have no \boxed{}; they cannot be graded
-                ans = boxed
-            out.append(Question(q, ans))
-    if cfg.get("max_questions"):
-        out = out[: int(cfg.max_questions)]
-    if not out:
-        raise DataUnavailableError(f"data {cfg.name!r}: no questions left after loading")
+            ans = row[akey]
+            if answer_from is not None:
+                ans = read_answer(str(ans))
+                if ans is None:
+                    continue  # e.g. a MATH solution without \boxed{}, an ASDiv answer that is no number
+            # References keep their shape ('142.0', "['9.6\\n']", lists): the grader normalises every one.
+            out.append(Question(q, ans if isinstance(ans, (list, tuple)) else str(ans)))
     return out
 
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .cli import hydra_entry
 from .config import ConfigError
-from .data import DataUnavailableError, Question, read_rows
+from .data import DataUnavailableError, Question, load_questions
 from .rollout import SamplingConfig
 from .templates import PromptTemplate
 
@@ -48,36 +48,43 @@ def pass_k_values(n: int) -> list[int]:
     return ks + [n]
 
 
-def load_benchmarks(ev) -> dict[str, list[Question]]:
-    """The selected benchmarks of ``ev.path`` (a ``save_to_disk`` DatasetDict, hub id, or local dir).
+def load_benchmarks(ev, data_root: str | None = None) -> dict[str, list[Question]]:
+    """The selected benchmarks of an ``eval`` config node.
+
+    A benchmark named in ``ev.sources`` is a data node of its own (any file or generator ``data=`` reads,
+    see :func:`r1zero.data.load_questions`); any other is the split of that name in ``ev.path`` (the paper's
+    ``save_to_disk`` suite, a hub id, or a local dir of the same shape). ``eval.max_samples`` keeps the first N.
+
+    Args:
+        data_root: ``paths.data_root``, for the one-line hint when the paper's release is missing.
 
     Raises:
-        ConfigError: a requested benchmark is not in the suite (names the available ones).
-        DataUnavailableError: the suite cannot be read; a row lacks the question/answer field.
+        ConfigError: no benchmark selected, or one that is neither in ``ev.sources`` nor a split of
+            ``ev.path`` (names the available ones).
+        DataUnavailableError: a benchmark cannot be read; a row lacks the question/answer field.
     """
-    path = str(ev.path)
+    from omegaconf import OmegaConf
+
     names = list(ev.benchmarks)
+    sources = ev.get("sources") or {}
     if not names:
-        raise ConfigError("eval.benchmarks is empty; choose from aime, amc, math, minerva, olympiad_bench")
+        raise ConfigError(f"eval.benchmarks is empty; choose from {sorted(sources) or 'the splits of eval.path'}")
     out: dict[str, list[Question]] = {}
     for name in names:
+        if name in sources:
+            node = sources[name]
+        elif ev.get("path"):
+            node = OmegaConf.create({"name": name, "sources": [{"path": str(ev.path), "split": name}],
+                                     "question_key": ev.question_key, "answer_key": ev.answer_key})
+        else:
+            raise ConfigError(f"eval.benchmarks: {name!r} is not one of eval.sources {sorted(sources)}")
         try:
-            rows = read_rows(path, split=name)
+            qs = load_questions(node, data_root)
         except DataUnavailableError as err:
-            if "split" in str(err):
+            if "split" in str(err) and name not in sources:
                 raise ConfigError(f"eval.benchmarks: {err}") from None
             raise
-        if ev.get("max_samples"):
-            rows = rows[: int(ev.max_samples)]
-        qs = []
-        for i, row in enumerate(rows):
-            for key in (ev.question_key, ev.answer_key):
-                if row.get(key) is None:
-                    raise DataUnavailableError(f"{path} [{name}] row {i}: missing field {key!r} "
-                                               f"(fields present: {sorted(row)})")
-            # References stay raw ('142.0', "['9.6\\n']"): the grader normalises every shape.
-            qs.append(Question(str(row[ev.question_key]), row[ev.answer_key]))
-        out[name] = qs
+        out[name] = qs[: int(ev.max_samples)] if ev.get("max_samples") else qs
     return out
 
 
@@ -122,7 +129,7 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
                 prompts = [template.apply(q.question) for q in chunk]
                 batch = engine.generate(prompts, sampling)
                 refs = [chunk[i].answer for i in batch.prompt_index.tolist()]
-                results = grader.grade(batch.responses, refs, template.name, truncated=batch.truncated.tolist())
+                results = grader.grade(batch.responses, refs, template.answer_format, truncated=batch.truncated.tolist())
                 lens = batch.response_lengths.tolist()
                 for j, r in enumerate(results):
                     lengths.append(lens[j])
@@ -202,7 +209,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     device = resolve_device(str(cfg.device))
     template = PromptTemplate.from_config(cfg.template)
     _sampling(cfg.eval, template)  # validate before loading anything heavy
-    suite = load_benchmarks(cfg.eval)  # read before the model loads, so a bad benchmark name fails fast
+    suite = load_benchmarks(cfg.eval, cfg.paths.get("data_root"))  # before the model loads: fail fast
     model, tokenizer = load_model_and_tokenizer(cfg.model, device, resolve_dtype(str(cfg.dtype), device))
     model_dir = None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model)
     engine = build_engine(cfg.rollout, model, tokenizer, model_dir=model_dir)

@@ -12,6 +12,7 @@ share of the rollout; the totals are summed over ranks and each rank's loss is m
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Iterator
 
@@ -35,20 +36,64 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def _cache_kwarg(model) -> str:
+    """The forward argument that takes a KV cache: ``cache`` in transformers >= 5, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def prompt_groups(prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows that share a prompt, for :func:`sequence_logprobs`: ``(first, inverse)`` or None when no two rows do.
+
+    Args:
+        prompt_index: (B,) long, the prompt each row answers (``RolloutBatch.prompt_index`` of a micro-batch).
+
+    Returns:
+        ``first`` (U,): one row per distinct prompt; ``inverse`` (B,): for each row, its prompt's position in
+        ``first``. None when the U distinct prompts are B (nothing to share).
+    """
+    uniq, inverse = torch.unique(prompt_index, return_inverse=True)
+    if len(uniq) == len(prompt_index):
+        return None
+    rows = torch.arange(len(prompt_index))
+    first = torch.full((len(uniq),), len(prompt_index), dtype=torch.long).scatter_reduce(0, inverse, rows, "amin")
+    return first, inverse
+
+
 def sequence_logprobs(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
+    groups: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(B, T) log-probabilities of the response tokens ``input_ids[:, prompt_len:]`` under ``model``.
 
     Position ids follow the attention mask, so left-padded prompts see the same positions as in
     generation. Logits are divided by the sampling ``temperature`` so the ratio compares the
-    distributions the tokens were actually drawn from.
+    distributions the tokens were actually drawn from. Only the T positions that predict response tokens go
+    through the LM head (the prompt's logits are never needed).
+
+    Args:
+        groups: :func:`prompt_groups` of the rows. Given, each distinct prompt is run once and its KV cache
+            (with its autograd graph) is shared by the G responses to it; the response tokens then attend to
+            that cache. Same values as the plain forward, G times fewer prompt tokens computed; gradients flow
+            into the prompt's activations through the shared cache. Only for a plain module (a DDP or
+            DeepSpeed wrapper expects one forward per backward) without gradient checkpointing.
     """
+    T = input_ids.shape[1] - prompt_len
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).logits
-    logits = logits[:, prompt_len - 1 : -1]
+    if groups is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
+    else:
+        first, inverse = groups
+        P = prompt_len
+        head = model(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
+                     position_ids=position_ids[first, :P], use_cache=True, logits_to_keep=1)
+        logits = head.logits[inverse.to(head.logits.device)]  # (B, 1, V): predicts the first response token
+        if T > 1:
+            cache = getattr(head, "cache", None) or head.past_key_values
+            cache.batch_select_indices(inverse.to(input_ids.device))
+            tail = model(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1],
+                         position_ids=position_ids[:, P:-1], use_cache=True, **{_cache_kwarg(model): cache})
+            logits = torch.cat([logits, tail.logits], dim=1)
     if temperature and temperature != 1.0:
         logits = logits / temperature
     return token_logprobs(logits, input_ids[:, prompt_len:])
@@ -107,6 +152,16 @@ class Learner:
         att = att[:, first : P + t_len].to(device)
         return ids, att, P - first, resp_mask[:, :t_len].to(device), t_len
 
+    def _groups(self, model, batch: RolloutBatch, idx: torch.Tensor):
+        """:func:`prompt_groups` of rows ``idx`` where ``model`` can share a prompt's cache, else None."""
+        if model is not self.model:
+            return None  # a DDP / DeepSpeed wrapper expects one forward per backward
+        name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") \
+            else "is_gradient_checkpointing"  # transformers >= 5 renamed it
+        if getattr(model, name, False):
+            return None  # recomputed activations would run the shared prompt once per response again
+        return prompt_groups(batch.prompt_index[idx])
+
     @torch.no_grad()
     def compute_logprobs(self, model, batch: RolloutBatch, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T) response log-probabilities under ``model`` (zero on padding and on rows not in ``rows``)."""
@@ -118,7 +173,8 @@ class Learner:
             for idx in _chunks(rows, int(self.cfg.micro_batch_size)):
                 ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
                 with self.strategy.autocast():  # bf16 compute over fp32 master weights (strategy.param_dtype)
-                    lp = sequence_logprobs(model, ids, att, p, self.temperature)
+                    lp = sequence_logprobs(model, ids, att, p, self.temperature,
+                                           groups=self._groups(model, batch, idx))
                 out[idx, :t_len] = (lp * mask).float().cpu()
         finally:
             model.train(was_training)
@@ -230,7 +286,8 @@ class Learner:
             with strategy.accumulate(is_last=i == len(chunks) - 1):
                 ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
                 with strategy.autocast():
-                    logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature)
+                    logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature,
+                                                 groups=self._groups(strategy.train_model, batch, idx))
                 dev = logprobs.device
                 if fill_old:
                     old_logprobs[idx, :t_len] = (logprobs.detach() * mask).float().cpu()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .reward.extract import check_answer_format
+
 QUESTION_SLOT = "{question}"
 
 
@@ -16,13 +18,19 @@ class PromptTemplate:
     """A prompt format.
 
     Attributes:
-        name: the config option (``r1``, ``qwen_math``, ``no``); also tells the grader where the answer is.
+        name: the config option (``r1``, ``qwen_math``, ``no``, ``chatml_fewshot``, or a new YAML's).
         prompt: the text with one ``{question}`` slot.
+        answer_format: where the grader looks for the final answer (:data:`r1zero.reward.ANSWER_FORMATS`:
+            ``boxed`` or ``answer_tag``), so a new template needs no code.
         stop: strings that end generation (kept in the response); EOS always ends it too.
+
+    Raises:
+        ValueError: the prompt does not have exactly one ``{question}`` slot, or ``answer_format`` is unknown.
     """
 
     name: str
     prompt: str
+    answer_format: str = "boxed"
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -30,6 +38,7 @@ class PromptTemplate:
             raise ValueError(
                 f"template {self.name!r}: prompt must contain exactly one {QUESTION_SLOT} slot"
             )
+        check_answer_format(self.answer_format)
 
     def apply(self, question: str) -> str:
         # str.replace, not str.format: questions are full of LaTeX braces.
@@ -51,4 +60,5 @@ class PromptTemplate:
 
     @classmethod
     def from_config(cls, cfg) -> "PromptTemplate":
-        return cls(name=str(cfg.name), prompt=str(cfg.prompt), stop=tuple(cfg.get("stop") or ()))
+        return cls(name=str(cfg.name), prompt=str(cfg.prompt), answer_format=str(cfg.answer_format),
+                   stop=tuple(cfg.get("stop") or ()))

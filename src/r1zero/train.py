@@ -143,8 +143,9 @@ class R1ZeroRecipe:
         self.grader = MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s))
         self.grader.start()
         self.template = PromptTemplate.from_config(cfg.template)
-        self.questions = load_questions(cfg.data)
-        self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed))
+        self.questions = load_questions(cfg.data, cfg.paths.get("data_root"))
+        self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed),
+                                     shuffle=bool(cfg.data.get("shuffle", True)))
 
         with self.strategy.model_init_context(self.dtype, cfg.train):  # ZeRO-3: loaded partitioned
             self.model, self.tokenizer = load_model_and_tokenizer(
@@ -242,7 +243,7 @@ class R1ZeroRecipe:
             # 2. reward: rule-based grading; truncated responses score 0
             t0 = time.perf_counter()
             references = [questions[i].answer for i in batch.prompt_index.tolist()]
-            results = self.grader.grade(batch.responses, references, self.template.name,
+            results = self.grader.grade(batch.responses, references, self.template.answer_format,
                                         truncated=batch.truncated.tolist())
             rewards = torch.tensor([r.reward for r in results], dtype=torch.float32)
             t_reward = time.perf_counter() - t0
@@ -306,10 +307,19 @@ class R1ZeroRecipe:
         return self._evaluate() if due else {}
 
     def _evaluate(self) -> dict[str, float]:
+        metrics = self._evaluate_suite()
+        if self.strategy.is_main:  # one line per evaluation, between the progress bar's updates
+            accs = {k.split("/")[1]: v for k, v in metrics.items() if k.endswith("/accuracy")}
+            print(f"r1zero: step {self.step} eval accuracy " + " ".join(f"{b}={v:.3f}" for b, v in accs.items()),
+                  flush=True)
+        return metrics
+
+    def _evaluate_suite(self) -> dict[str, float]:
         from .evaluate import evaluate_suite, load_benchmarks
 
         if self._eval_suite is None:
-            self._eval_suite = load_benchmarks(self.cfg.eval)  # read once, reused at every evaluation
+            # read once, reused at every evaluation
+            self._eval_suite = load_benchmarks(self.cfg.eval, self.cfg.paths.get("data_root"))
         # The engine is awake and in sync here (evaluation runs between steps). Every rank evaluates
         # (ZeRO-3 forwards are collective); rank 0 writes the eval files.
         return evaluate_suite(self.model, self.tokenizer, self.template, self.cfg.eval, engine=self.engine,

@@ -6,11 +6,12 @@ mathematically equivalent to the reference, 0 otherwise, with no format bonus (a
 still scores 0, which removes an easy reward hack). Their code (oat's ``math_grader``) has two extractors,
 reproduced here by ``extract_answer``:
 
-* ``boxed_reward_fn`` (templates ``qwen_math`` and ``no``): the content of the last ``\\boxed{...}``
-  (or ``\\fbox{...}``); nothing boxed means unformatted and 0.
-* ``answer_tag_reward_fn`` (template ``r1``): the prompt ends in ``Assistant: <think>``, so the response must
-  close the thought with ``</think>`` and then give ``<answer> ... </answer>``; a ``\\boxed{}`` inside the
-  tag is unwrapped. oat insists on the literal ``"</think> <answer>"``; any whitespace is accepted here.
+* ``boxed_reward_fn`` (``answer_format: boxed``; templates ``qwen_math``, ``no``, ``chatml_fewshot``): the
+  content of the last ``\\boxed{...}`` (or ``\\fbox{...}``); nothing boxed means unformatted and 0.
+* ``answer_tag_reward_fn`` (``answer_format: answer_tag``; template ``r1``): the prompt ends in
+  ``Assistant: <think>``, so the response must close the thought with ``</think>`` and then give
+  ``<answer> ... </answer>``; a ``\\boxed{}`` inside the tag is unwrapped. oat insists on the literal
+  ``"</think> <answer>"``; any whitespace is accepted here.
 
 Equivalence is decided by HF ``math_verify``; a shortcut first settles answers that are identical after
 cosmetic normalisation, numerically equal plain numbers, and two different plain integers (most wrong
@@ -29,12 +30,13 @@ import atexit
 import os
 import threading
 
-from .extract import TEMPLATES, extract_answer, normalize_reference, reference_alternatives
+from .extract import ANSWER_FORMATS, check_answer_format, extract_answer, normalize_reference, reference_alternatives
 from .pool import GradeResult, MathGrader
 
 __all__ = [
-    "TEMPLATES",
+    "ANSWER_FORMATS",
     "GradeResult",
+    "check_answer_format",
     "MathGrader",
     "extract_answer",
     "grade_batch",
@@ -60,20 +62,20 @@ def _default_grader() -> MathGrader:
 def grade_batch_detailed(
     responses: list[str],
     references: list,
-    template: str,
+    answer_format: str,
     *,
     truncated: list[bool] | None = None,
     timeout_s: float = 5.0,
 ) -> list[GradeResult]:
     """``MathGrader.grade`` on the shared module-level grader (workers: ``$R1ZERO_GRADER_WORKERS`` or
-    min(4, CPUs)). Raises ValueError for an unknown template or mismatched lengths."""
-    return _default_grader().grade(responses, references, template, truncated, timeout_s=timeout_s)
+    min(4, CPUs)). Raises ValueError for an unknown answer format or mismatched lengths."""
+    return _default_grader().grade(responses, references, answer_format, truncated, timeout_s=timeout_s)
 
 
 def grade_batch(
     responses: list[str],
     references: list,
-    template: str,
+    answer_format: str,
     *,
     truncated: list[bool] | None = None,
     timeout_s: float = 5.0,
@@ -81,7 +83,7 @@ def grade_batch(
     """Rewards in {0.0, 1.0}, one per response; see ``grade_batch_detailed``.
 
     Raises:
-        ValueError: unknown template (valid: ``r1``, ``qwen_math``, ``no``) or mismatched lengths.
+        ValueError: unknown answer format (valid: ``boxed``, ``answer_tag``) or mismatched lengths.
     """
-    results = grade_batch_detailed(responses, references, template, truncated=truncated, timeout_s=timeout_s)
+    results = grade_batch_detailed(responses, references, answer_format, truncated=truncated, timeout_s=timeout_s)
     return [r.reward for r in results]

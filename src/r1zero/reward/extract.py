@@ -9,12 +9,17 @@ import ast
 import re
 from decimal import Decimal, InvalidOperation
 
-TEMPLATES = ("r1", "qwen_math", "no")
+#: Where a response's final answer is, as a template's ``answer_format`` field names it.
+#: ``boxed``: the last ``\\boxed{}`` (oat's ``boxed_reward_fn``); ``answer_tag``: ``</think>`` then
+#: ``<answer>...</answer>`` (oat's ``answer_tag_reward_fn``).
+ANSWER_FORMATS = ("boxed", "answer_tag")
 
 
-def _check_template(template: str) -> None:
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; valid choices: {', '.join(TEMPLATES)}")
+def check_answer_format(answer_format: str) -> None:
+    """Raises ValueError naming the valid formats when ``answer_format`` is not one of them."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"unknown answer format {answer_format!r}; valid choices: {', '.join(ANSWER_FORMATS)} "
+                         f"(the template's answer_format field)")
 
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -48,23 +53,23 @@ def _last_boxed(text: str) -> str | None:
     return None  # the last box is never closed (usually a truncated response)
 
 
-def extract_answer(response: str, template: str) -> str | None:
-    """The final answer of ``response`` under ``template``'s answer format.
+def extract_answer(response: str, answer_format: str) -> str | None:
+    """The final answer of ``response`` in ``answer_format`` (a template's ``answer_format`` field).
 
     Args:
-        response: the generated text only (for ``r1`` it starts inside the ``<think>`` block).
-        template: ``"r1"``, ``"qwen_math"`` or ``"no"``.
+        response: the generated text only (for the ``r1`` template it starts inside the ``<think>`` block).
+        answer_format: one of :data:`ANSWER_FORMATS`.
 
     Returns:
-        ``qwen_math`` / ``no``: the content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (braces matched,
-        ``\\boxed 5`` accepted). ``r1``: the content of ``<answer>...</answer>`` following ``</think>``,
-        unboxed if it contains ``\\boxed``. None when absent, unclosed or empty.
+        ``boxed``: the content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (braces matched,
+        ``\\boxed 5`` accepted). ``answer_tag``: the content of ``<answer>...</answer>`` following
+        ``</think>``, unboxed if it contains ``\\boxed``. None when absent, unclosed or empty.
 
     Raises:
-        ValueError: unknown template.
+        ValueError: unknown answer format.
     """
-    _check_template(template)
-    if template != "r1":
+    check_answer_format(answer_format)
+    if answer_format == "boxed":
         return _last_boxed(response)
     matches = _R1_RE.findall(response)
     if not matches:

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from .extract import _check_template, _shortcut, extract_answer, reference_alternatives
+from .extract import _shortcut, check_answer_format, extract_answer, reference_alternatives
 
 # Longer answers are scored 0 without math_verify, which needs seconds for them. The longest reference in
 # the paper's benchmarks has 204 characters (OlympiadBench); MATH500's has 53.
@@ -163,7 +163,7 @@ class MathGrader:
         self,
         responses: list[str],
         references: list,
-        template: str,
+        answer_format: str,
         truncated: list[bool] | None = None,
         *,
         timeout_s: float | None = None,
@@ -174,7 +174,7 @@ class MathGrader:
             responses: generated texts (without the prompt).
             references: reference answers in any shape ``normalize_reference`` accepts; a list means
                 alternatives, any of which is correct.
-            template: ``"r1"``, ``"qwen_math"`` or ``"no"``: where the answer is.
+            answer_format: where the answer is, a template's ``answer_format`` (``boxed`` | ``answer_tag``).
             truncated: per response, True if generation hit the length limit (scores 0 ungraded).
             timeout_s: per-answer timeout for this call (default: the grader's).
 
@@ -182,11 +182,11 @@ class MathGrader:
             One ``GradeResult`` per response, in order.
 
         Raises:
-            ValueError: unknown template, or the list lengths differ.
+            ValueError: unknown answer format, or the list lengths differ.
             TypeError: a reference of an unsupported type.
             RuntimeError: the worker processes cannot start (e.g. ``math_verify`` is not importable).
         """
-        _check_template(template)
+        check_answer_format(answer_format)
         n = len(responses)
         truncated = [False] * n if truncated is None else list(truncated)
         if len(references) != n or len(truncated) != n:
@@ -197,7 +197,7 @@ class MathGrader:
         budget = self.timeout_s if timeout_s is None else float(timeout_s)
         results: list[GradeResult | None] = [None] * n
         pending: dict[tuple[str, str], list[int]] = {}  # identical answers in a group are verified once
-        extracted = [extract_answer(r, template) for r in responses]
+        extracted = [extract_answer(r, answer_format) for r in responses]
         for i, pred in enumerate(extracted):
             if truncated[i] or pred is None:
                 results[i] = GradeResult(0.0, pred, pred is not None, truncated=bool(truncated[i]))

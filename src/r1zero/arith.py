@@ -1,0 +1,90 @@
+"""A generated arithmetic question set (``data=arith``) that a 135M model can learn from on a CPU.
+
+The paper's sets (MATH, GSM8K, ASDiv) are out of reach of the embedded SmolLM2-135M: it answers almost none, so
+every reward is 0 and RL has no signal. One-operation questions (``What is 14 + 27?``) sit where it is right
+some of the time, which is where group-relative advantages move a policy.
+
+Determinism and the held-out split: question ``i`` of a set depends only on the spec's fields, and whether a
+question belongs to ``train`` or ``test`` depends only on its text (a hash), never on the seed or the size. So
+the train split of any spec never contains a question of the test split of any other spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+SPLITS = ("train", "test")
+OPERATORS = ("+", "-", "*")
+
+
+@dataclass(frozen=True)
+class ArithQuestion:
+    question: str
+    answer: str
+    operator: str
+
+
+def heldout(question: str, percent: int) -> bool:
+    """Whether ``question`` belongs to the test split: a stable hash of its text, ``percent`` in 100."""
+    digest = hashlib.sha256(question.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < percent
+
+
+def _draw(rng: random.Random, op: str, min_value: int, max_value: int, max_factor: int) -> tuple[str, int]:
+    if op == "*":
+        a, b = rng.randint(2, max_factor), rng.randint(2, max_factor)
+        return f"What is {a} * {b}?", a * b
+    a, b = rng.randint(min_value, max_value), rng.randint(min_value, max_value)
+    if op == "-":
+        a, b = max(a, b), min(a, b)  # no negative answers
+        return f"What is {a} - {b}?", a - b
+    return f"What is {a} + {b}?", a + b
+
+
+def generate(*, split: str, size: int, seed: int, operators, min_value: int, max_value: int, max_factor: int,
+             heldout_percent: int) -> list[ArithQuestion]:
+    """``size`` distinct questions of one split, the operators taking turns (question ``i`` uses
+    ``operators[i % len(operators)]``), so any run of ``len(operators)`` consecutive questions has one of each.
+
+    Args:
+        split: ``train`` or ``test`` (the held-out questions; disjoint from ``train`` for every spec).
+        size: questions to return.
+        seed: draws the operands (the same spec gives the same list).
+        operators: a non-empty sequence of ``+``, ``-``, ``*``.
+        min_value, max_value: operand range of ``+`` and ``-`` (inclusive).
+        max_factor: ``*`` multiplies two numbers in ``2..max_factor``.
+        heldout_percent: share (in 100) of the question space that is ``test``.
+
+    Raises:
+        ValueError: a bad field (names it and what is valid), or ranges too narrow for ``size`` distinct
+            questions of the split.
+    """
+    ops = [str(o) for o in operators]
+    bad = [o for o in ops if o not in OPERATORS]
+    if split not in SPLITS:
+        raise ValueError(f"data.split={split!r} is not one of {list(SPLITS)} for data=arith")
+    if not ops or bad:
+        raise ValueError(f"data.operators={ops} must be a non-empty list of {list(OPERATORS)}")
+    if size < 1 or not 1 <= min_value <= max_value or max_factor < 2 or not 0 < heldout_percent < 100:
+        raise ValueError(f"data=arith needs size >= 1, 1 <= min_value <= max_value, max_factor >= 2 and "
+                         f"0 < heldout_percent < 100; got size={size}, min_value={min_value}, "
+                         f"max_value={max_value}, max_factor={max_factor}, heldout_percent={heldout_percent}")
+    rng = random.Random(f"arith/{seed}")
+    want_test = split == "test"
+    seen: set[str] = set()
+    out: list[ArithQuestion] = []
+    attempts = 20_000  # per question: near exhaustion a new one is rare, past this the space is used up
+    for i in range(size):
+        op = ops[i % len(ops)]
+        for _ in range(attempts):
+            q, a = _draw(rng, op, min_value, max_value, max_factor)
+            if q not in seen and heldout(q, heldout_percent) == want_test:
+                break
+        else:
+            raise ValueError(f"data=arith: the ranges give fewer than {size} distinct {split} questions for "
+                             f"operator {op!r}; lower data.size or widen min_value/max_value/max_factor")
+        seen.add(q)
+        out.append(ArithQuestion(q, str(a), op))
+    return out

