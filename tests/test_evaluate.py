@@ -84,3 +84,58 @@ def test_greedy_with_several_samples_is_rejected(tmp_path):
                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 2
     assert "eval.samples_per_question=4 needs eval.temperature > 0" in out.stderr
+
+
+class _ScriptedEngine:
+    """Returns fixed responses (one per prompt, in order) with given lengths and truncation flags."""
+
+    def __init__(self, rows):
+        self.rows = list(rows)  # (response, length, truncated)
+
+    def generate(self, prompts, sampling):
+        import torch
+
+        from r1zero.rollout import RolloutBatch
+
+        rows, self.rows = self.rows[: len(prompts)], self.rows[len(prompts):]
+        T = max(n for _, n, _ in rows)
+        mask = torch.tensor([[1.0] * n + [0.0] * (T - n) for _, n, _ in rows])
+        return RolloutBatch(input_ids=torch.zeros(len(rows), 1 + T, dtype=torch.long),
+                            attention_mask=torch.ones(len(rows), 1 + T, dtype=torch.long), response_mask=mask,
+                            prompt_len=1, responses=[r for r, _, _ in rows],
+                            truncated=torch.tensor([t for _, _, t in rows]), prompt_index=torch.arange(len(rows)))
+
+
+def _suite_metrics(zero_truncated: bool):
+    from omegaconf import OmegaConf
+
+    from r1zero.data import Question
+    from r1zero.evaluate import evaluate_suite
+    from r1zero.reward import MathGrader
+    from r1zero.templates import PromptTemplate
+
+    suite = {"a": [Question("q1", "4"), Question("q2", "5"), Question("q3", "6")],
+             "b": [Question("q4", "7"), Question("q5", "8")]}
+    engine = _ScriptedEngine([("\\boxed{4}", 10, False), ("\\boxed{5}", 30, True), ("\\boxed{1}", 50, False),
+                              ("\\boxed{0}", 20, False), ("\\boxed{0}", 40, True)])
+    ev = OmegaConf.create({"max_new_tokens": 30, "temperature": 0.0, "batch_size": 8,
+                           "zero_truncated": zero_truncated})
+    with MathGrader(num_workers=1) as grader:
+        return evaluate_suite(None, None, PromptTemplate("plain", "{question}"), ev, engine=engine, grader=grader,
+                              suite=suite, progress=False)
+
+
+def test_eval_grades_truncated_answers_unless_asked():
+    # The paper's evaluate_model.py grades a truncated answer like any other; only training zeroes them.
+    m = _suite_metrics(zero_truncated=False)
+    assert m["eval/a/accuracy"] == pytest.approx(2 / 3) and m["eval/a/truncated_frac"] == pytest.approx(1 / 3)
+    # Fig. 5 lengths: a's correct answers have 10 and 30 tokens, its wrong one 50; b has no correct answer.
+    assert m["eval/a/response_length_correct"] == 20.0 and m["eval/a/response_length_incorrect"] == 50.0
+    assert m["eval/b/response_length_incorrect"] == 30.0 and m["eval/b/response_length_correct"] != \
+        m["eval/b/response_length_correct"]  # NaN
+    # The average skips a benchmark without correct answers: (20) / 1; incorrect: (50 + 30) / 2.
+    assert m["eval/average/response_length_correct"] == 20.0
+    assert m["eval/average/response_length_incorrect"] == 40.0
+    z = _suite_metrics(zero_truncated=True)
+    assert z["eval/a/accuracy"] == pytest.approx(1 / 3) and z["eval/a/truncated_frac"] == pytest.approx(1 / 3)
+    assert z["eval/a/response_length_correct"] == 10.0 and z["eval/a/response_length_incorrect"] == 40.0

@@ -39,24 +39,37 @@ def grader():
     [
         ("so the answer is $\\boxed{\\frac{1}{2}}$.", "boxed", "\\frac{1}{2}"),
         ("$\\boxed{\\{1,2\\}}$", "boxed", "\\{1,2\\}"),
-        ("\\boxed{\\frac{\\sqrt{3}}{2}}", "no", "\\frac{\\sqrt{3}}{2}"),
+        ("\\boxed{\\frac{\\sqrt{3}}{2}}", "boxed", "\\frac{\\sqrt{3}}{2}"),
         ("first \\boxed{1}, on reflection \\boxed{2}", "boxed", "2"),  # the last box wins
         ("thus $\\boxed 5$.", "boxed", "5"),
-        ("\\fbox{7}", "no", "7"),
+        ("\\fbox{7}", "boxed", "7"),
         ("\\boxed{\\text{(B)}} and later \\fbox{C}", "boxed", "C"),
         ("\\boxed{1} then \\boxed{2", "boxed", None),  # last box unclosed (truncated): no answer
         ("the answer is 5", "boxed", None),
         ("\\boxed{}", "boxed", None),
-        ("\\boxed{ }", "no", None),
+        ("\\boxed{ }", "boxed", None),
+        # answer_tag: the paper's strict check (math_grader.answer_tag_reward_fn).
         ("think </think> <answer> 5 </answer>", "answer_tag", "5"),
-        ("think </think>\n<answer>$\\boxed{\\frac{1}{2}}$</answer>", "answer_tag", "\\frac{1}{2}"),
+        ("think </think> <answer>$\\boxed{\\frac{1}{2}}$</answer>", "answer_tag", "\\frac{1}{2}"),
         ("think </think> <answer>x = 5</answer>", "answer_tag", "x = 5"),
+        ("think </think>\n<answer>5</answer>", "answer_tag", None),  # the paper needs the literal "</think> <answer>"
+        ("think </think><answer>5</answer>", "answer_tag", None),
+        ("a </think> <answer> 4 </answer> <answer> 5 </answer>", "answer_tag", "5"),  # after the LAST <answer>
+        ("<answer>5</answer> more </think> <answer> 6 </answer>", "answer_tag", "6"),
+        ("think </think> <answer> </answer>", "answer_tag", ""),  # formatted, empty: scores 0
+        ("think </think> <answer> \\boxed{5 </answer>", "answer_tag", ""),  # formatted, unclosed box
         ("think <answer>5</answer>", "answer_tag", None),  # thought never closed
-        ("think </think> the answer is 5", "answer_tag", None),  # no answer tag
         ("think </think> <answer>5", "answer_tag", None),  # answer tag never closed
-        ("<answer>5</answer> more </think>", "answer_tag", None),  # answer before the thought ends
-        ("think </think> <answer> </answer>", "answer_tag", None),
         ("\\boxed{5}", "answer_tag", None),  # r1 reads only the answer tag
+        # answer_tag_lenient: any whitespace between </think> and <answer> (r1zero's earlier default).
+        ("think </think> <answer> 5 </answer>", "answer_tag_lenient", "5"),
+        ("think </think>\n<answer>$\\boxed{\\frac{1}{2}}$</answer>", "answer_tag_lenient", "\\frac{1}{2}"),
+        ("think <answer>5</answer>", "answer_tag_lenient", None),  # thought never closed
+        ("think </think> the answer is 5", "answer_tag_lenient", None),  # no answer tag
+        ("think </think> <answer>5", "answer_tag_lenient", None),  # answer tag never closed
+        ("<answer>5</answer> more </think>", "answer_tag_lenient", None),  # answer before the thought ends
+        ("think </think> <answer> </answer>", "answer_tag_lenient", None),
+        ("\\boxed{5}", "answer_tag_lenient", None),
     ],
 )
 def test_extract_answer(response, template, expected):
@@ -155,9 +168,13 @@ def test_grade_r1_template(grader):
         " 2+2 is 4 </think> 4",  # answer tag missing
         " 2+2 is 4 </think> <answer> The final answer is $4$. </answer>",
     ]
-    res = grader.grade(responses, ["4"] * len(responses), "answer_tag")
+    res = grader.grade(responses, ["4"] * len(responses), "answer_tag_lenient")
     assert [r.reward for r in res] == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     assert [r.formatted for r in res] == [True, True, True, False, False, True]
+    # The paper's strict form: "</think>\n<answer>" is unformatted (0), as in math_grader.answer_tag_reward_fn.
+    res = grader.grade(responses[:3] + [" 4 </think> <answer> </answer>"], ["4"] * 4, "answer_tag")
+    assert [r.reward for r in res] == [1.0, 0.0, 0.0, 0.0]
+    assert [r.formatted for r in res] == [True, False, True, True]
 
 
 def test_empty_batch_and_overlong_answer(grader):
@@ -337,5 +354,5 @@ def test_module_level_api():
         timeout_s=1.0,
     )
     assert rewards == [1.0, 0.0, 0.0, 0.0]
-    detailed = grade_batch_detailed(["\\boxed{4}"], ["4"], "no", truncated=[True], timeout_s=1.0)
+    detailed = grade_batch_detailed(["\\boxed{4}"], ["4"], "boxed", truncated=[True], timeout_s=1.0)
     assert detailed == [GradeResult(0.0, "4", True, truncated=True)]

@@ -103,7 +103,10 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
     """Run every selected benchmark; return ``eval/<bench>/...`` and ``eval/average/...`` metrics.
 
     Writes ``eval_samples.jsonl`` (appended, one row per response) and ``eval.json`` (these numbers) into
-    ``run_dir`` when given. ``engine`` is a :class:`~r1zero.rollout.RolloutEngine`; ``grader`` a
+    ``run_dir`` when given. Per benchmark: ``accuracy``, ``response_length`` (mean tokens) and its
+    ``response_length_correct`` / ``_incorrect`` split (Fig. 5), ``formatted_frac``, ``truncated_frac`` (answers
+    cut by ``eval.max_new_tokens``; graded like any other unless ``eval.zero_truncated``, as in the paper's
+    ``evaluate_model.py``), ``num_questions``, and ``pass@k`` for k > 1. ``engine`` is a :class:`~r1zero.rollout.RolloutEngine`; ``grader`` a
     :class:`~r1zero.reward.MathGrader`. ``suite`` is the output of :func:`load_benchmarks` when the caller
     already has it (training evaluates many times; the questions are read once).
     """
@@ -113,6 +116,7 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
 
     suite = load_benchmarks(ev) if suite is None else suite
     sampling = _sampling(ev, template)
+    zero_truncated = bool(ev.get("zero_truncated", False))
     k = sampling.n
     batch_size = max(1, int(ev.get("batch_size", 64)) // k)
     metrics: dict[str, float] = {}
@@ -129,27 +133,36 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
                 prompts = [template.apply(q.question) for q in chunk]
                 batch = engine.generate(prompts, sampling)
                 refs = [chunk[i].answer for i in batch.prompt_index.tolist()]
-                results = grader.grade(batch.responses, refs, template.answer_format, truncated=batch.truncated.tolist())
+                cut = batch.truncated.tolist()
+                # The paper grades a truncated answer like any other at evaluation (evaluate_model.py, oat's
+                # in-training eval); only training rewards are zeroed. eval.zero_truncated zeroes them here too.
+                results = grader.grade(batch.responses, refs, template.answer_format,
+                                       truncated=cut if zero_truncated else None)
                 lens = batch.response_lengths.tolist()
                 for j, r in enumerate(results):
                     lengths.append(lens[j])
                     formatted.append(r.formatted)
-                    truncated.append(r.truncated)
+                    truncated.append(bool(cut[j]))
                     rewards.append(r.reward)
                     if samples_f is not None:
                         q = chunk[int(batch.prompt_index[j])]
                         samples_f.write(json.dumps({
                             "step": step, "benchmark": name, "question": q.question, "response": batch.responses[j],
                             "extracted": r.extracted, "reference": normalize_reference(q.answer), "correct": bool(r.reward > 0.5),
-                            "response_length": lens[j], "truncated": bool(r.truncated),
+                            "response_length": lens[j], "truncated": bool(cut[j]),
                         }) + "\n")
                 per_q = torch.tensor([r.reward for r in results]).view(-1, k)
                 correct_per_q.extend(int(c) for c in (per_q > 0.5).sum(1).tolist())
                 bar.update(len(chunk))
             bar.close()
+            right = [n for n, r in zip(lengths, rewards, strict=True) if r > 0.5]
+            wrong = [n for n, r in zip(lengths, rewards, strict=True) if r <= 0.5]
             row = {
                 "accuracy": sum(rewards) / len(rewards),
                 "response_length": sum(lengths) / len(lengths),
+                # Fig. 5's length panels: mean tokens of correct / incorrect answers (NaN when there are none).
+                "response_length_correct": sum(right) / len(right) if right else float("nan"),
+                "response_length_incorrect": sum(wrong) / len(wrong) if wrong else float("nan"),
                 "formatted_frac": sum(formatted) / len(formatted),
                 "truncated_frac": sum(truncated) / len(truncated),
                 "num_questions": float(len(questions)),
@@ -165,6 +178,10 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
     # The paper's "Avg." is the unweighted mean over benchmarks, not over questions.
     avg_keys = [key for key in next(iter(table.values())) if key != "num_questions"]
     average = {key: sum(r[key] for r in table.values()) / len(table) for key in avg_keys}
+    for key in ("response_length_correct", "response_length_incorrect"):
+        # A benchmark with no correct (or no incorrect) answer has no length: averaged over the others.
+        vals = [r[key] for r in table.values() if not math.isnan(r[key])]
+        average[key] = sum(vals) / len(vals) if vals else float("nan")
     table["average"] = average
     metrics.update({f"eval/average/{key}": v for key, v in average.items()})
     metrics["time/eval_s"] = time.perf_counter() - t_start

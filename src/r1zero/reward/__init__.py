@@ -10,8 +10,8 @@ reproduced here by ``extract_answer``:
   content of the last ``\\boxed{...}`` (or ``\\fbox{...}``); nothing boxed means unformatted and 0.
 * ``answer_tag_reward_fn`` (``answer_format: answer_tag``; template ``r1``): the prompt ends in
   ``Assistant: <think>``, so the response must close the thought with ``</think>`` and then give
-  ``<answer> ... </answer>``; a ``\\boxed{}`` inside the tag is unwrapped. oat insists on the literal
-  ``"</think> <answer>"``; any whitespace is accepted here.
+  ``<answer> ... </answer>``; a ``\\boxed{}`` inside the tag is unwrapped. As in the paper's code, the literal
+  ``"</think> <answer>"`` must appear; ``answer_format: answer_tag_lenient`` accepts any whitespace instead.
 
 Equivalence is decided by HF ``math_verify``; a shortcut first settles answers that are identical after
 cosmetic normalisation, numerically equal plain numbers, and two different plain integers (most wrong
@@ -83,7 +83,7 @@ def grade_batch(
     """Rewards in {0.0, 1.0}, one per response; see ``grade_batch_detailed``.
 
     Raises:
-        ValueError: unknown answer format (valid: ``boxed``, ``answer_tag``) or mismatched lengths.
+        ValueError: unknown answer format (valid: ``ANSWER_FORMATS``) or mismatched lengths.
     """
     results = grade_batch_detailed(responses, references, answer_format, truncated=truncated, timeout_s=timeout_s)
     return [r.reward for r in results]

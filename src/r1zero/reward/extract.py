@@ -10,9 +10,10 @@ import re
 from decimal import Decimal, InvalidOperation
 
 #: Where a response's final answer is, as a template's ``answer_format`` field names it.
-#: ``boxed``: the last ``\\boxed{}`` (oat's ``boxed_reward_fn``); ``answer_tag``: ``</think>`` then
-#: ``<answer>...</answer>`` (oat's ``answer_tag_reward_fn``).
-ANSWER_FORMATS = ("boxed", "answer_tag")
+#: ``boxed``: the last ``\\boxed{}`` (oat's ``boxed_reward_fn``); ``answer_tag``: the paper's strict R1 check
+#: (understand-r1-zero ``math_grader.answer_tag_reward_fn``: the literal ``"</think> <answer>"`` must appear);
+#: ``answer_tag_lenient``: any whitespace between ``</think>`` and ``<answer>`` (r1zero's earlier behaviour).
+ANSWER_FORMATS = ("boxed", "answer_tag", "answer_tag_lenient")
 
 
 def check_answer_format(answer_format: str) -> None:
@@ -62,8 +63,12 @@ def extract_answer(response: str, answer_format: str) -> str | None:
 
     Returns:
         ``boxed``: the content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (braces matched,
-        ``\\boxed 5`` accepted). ``answer_tag``: the content of ``<answer>...</answer>`` following
-        ``</think>``, unboxed if it contains ``\\boxed``. None when absent, unclosed or empty.
+        ``\\boxed 5`` accepted). ``answer_tag`` (the paper's rule, ``math_grader.answer_tag_reward_fn``): the
+        response must contain the literal ``"</think> <answer>"`` and a ``"</answer>"``; the answer is the text
+        after the LAST ``<answer>`` with every ``</answer>`` removed, unboxed if it contains ``\\boxed``; a
+        formatted but empty (or unclosed-box) answer is ``""`` (formatted, scores 0).
+        ``answer_tag_lenient``: the content of ``<answer>...</answer>`` following ``</think>`` with any
+        whitespace between them, unboxed if it contains ``\\boxed``. None when absent, unclosed or empty.
 
     Raises:
         ValueError: unknown answer format.
@@ -71,6 +76,8 @@ def extract_answer(response: str, answer_format: str) -> str | None:
     check_answer_format(answer_format)
     if answer_format == "boxed":
         return _last_boxed(response)
+    if answer_format == "answer_tag":
+        return _strict_answer_tag(response)
     matches = _R1_RE.findall(response)
     if not matches:
         return None
@@ -78,6 +85,18 @@ def extract_answer(response: str, answer_format: str) -> str | None:
     if _BOX_RE.search(answer):
         return _last_boxed(answer)
     return answer.strip() or None
+
+
+def _strict_answer_tag(response: str) -> str | None:
+    # The paper checks the literal string (one space), so ``</think>\n<answer>`` is unformatted there, and
+    # ``split("<answer>")[-1].replace("</answer>", "")`` keeps any text after the closing tag (the r1
+    # template stops generation at ``</answer>``, so there is none in practice).
+    if "</think> <answer>" not in response or "</answer>" not in response:
+        return None
+    answer = response.split("<answer>")[-1].replace("</answer>", "")
+    if "\\boxed" in answer:
+        return _last_boxed(answer) or ""
+    return answer.strip()
 
 
 def _as_list(ref: object) -> list | None:

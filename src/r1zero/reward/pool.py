@@ -174,7 +174,7 @@ class MathGrader:
             responses: generated texts (without the prompt).
             references: reference answers in any shape ``normalize_reference`` accepts; a list means
                 alternatives, any of which is correct.
-            answer_format: where the answer is, a template's ``answer_format`` (``boxed`` | ``answer_tag``).
+            answer_format: where the answer is, a template's ``answer_format`` (one of ``ANSWER_FORMATS``).
             truncated: per response, True if generation hit the length limit (scores 0 ungraded).
             timeout_s: per-answer timeout for this call (default: the grader's).
 
@@ -199,7 +199,7 @@ class MathGrader:
         pending: dict[tuple[str, str], list[int]] = {}  # identical answers in a group are verified once
         extracted = [extract_answer(r, answer_format) for r in responses]
         for i, pred in enumerate(extracted):
-            if truncated[i] or pred is None:
+            if truncated[i] or not pred:  # "" : formatted but empty (strict answer_tag), scores 0
                 results[i] = GradeResult(0.0, pred, pred is not None, truncated=bool(truncated[i]))
                 continue
             golds = reference_alternatives(references[i])
