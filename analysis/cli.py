@@ -89,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_keywords,
         default=list(reflection.DEFAULT_KEYWORDS),
         metavar="K1,K2",
-        help="reflection: comma-separated self-reflection keywords (default: paper's pool + wait, ...)",
+        help="reflection: comma-separated self-reflection keywords (default: the paper's 15)",
+    )
+    p.add_argument(
+        "--extra-keywords",
+        action="store_true",
+        help=f"reflection: add {', '.join(reflection.EXTRA_KEYWORDS)} to the keywords",
     )
     return p
 
@@ -128,8 +133,9 @@ class _Job:
         if command == "table":
             return tables.table(self.metrics, out, a.pick, a.paper_rows)
         if command == "reflection":
-            samples = samples_frame(self.runset, self.filters, detect=reflection.detector(a.keywords))
-            return reflection.reflection(samples, out, a.keywords)
+            keywords = [*a.keywords, *(k for k in reflection.EXTRA_KEYWORDS if a.extra_keywords and k not in a.keywords)]
+            samples = samples_frame(self.runset, self.filters, detect=reflection.detector(keywords))
+            return reflection.reflection(samples, out, keywords)
         raise ValueError(command)
 
 

@@ -1,7 +1,9 @@
 """Self-reflection analysis (the paper's Fig. 3 and Fig. 15): how often responses contain
 self-reflection keywords, and how accurate responses with and without them are.
 
-Keyword detection is whole-word and case-insensitive ("Wait," counts, "awaiting" does not).
+Keyword detection is the paper's (analysis/keyword_count.py): its 15 keywords by default, each a
+case-insensitive substring ("recheck" counts in "Rechecking"). The paper then keeps only responses that an LLM
+judge also flags; that cross-check is not reproduced, so these are keyword-only counts.
 Counts are pooled over the seeds of a run group (and over benchmarks for eval samples), so each
 fraction is a ratio of pooled counts rather than a mean of per-seed ratios.
 """
@@ -21,14 +23,9 @@ from . import style
 from .aggregate import varying
 from .loading import GROUP_COLS
 
-#: The paper's keyword pool (sail-sg/understand-r1-zero, analysis/keyword_count.py) plus the
-#: common R1-style markers "wait", "retry", "let me check" and "alternatively".
-DEFAULT_KEYWORDS: tuple[str, ...] = (
-    "wait",
+#: The paper's 15-keyword pool (sail-sg/understand-r1-zero, analysis/keyword_count.py ``keyword_pool``).
+PAPER_KEYWORDS: tuple[str, ...] = (
     "recheck",
-    "retry",
-    "let me check",
-    "alternatively",
     "rethink",
     "reassess",
     "reevaluate",
@@ -44,6 +41,10 @@ DEFAULT_KEYWORDS: tuple[str, ...] = (
     "verify again",
     "go over the steps",
 )
+#: Common R1-style markers outside the paper's pool; opt-in (``--extra-keywords``).
+EXTRA_KEYWORDS: tuple[str, ...] = ("wait", "retry", "let me check", "alternatively")
+#: The default pool: the paper's.
+DEFAULT_KEYWORDS: tuple[str, ...] = PAPER_KEYWORDS
 STAT_COLUMNS = [
     "n_runs",
     "n_responses",
@@ -56,11 +57,18 @@ STAT_COLUMNS = [
 
 
 def keyword_pattern(keywords: Iterable[str] = DEFAULT_KEYWORDS) -> re.Pattern[str]:
-    """One regex matching any keyword as whole words; spaces inside a keyword match any whitespace."""
-    parts = [r"\s+".join(re.escape(w) for w in kw.split()) for kw in keywords if kw.strip()]
+    """One regex matching any keyword as the paper matches it: a case-insensitive substring, spaces literal.
+
+    keyword_count.py tests ``response.lower().count(keyword) > 0``, so ``recheck`` also counts in
+    ``rechecking`` (and ``wait``, when opted in, in ``awaiting``).
+
+    Raises:
+        ValueError: no non-blank keyword.
+    """
+    parts = [re.escape(kw.lower()) for kw in keywords if kw.strip()]
     if not parts:
         raise ValueError("no reflection keywords given")
-    return re.compile(r"\b(?:" + "|".join(parts) + r")\b", re.IGNORECASE)
+    return re.compile("|".join(parts), re.IGNORECASE)
 
 
 def has_reflection(responses: pd.Series, pattern: re.Pattern[str]) -> pd.Series:
@@ -194,5 +202,6 @@ def reflection(samples: pd.DataFrame, out: Path, keywords: Iterable[str] = DEFAU
             }
         style.legend(fig, [row[0] for row in axes], order, styles)
         paths = style.save(fig, stats, out, "reflection")
-    caption = f"Keywords (whole word, case-insensitive): {', '.join(keywords)}."
+    caption = (f"Keywords (case-insensitive substrings, as the paper's keyword_count.py): {', '.join(keywords)}. "
+               "Keyword detection only: the paper's LLM cross-check of each response is not reproduced.")
     return style.Output("reflection", "Self-reflection keywords and accuracy (Fig. 3 / 15)", paths, caption)

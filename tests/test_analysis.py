@@ -414,34 +414,26 @@ def test_table_without_eval_metrics_errors(dyn_runs: Path, tmp_path: Path):
 # ------------------------------------------------------------------------------------------ reflection
 
 
-def test_keyword_pattern_is_word_bounded_and_case_insensitive():
-    pat = reflection.keyword_pattern()
-    hits = reflection.has_reflection(
-        pd.Series(
-            [
-                "Wait, that is wrong.",
-                "awaiting input",
-                "Let me  check the sum",
-                "double-check it",
-                "RECHECK",
-                "unwaited",
-                "Alternatively, x = 2",
-                "rechecking",
-            ]
-        ),
-        pat,
-    )
-    assert hits.tolist() == [True, False, True, True, True, False, True, False]
+def test_keyword_pattern_matches_as_the_paper_does():
+    # keyword_count.py: ``keyword in response.lower()`` over its 15 keywords; a substring, spaces literal.
+    texts = pd.Series(["Let me recheck", "rechecking", "RECHECK", "double-checking it", "Wait, that is wrong.",
+                       "check  again", "Alternatively, x = 2", "go over the steps", "awaiting input"])
+    assert len(reflection.PAPER_KEYWORDS) == 15 and reflection.DEFAULT_KEYWORDS == reflection.PAPER_KEYWORDS
+    paper = reflection.has_reflection(texts, reflection.keyword_pattern())
+    assert paper.tolist() == [True, True, True, True, False, False, False, True, False]
+    extra = reflection.has_reflection(
+        texts, reflection.keyword_pattern(reflection.PAPER_KEYWORDS + reflection.EXTRA_KEYWORDS))
+    assert extra.tolist() == [True, True, True, True, True, False, True, True, True]  # "awaiting" has "wait"
 
 
 def test_reflection_fractions(tmp_path: Path):
     root = tmp_path / "runs"
 
     # Training samples of one group (two seeds, pooled) at step 1:
-    #   seed 0: "Wait, ..." reward 1 (reflect, correct); "The answer is 4" reward 0 (plain, wrong)
-    #   seed 1: "Let me recheck" reward 0 (reflect, wrong); "waiting" reward 1 (plain: no whole word)
-    #           "Alternatively" reward 1 (reflect, correct)
-    # -> 5 responses, 3 reflective: frac 3/5 = 0.6; acc with = 2/3; acc without = 1/2; overall 3/5.
+    #   seed 0: "Wait, ..." reward 1 (plain: not in the paper's pool); "The answer is 4" reward 0 (plain, wrong)
+    #   seed 1: "Let me recheck" reward 0 (reflect, wrong); "waiting" reward 1 (plain)
+    #           "Alternatively" reward 1 (plain: not in the paper's pool)
+    # -> 5 responses, 1 reflective: frac 1/5 = 0.2; acc with = 0/1; acc without = 3/4; overall 3/5.
     # Step 2 (seed 0 only): one plain correct response -> frac 0, acc with = NaN, acc without = 1.
     def s(step, text, reward):
         return {
@@ -492,13 +484,14 @@ def test_reflection_fractions(tmp_path: Path):
         samples=[s(1, "Let me recheck: 5", 0.0), s(1, "waiting... 4", 1.0), s(1, "Alternatively, 4", 1.0)],
     )
     out = tmp_path / "out"
-    reflection.reflection(samples_frame(discover([root])), out)
+    made = reflection.reflection(samples_frame(discover([root])), out)
+    assert "LLM cross-check of each response is not reproduced" in made.caption
     csv = assert_figure(out, "reflection")
     train = csv[csv["source"] == "train"].set_index("step")
-    assert train.loc[1, ["n_runs", "n_responses", "n_reflect"]].tolist() == [2, 5, 3]
+    assert train.loc[1, ["n_runs", "n_responses", "n_reflect"]].tolist() == [2, 5, 1]
     assert train.loc[
         1, ["reflect_frac", "accuracy", "acc_reflect", "acc_no_reflect"]
-    ].tolist() == pytest.approx([0.6, 0.6, 2 / 3, 0.5])
+    ].tolist() == pytest.approx([0.2, 0.6, 0.0, 0.75])
     assert train.loc[2, "reflect_frac"] == 0 and pd.isna(train.loc[2, "acc_reflect"])
     assert train.loc[2, "acc_no_reflect"] == 1
     # Eval at step 1, pooled over benchmarks: 1 of 2 reflective ("Re-evaluate"), and it is the correct one.
@@ -506,7 +499,7 @@ def test_reflection_fractions(tmp_path: Path):
     assert [ev["reflect_frac"], ev["acc_reflect"], ev["acc_no_reflect"]] == [0.5, 1.0, 0.0]
 
     # The CLI path detects keywords while reading (no texts kept) and must give the same CSV; with a
-    # custom keyword list only "waiting..." would not match "wait" -> 0 of 5 reflective for "retry".
+    # custom keyword list ("retry") none of the 5 responses is reflective.
     assert main(["reflection", "--runs", str(root), "--out", str(tmp_path / "cli")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cli" / "reflection.csv"), csv)
     assert (
@@ -514,6 +507,11 @@ def test_reflection_fractions(tmp_path: Path):
     )
     kw = pd.read_csv(tmp_path / "kw" / "reflection.csv")
     assert kw.loc[(kw["source"] == "train") & (kw["step"] == 1), "n_reflect"].item() == 0
+    # --extra-keywords adds wait/retry/let me check/alternatively: "Wait,", "waiting" (a substring, as the
+    # paper matches), "recheck" and "Alternatively" -> 4 of 5.
+    assert main(["reflection", "--runs", str(root), "--out", str(tmp_path / "ex"), "--extra-keywords"]) == 0
+    ex = pd.read_csv(tmp_path / "ex" / "reflection.csv")
+    assert ex.loc[(ex["source"] == "train") & (ex["step"] == 1), "n_reflect"].item() == 4
 
 
 def test_standalone_eval_without_step_gives_bar_chart(tmp_path: Path):
@@ -525,7 +523,7 @@ def test_standalone_eval_without_step_gives_bar_chart(tmp_path: Path):
     )
     rows = [
         {"step": None, "benchmark": "math500", "response": t, "correct": c}
-        for t, c in [("Wait, 3", True), ("3", False), ("4", True), ("5", False)]
+        for t, c in [("Let me double-check: 3", True), ("3", False), ("4", True), ("5", False)]
     ]
     (d / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
