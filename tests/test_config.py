@@ -58,6 +58,11 @@ def test_paper_defaults_table6():
     assert cfg.sampling.top_p == 1.0
     assert cfg.sampling.max_new_tokens == 3000
     assert cfg.train.prompts_per_rollout == 128
+    # --train_batch_size 128 of 128 x 8 = 1024 responses: 8 optimizer steps per rollout (rows shuffled).
+    assert cfg.train.mini_batch_size == 128
+    assert cfg.train.prompt_max_length == 1024  # --prompt_max_length 1024
+    assert cfg.template.answer_format == "answer_tag"  # the paper's strict "</think> <answer>"
+    assert cfg.eval.zero_truncated is False  # evaluate_model.py grades truncated answers
     assert cfg.train.ppo_epochs == 1
     assert cfg.train.lr == 1e-6
     assert list(cfg.train.betas) == [0.9, 0.95]

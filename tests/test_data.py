@@ -64,6 +64,12 @@ def test_data_arith_follows_the_run_seed_and_eval_arith_is_held_out():
     ("strip_unit", "3:30 p.m.", None),
     ("strip_unit", "Mrs. Hilt", None),
     ("last_boxed", "so $\\boxed{\\frac{1}{2}}$", "\\frac{1}{2}"),
+    # all_boxed (MATH-12k): every distinct box, joined; a repeated box (or \dfrac vs \frac) counts once.
+    ("all_boxed", "points $\\boxed{(-2,18)}$ and $\\boxed{(8,38)}$", "(-2,18), (8,38)"),
+    ("all_boxed", "$\\boxed{-4}$. Another way: $\\boxed{-4}$.", "-4"),
+    ("all_boxed", "$\\boxed{\\dfrac{1}{6}}$ or $\\boxed{\\frac{1}{6}}$", "\\dfrac{1}{6}"),
+    ("all_boxed", "length $\\boxed {17}.$", "17"),
+    ("all_boxed", "no box", None),
     (None, "42", "42"),
 ])
 def test_answer_from(how, raw, expected):
@@ -101,3 +107,34 @@ def test_a_new_template_is_one_yaml_with_its_answer_format():
     assert compose(["template=chatml_fewshot"]).template.answer_format == "boxed"
     with pytest.raises(ValueError, match="unknown answer format 'latex'"):
         PromptTemplate(name="x", prompt="{question}", answer_format="latex")
+
+
+def test_math12k_keeps_every_distinct_box_of_its_48_multi_box_solutions():
+    from r1zero.reward.extract import all_boxed
+
+    node = compose().data
+    qs = load_questions(node)
+    assert len(qs) == 12000 - 2  # two solutions box nothing
+    multi = [q for q in qs if ", " in q.answer]
+    # The MATH solutions (train + test outside MATH500) with several distinct boxes; the tally below counts
+    # joined answers, which also includes single boxes with ", " in them ("(1, 2)").
+    raw = load_questions(OmegaConf.merge(node, {"answer_from": None, "answer_key": "solution"}))
+    # 48 solutions have several boxes that differ as strings; in one of them "\\boxed {17}" and "\\boxed{17}" are
+    # the same box once the space is skipped, leaving 47 with several distinct boxes.
+    assert sum(len(all_boxed(q.answer)) > 1 for q in raw) == 47
+    assert any(q.answer == "(-2,18), (8,38)" for q in multi)
+
+
+def test_prefer_keys_read_raw_fields_when_present(tmp_path):
+    # math_lvl3to5: the shipped eval split has only the templated ``input``; the paper's train split also has
+    # raw ``problem`` / ``answer``, which are read as they are (train_zero_math.py --input_key problem).
+    import json
+
+    tpl = compose().template  # qwen_math, as math_lvl3to5 strips it
+    rows = [{"input": PromptTemplate.from_config(tpl).apply("What is 1+1?"), "gt_answer": "2"},
+            {"input": "not templated", "gt_answer": "9", "problem": "What is 2+2?", "answer": "4"}]
+    f = tmp_path / "rows.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    node = compose([f"data=math_lvl3to5", f"data.sources.0.path={f}"]).data
+    qs = load_questions(node)
+    assert [(q.question, q.answer) for q in qs] == [("What is 1+1?", "2"), ("What is 2+2?", "4")]

@@ -155,3 +155,90 @@ def test_update_old_logprobs_are_the_sampling_policys(tiny):
     learner.cfg.mini_batch_size = 2
     m = learner.update(batch, adv)
     assert m["train/optimizer_steps"] == 2 and m["train/ratio_mean"] != 1.0
+
+
+def test_mini_batches_are_seeded_shuffles_grouped_by_prompt():
+    """mini_batch_size < N: each epoch a seeded permutation of the rows, every optimizer batch sorted by prompt;
+    the same (seed, step, epoch) gives the same split, another step another one; one batch keeps row order."""
+    from types import SimpleNamespace
+
+    learner = Learner.__new__(Learner)  # only the split logic: no model needed
+    learner.seed, learner.strategy = 7, SimpleNamespace(world_size=1)
+    learner.cfg = OmegaConf.create({"mini_batch_size": 4})
+    # 16 rows, 4 prompts x 4 responses (a RolloutBatch's len() and prompt_index are all the split reads)
+    rows = type("Rows", (), {"__len__": lambda self: 16, "prompt_index": torch.arange(4).repeat_interleave(4)})()
+    a = learner.mini_batches(rows, step=3, epoch=0)
+    assert len(a) == 4 and all(len(m) == 4 for m in a)
+    assert sorted(torch.cat(a).tolist()) == list(range(16))  # a permutation: every row once
+    for m in a:
+        p = rows.prompt_index[m]
+        assert torch.equal(p, p.sort().values)  # grouped by prompt inside each optimizer batch
+    assert torch.cat(a).tolist() != list(range(16))  # shuffled
+    assert all(torch.equal(x, y) for x, y in zip(a, learner.mini_batches(rows, step=3, epoch=0)))
+    assert any(not torch.equal(x, y) for x, y in zip(a, learner.mini_batches(rows, step=4, epoch=0)))
+    assert any(not torch.equal(x, y) for x, y in zip(a, learner.mini_batches(rows, step=3, epoch=1)))
+    learner.cfg.mini_batch_size = 16
+    assert [m.tolist() for m in learner.mini_batches(rows, step=3, epoch=0)] == [list(range(16))]
+
+
+def test_gradient_of_an_optimizer_batch_is_independent_of_its_row_order(tiny):
+    """Shuffled optimizer batches are re-ordered by prompt before micro-batching; the gradient of a set of rows
+    is the same in any order and any micro-batch split (normalised by the set's totals)."""
+    model, tok = tiny
+    torch.manual_seed(5)
+    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?", "Q: 9-3?"],
+                                                 SamplingConfig(n=2, max_new_tokens=12, temperature=1.0))
+    adv = torch.tensor([1.0, -0.5, 0.25, -0.75, 0.5, -1.0])
+    learner = _learner(model, 2)
+    old = learner.compute_logprobs(model, batch) - 0.05
+    grads = []
+    for rows in ([4, 1, 0, 5], [0, 1, 4, 5], [5, 0, 4, 1]):  # rows of prompts 0 and 2, three orders
+        model.zero_grad(set_to_none=True)
+        learner.accumulate_gradients(batch, torch.tensor(rows), old, adv)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone())
+    model.zero_grad(set_to_none=True)
+    assert grads[0].abs().sum() > 0
+    for g in grads[1:]:
+        torch.testing.assert_close(g, grads[0], atol=1e-6, rtol=0)
+
+
+def _llama_style_tokenizer():
+    """A byte-level tokenizer that prepends ``<|begin_of_text|>`` to every text, as Llama-3's does (no files)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>"])
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                       special_tokens=[("<|begin_of_text|>", bos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
+                                   eos_token="<|end_of_text|>", pad_token="<|end_of_text|>")
+
+
+def test_prompts_start_with_bos_for_tokenizers_that_have_one():
+    """Llama-3.2 saw <|begin_of_text|> in the paper's runs (vLLM and oat tokenize with special tokens): the
+    HF engine's prompt ids (which the learner and evaluation use) start with it; Qwen-style tokenizers get none."""
+    from r1zero.models import build_tiny_model
+    from r1zero.rollout.base import encode_prompts
+
+    llama = _llama_style_tokenizer()
+    bos = llama.bos_token_id
+    assert encode_prompts(llama, ["ab"]) == [[bos, *llama("ab", add_special_tokens=False)["input_ids"]]]
+    qwen_like = build_byte_tokenizer()
+    assert encode_prompts(qwen_like, ["ab"]) == [qwen_like("ab", add_special_tokens=False)["input_ids"]]
+
+    torch.manual_seed(0)
+    model = build_tiny_model(OmegaConf.load(CONF / "model" / "tiny.yaml"), llama, torch.float32)
+    prompts = ["Q: 1+1?", "Q: a longer question?"]
+    batch = HFRolloutEngine(model, llama).generate(prompts, SamplingConfig(n=2, max_new_tokens=3))
+    P = batch.prompt_len
+    assert P == len(prompts[1]) + 1  # bytes + BOS
+    for row in range(len(batch)):
+        first = int((batch.attention_mask[row, :P] == 0).sum())  # left padding
+        assert batch.input_ids[row, first] == bos and (batch.input_ids[row, first + 1 : P] != bos).all()
+        text = llama.decode(batch.input_ids[row, first + 1 : P])
+        assert text == prompts[row // 2]

@@ -186,3 +186,31 @@ def test_fresh_run_refuses_to_mix_with_existing_metrics(tmp_path, mixed_rewards)
     with pytest.raises(FileExistsError, match="resume=auto"):
         train_mod.run(compose(TINY + ["resume=null"], run_dir=tmp_path))
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'  # nothing already written is lost
+
+
+def test_rollout_metrics_log_the_reward_before_truncation():
+    # 4 responses, group size 2: graded rewards [1, 1, 0, 1]; response 1 is truncated, so training sees
+    # [1, 0, 0, 1]: reward_mean 2/4, reward_mean_pre_truncation 3/4 (the one the paper's curves show).
+    from types import SimpleNamespace
+
+    results = [GradeResult(r, "x", True) for r in (1.0, 1.0, 0.0, 1.0)]
+    batch = SimpleNamespace(response_lengths=torch.tensor([2, 8, 4, 6]), truncated=torch.tensor([False, True, False, False]),
+                            extra={"group_size": 2})
+    m = train_mod.rollout_metrics(batch, torch.tensor([1.0, 0.0, 0.0, 1.0]), results)
+    assert m["rollout/reward_mean"] == 0.5 and m["rollout/reward_mean_pre_truncation"] == 0.75
+    assert m["rollout/response_length_correct"] == 4.0 and m["rollout/truncated_frac"] == 0.25
+
+
+def test_long_prompts_are_dropped_and_counted():
+    # The byte tokenizer has one token per byte (plus none special): template "Q: {question}" adds 3 bytes.
+    from r1zero.data import Question
+    from r1zero.models import build_byte_tokenizer
+    from r1zero.templates import PromptTemplate
+
+    tok = build_byte_tokenizer()
+    tpl = PromptTemplate("t", "Q: {question}")
+    qs = [Question("x" * n, "1") for n in (5, 7, 8, 20)]
+    extra = len(tok("Q: ")["input_ids"]) - 3  # special tokens the tokenizer adds, counted as oat counts them
+    kept, dropped = train_mod.drop_long_prompts(qs, tpl, tok, 10 + extra)  # 3 + n <= 10: n <= 7
+    assert [len(q.question) for q in kept] == [5, 7] and dropped == 2
+    assert train_mod.drop_long_prompts(qs, tpl, tok, None) == (qs, 0)

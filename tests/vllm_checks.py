@@ -50,7 +50,7 @@ def hf_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True)  # BOS as the engines
     with torch.no_grad():
         gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos,
                              pad_token_id=pad, temperature=None, top_p=None, top_k=None)
@@ -78,7 +78,7 @@ def check_batch(batch, engine, prompts, sampling, failures: list[str], label: st
 
     n = sampling.n
     N = len(prompts) * n
-    prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    prompt_ids = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]  # BOS as the engines
     P = max(len(p) for p in prompt_ids)
     if len(batch) != N:
         fail(f"len(batch)={len(batch)} != {N}")

@@ -116,10 +116,23 @@ def _last_boxed(answer: str) -> str | None:
     return extract_answer(answer, "boxed")
 
 
+def _all_boxed(answer: str) -> str | None:
+    """Every distinct ``\\boxed{}`` of a solution, joined by ``", "`` (``\\boxed{(-2,18)}`` and
+    ``\\boxed{(8,38)}`` → ``(-2,18), (8,38)``); a repeated box counts once. The paper's MATH-12k ``answer``
+    field keeps the full answer of the few solutions that box it in parts."""
+    from .reward.extract import all_boxed
+
+    # \dfrac{1}{6} and \frac{1}{6} (the same answer boxed twice, once per method) are one part.
+    parts = {re.sub(r"\s+|\.$", "", b.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")): b
+             for b in reversed(all_boxed(answer))}
+    return ", ".join(reversed(list(parts.values()))) or None
+
+
 #: ``answer_from``: how the reference answer is read from the answer field; None drops the row.
 ANSWER_FROM = {
     None: lambda answer: answer,  # the field is already the final answer
-    "last_boxed": _last_boxed,  # MATH / Minerva worked solutions
+    "last_boxed": _last_boxed,  # Minerva worked solutions
+    "all_boxed": _all_boxed,  # MATH worked solutions (MATH-12k)
     "after_hash": _final_after_hash,  # GSM8K
     "strip_unit": _strip_unit,  # ASDiv
 }
@@ -210,6 +223,12 @@ def _read_questions(cfg, data_root: str | None) -> list[Question]:
     read_answer = ANSWER_FROM[answer_from]
     akey = str(cfg.answer_key)
     qkey = None if cfg.get("question_format") else str(cfg.question_key)
+    # prefer_keys {question: F1, answer: F2}: rows that have both fields are read from them as they are (the
+    # paper's math_lvl3to5_8k train split has raw ``problem`` / ``answer`` next to the templated ``input``).
+    prefer = dict(cfg.get("prefer_keys") or {})
+    if prefer and (set(prefer) != {"question", "answer"} or qkey is None):
+        raise DataUnavailableError(f"data.prefer_keys={prefer} needs exactly the keys question and answer "
+                                   f"(and data.question_key, not question_format)")
     strip = None
     if cfg.get("strip_template"):
         from .templates import PromptTemplate
@@ -226,6 +245,9 @@ def _read_questions(cfg, data_root: str | None) -> list[Question]:
         if src.get("exclude"):
             excluded = {str(r.get(qkey, "")).strip() for r in read_rows(str(src["exclude"]), None)}
         for i, row in enumerate(rows):
+            raw = bool(prefer) and all(row.get(k) is not None for k in prefer.values())
+            if raw:  # the row carries the raw question and final answer: read them, nothing to strip
+                row = {**row, qkey: row[prefer["question"]], akey: row[prefer["answer"]]}
             for key in (qkey, akey):
                 if key is not None and row.get(key) is None:
                     raise DataUnavailableError(
@@ -235,7 +257,7 @@ def _read_questions(cfg, data_root: str | None) -> list[Question]:
             q = _question_text(row, cfg, f"{path} row {i}")
             if q.strip() in excluded:
                 continue
-            if strip is not None:
+            if strip is not None and not raw:
                 q = strip.strip(q)
             ans = row[akey]
             if answer_from is not None:

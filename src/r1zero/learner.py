@@ -117,10 +117,12 @@ class Learner:
         ref_model: frozen initial policy, used only when ``algo.kl_coef > 0``.
         strategy: a :class:`~r1zero.strategy.Strategy` (set up, process group joined); it builds and owns the
             optimizer and wraps the model. None: one device, plain AdamW.
+        seed: seeds the per-epoch shuffle of rows into optimizer batches (with the update's ``step``).
     """
 
     def __init__(self, model, train_cfg, algo_cfg, *, max_new_tokens: int, temperature: float, ref_model=None,
-                 strategy: Strategy | None = None):
+                 strategy: Strategy | None = None, seed: int = 0):
+        self.seed = int(seed)
         self.strategy = strategy if strategy is not None else Strategy(env=DistEnv())  # one process, whatever the env
         self.cfg, self.algo = train_cfg, algo_cfg
         self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
@@ -181,22 +183,46 @@ class Learner:
         return out
 
     # ----------------------------------------------------------------------------------------------
-    def update(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+    def mini_batches(self, batch: RolloutBatch, step: int, epoch: int) -> list[torch.Tensor]:
+        """This rank's optimizer batches of one epoch: lists of row indices into ``batch``.
+
+        With several optimizer steps per rollout the rows are shuffled (a permutation seeded by
+        ``(seed, step, epoch)``), as oat's learner draws its ``train_batch_size`` batches from a shuffled
+        ``DataLoader``; the paper's runs take 8 steps of 128 out of 1024 responses. Each optimizer batch is then
+        ordered by ``prompt_index`` (the gradient does not depend on the order inside it), so the responses to
+        one prompt share its forward in a micro-batch. One optimizer batch (``mini_batch_size`` null or at least
+        the rollout) keeps the rollout's order.
+        """
+        N = len(batch)
+        # mini_batch_size counts responses of the whole (all-rank) optimizer batch; this rank holds 1/world of it.
+        mini = int(self.cfg.mini_batch_size) // self.strategy.world_size if self.cfg.mini_batch_size else N
+        if mini >= N:
+            return [torch.arange(N)]
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + int(step)) * 101 + int(epoch))
+        perm = torch.randperm(N, generator=g)
+        out = []
+        for chunk in _chunks(perm, mini):
+            out.append(chunk[torch.argsort(batch.prompt_index[chunk], stable=True)])
+        return out
+
+    def update(self, batch: RolloutBatch, advantages: torch.Tensor, step: int = 0) -> dict[str, float]:
         """One PPO phase on a rollout batch; returns ``train/...`` metrics.
 
         Args:
             batch: the rollout (N responses).
             advantages: (N,) per-response advantages.
+            step: the training step, which (with ``seed``) draws the shuffle of :meth:`mini_batches`.
         """
         N = len(batch)
-        # mini_batch_size counts responses of the whole (all-rank) optimizer batch; this rank holds 1/world of it.
-        mini = int(self.cfg.mini_batch_size) // self.strategy.world_size if self.cfg.mini_batch_size else N
-        first = torch.arange(min(mini, N))
+        epochs = [self.mini_batches(batch, step, e) for e in range(int(self.cfg.ppo_epochs))]
+        first = epochs[0][0]
         # old_logprobs of the first optimizer batch come from its own forward pass (the parameters have not
         # moved yet, so they are the sampling policy's, and the ratio is exactly 1); only rows that are
         # trained after an optimizer step need a separate no-grad pass, taken now, before any step.
         old_logprobs = torch.zeros_like(batch.response_mask)
-        later = torch.arange(len(first), N)
+        is_later = torch.ones(N, dtype=torch.bool)
+        is_later[first] = False
+        later = torch.nonzero(is_later).flatten()  # in row order, i.e. grouped by prompt
         if later.numel():
             old_logprobs[later] = self.compute_logprobs(self.model, batch, rows=later)[later]
         ref_logprobs = None
@@ -211,8 +237,8 @@ class Learner:
         weights: dict[str, float] = {}
         losses, grad_norms = [], []
         self.model.train()
-        for epoch in range(int(self.cfg.ppo_epochs)):
-            for k, mb in enumerate(_chunks(torch.arange(N), mini)):
+        for epoch, mini_batches in enumerate(epochs):
+            for k, mb in enumerate(mini_batches):
                 self.strategy.zero_grad()
                 step_loss = self.accumulate_gradients(batch, mb, old_logprobs, advantages, ref_logprobs,
                                                       sums=sums, weights=weights, fill_old=epoch == 0 and k == 0)

@@ -55,11 +55,16 @@ def _mean(xs) -> float:
 
 
 def rollout_metrics(batch, rewards: torch.Tensor, results) -> dict[str, float]:
-    """``rollout/...`` statistics of one rollout batch (lengths in tokens)."""
+    """``rollout/...`` statistics of one rollout batch (lengths in tokens).
+
+    ``rewards`` (N,) are the training rewards (truncated responses 0); ``results`` the grader's verdicts of
+    the same N responses graded without regard to truncation."""
     lengths = batch.response_lengths.float()
     correct = rewards > 0.5
     return {
         "rollout/reward_mean": float(rewards.mean()),
+        # the graded reward before truncated responses are zeroed (results were graded without truncation)
+        "rollout/reward_mean_pre_truncation": _mean(float(r.reward) for r in results),
         "rollout/response_length_mean": float(lengths.mean()),
         "rollout/response_length_max": float(lengths.max()),
         "rollout/response_length_correct": _mean(lengths[correct].tolist()),
@@ -73,6 +78,26 @@ def rollout_metrics(batch, rewards: torch.Tensor, results) -> dict[str, float]:
     }
 
 
+def drop_long_prompts(questions: list, template: PromptTemplate, tokenizer, max_tokens: int | None):
+    """``(kept, n_dropped)``: the questions whose templated prompt has at most ``max_tokens`` tokens.
+
+    oat's ``PromptDataset`` (``--prompt_max_length 1024`` in every paper script) keeps a prompt when
+    ``len(tokenizer(prompt)["input_ids"]) <= prompt_max_length``, special tokens (a BOS) included. None keeps all.
+
+    Raises:
+        DataUnavailableError: no question is left.
+    """
+    if max_tokens is None:
+        return questions, 0
+    from .data import DataUnavailableError
+
+    lengths = [len(ids) for ids in tokenizer([template.apply(q.question) for q in questions])["input_ids"]]
+    kept = [q for q, n in zip(questions, lengths, strict=True) if n <= int(max_tokens)]
+    if not kept:
+        raise DataUnavailableError(f"every question's prompt is longer than train.prompt_max_length={max_tokens}")
+    return kept, len(questions) - len(kept)
+
+
 def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results):
     """``(batch, rewards, results)`` of every rank's share, for :func:`rollout_metrics` (as is in one process)."""
     if not strategy.distributed:
@@ -80,10 +105,10 @@ def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results):
     from types import SimpleNamespace
 
     parts = strategy.all_gather_object((batch.response_lengths.tolist(), batch.truncated.tolist(), rewards.tolist(),
-                                        [(r.formatted, r.timed_out) for r in results]))
+                                        [(r.formatted, r.timed_out, r.reward) for r in results]))
     view = SimpleNamespace(response_lengths=torch.tensor([x for p in parts for x in p[0]]),
                            truncated=torch.tensor([x for p in parts for x in p[1]]), extra=batch.extra)
-    graded = [SimpleNamespace(formatted=f, timed_out=t) for p in parts for f, t in p[3]]
+    graded = [SimpleNamespace(formatted=f, timed_out=t, reward=r) for p in parts for f, t, r in p[3]]
     return view, torch.tensor([x for p in parts for x in p[2]]), graded
 
 
@@ -105,12 +130,15 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
             raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
     mini = cfg.train.mini_batch_size
     rollout_size = int(cfg.train.prompts_per_rollout) * int(cfg.sampling.group_size)
-    if mini is not None and (int(mini) < 1 or rollout_size % int(mini)):
+    # A mini_batch_size at least the rollout size takes one optimizer step per rollout (as null does).
+    if mini is not None and (int(mini) < 1 or (int(mini) < rollout_size and rollout_size % int(mini))):
         raise ConfigError(f"train.mini_batch_size={mini} must divide the rollout size "
                           f"prompts_per_rollout x group_size = {rollout_size}")
     # Data parallel: each rank rolls out whole questions and trains on its share of every optimizer batch.
     for key in ("train.prompts_per_rollout", "train.mini_batch_size"):
         value = OmegaConf.select(cfg, key)
+        if key == "train.mini_batch_size" and value is not None and int(value) >= rollout_size:
+            continue  # one optimizer batch: the whole rollout, already split by prompts_per_rollout
         if world_size > 1 and value is not None and int(value) % world_size:
             raise ConfigError(f"{key}={value} must be divisible by the number of processes ({world_size})")
 
@@ -144,13 +172,18 @@ class R1ZeroRecipe:
         self.grader.start()
         self.template = PromptTemplate.from_config(cfg.template)
         self.questions = load_questions(cfg.data, cfg.paths.get("data_root"))
-        self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed),
-                                     shuffle=bool(cfg.data.get("shuffle", True)))
 
         with self.strategy.model_init_context(self.dtype, cfg.train):  # ZeRO-3: loaded partitioned
             self.model, self.tokenizer = load_model_and_tokenizer(
                 cfg.model, self.device, self.param_dtype, weights_from=str(ckpt) if ckpt else None
             )
+        self.questions, self.dropped_long = drop_long_prompts(self.questions, self.template, self.tokenizer,
+                                                              cfg.train.get("prompt_max_length"))
+        if self.dropped_long:
+            log.info("dropped %d questions whose prompt exceeds train.prompt_max_length=%s tokens",
+                     self.dropped_long, cfg.train.prompt_max_length)
+        self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed),
+                                     shuffle=bool(cfg.data.get("shuffle", True)))
         if cfg.model.get("gradient_checkpointing"):
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         ref_model = None
@@ -159,6 +192,7 @@ class R1ZeroRecipe:
         self.learner = Learner(
             self.model, cfg.train, cfg.algo, ref_model=ref_model, strategy=self.strategy,
             max_new_tokens=int(cfg.sampling.max_new_tokens), temperature=float(cfg.sampling.temperature),
+            seed=int(cfg.seed),
         )
         if self.strategy.distributed:  # same initial weights everywhere, different samples on every rank
             set_seed(int(cfg.seed) + 100_003 * self.strategy.rank)
@@ -243,9 +277,10 @@ class R1ZeroRecipe:
             # 2. reward: rule-based grading; truncated responses score 0
             t0 = time.perf_counter()
             references = [questions[i].answer for i in batch.prompt_index.tolist()]
-            results = self.grader.grade(batch.responses, references, self.template.answer_format,
-                                        truncated=batch.truncated.tolist())
-            rewards = torch.tensor([r.reward for r in results], dtype=torch.float32)
+            # Truncated responses are graded too (rollout/reward_mean_pre_truncation, which the paper logs),
+            # then scored 0 for training.
+            results = self.grader.grade(batch.responses, references, self.template.answer_format)
+            rewards = torch.tensor([r.reward for r in results], dtype=torch.float32) * (~batch.truncated).float()
             t_reward = time.perf_counter() - t0
 
             # 3. advantages and the policy update
@@ -254,7 +289,7 @@ class R1ZeroRecipe:
                 str(cfg.algo.adv_estimator), rewards, G,
                 scale_by_std=bool(cfg.algo.scale_by_std), eps=float(cfg.algo.adv_eps),
             )
-            metrics = self.learner.update(batch, advantages)
+            metrics = self.learner.update(batch, advantages, step=self.step)
             self.engine.wake_up()
             self.strategy.sync_weights(self.engine)  # the next rollout samples from the updated policy
             t_update = time.perf_counter() - t0
@@ -270,6 +305,7 @@ class R1ZeroRecipe:
                 "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
                 "perf/rollout_tokens_per_s": n_response_tokens / max(t_rollout, 1e-9),
                 "data/epoch": float(self.sampler.epoch),
+                "data/dropped_long_prompts": float(self.dropped_long),  # questions over train.prompt_max_length
             })
             metrics.update(self._maybe_evaluate(final=self.step == total))
             metrics["time/step_s"] = time.perf_counter() - t_step

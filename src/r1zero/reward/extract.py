@@ -31,7 +31,19 @@ def _last_boxed(text: str) -> str | None:
     starts = [m.end() for m in _BOX_RE.finditer(text)]
     if not starts:
         return None
-    i = starts[-1]
+    return _boxed_at(text, starts[-1])
+
+
+def all_boxed(text: str) -> list[str]:
+    """The distinct non-empty ``\\boxed{}`` / ``\\fbox{}`` contents of ``text``, in order of appearance."""
+    found = (_boxed_at(text, m.end()) for m in _BOX_RE.finditer(text))
+    return list(dict.fromkeys(b for b in found if b))
+
+
+def _boxed_at(text: str, i: int) -> str | None:
+    """The box whose command ends at ``i`` (braces matched), or None when unclosed or empty."""
+    if text[i:].lstrip(" ")[:1] == "{":  # ``\boxed {17}``: a space before the brace
+        i = len(text) - len(text[i:].lstrip(" "))
     if text[i : i + 1] != "{":
         # ``\boxed 5``: the MATH convention is that the answer runs to the closing ``$``.
         rest = text[i:]

@@ -76,6 +76,18 @@ class RolloutBatch:
         return self.input_ids.shape[0]
 
 
+def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt, with the tokenizer's own special tokens: a BOS for tokenizers that add one.
+
+    This is how vLLM tokenizes a text prompt and how oat's ``PromptDataset`` measures it (``tokenizer(prompt)``,
+    ``add_special_tokens=True``): Llama-3's tokenizer prepends ``<|begin_of_text|>``; Qwen2.5's and SmolLM2's add
+    nothing. Both rollout engines (and so evaluation) tokenize through here.
+    """
+    if not prompts:
+        return []
+    return [list(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+
+
 class RolloutEngine(Protocol):
     """What the training loop needs from a generator.
 

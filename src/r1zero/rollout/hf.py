@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from .base import RolloutBatch, SamplingConfig
+from .base import RolloutBatch, SamplingConfig, encode_prompts
 
 
 def find_response_end(
@@ -81,12 +81,19 @@ class HFRolloutEngine:
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> RolloutBatch:
         tok, model = self.tokenizer, self.model
         device = next(model.parameters()).device
-        tok.padding_side = "left"
-        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-        prompt_len = enc.input_ids.shape[1]
+        # BOS for tokenizers that add one (Llama-3), as vLLM and oat tokenize; left-padded to one width.
+        encoded = encode_prompts(tok, prompts)
+        prompt_len = max((len(x) for x in encoded), default=0)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        enc_ids = torch.full((len(encoded), prompt_len), pad, dtype=torch.long)
+        enc_mask = torch.zeros((len(encoded), prompt_len), dtype=torch.long)
+        for i, x in enumerate(encoded):
+            if x:
+                enc_ids[i, prompt_len - len(x):] = torch.tensor(x, dtype=torch.long)
+                enc_mask[i, prompt_len - len(x):] = 1
         n = sampling.n
-        prompt_ids = enc.input_ids.repeat_interleave(n, dim=0)
-        prompt_mask = enc.attention_mask.repeat_interleave(n, dim=0)
+        prompt_ids = enc_ids.repeat_interleave(n, dim=0)
+        prompt_mask = enc_mask.repeat_interleave(n, dim=0)
         gen_kwargs = dict(
             max_new_tokens=sampling.max_new_tokens,
             do_sample=not sampling.greedy,

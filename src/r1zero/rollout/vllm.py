@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from r1zero.rollout.base import RolloutBatch, SamplingConfig
+from r1zero.rollout.base import RolloutBatch, SamplingConfig, encode_prompts
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,8 @@ class VLLMRolloutEngine:
             ``model=smollm2_135m`` that is the cached GGUF conversion, ``r1zero.models.resolve_model_dir``);
             later weights arrive through :meth:`sync_weights`. See :meth:`from_model` for a policy that only
             exists in memory (``model=tiny``).
-        tokenizer: the policy's HF tokenizer. Prompts are tokenized with it (``add_special_tokens=False``,
-            like ``HFRolloutEngine``: templates carry their own markers), so every engine and the learner
+        tokenizer: the policy's HF tokenizer. Prompts are tokenized with it (:func:`~r1zero.rollout.base.encode_prompts`,
+            like ``HFRolloutEngine``: a BOS for tokenizers that add one), so every engine and the learner
             see the same prompt ids; its ``pad_token_id`` (else ``eos_token_id``) pads the batch.
         cfg: the ``rollout`` config node (``conf/rollout/vllm.yaml``); a dict or None works too.
         seed: the run seed, used when ``cfg.seed`` is null.
@@ -254,9 +254,8 @@ class VLLMRolloutEngine:
         if copies > 1:
             sampling = dataclasses.replace(sampling, n=1)
         self.calls += 1
-        prompt_ids: list[list[int]] = (
-            [list(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
-        )
+        # The same ids the HF engine and the learner see, BOS included for tokenizers that add one.
+        prompt_ids: list[list[int]] = encode_prompts(self.tokenizer, prompts)
         if self.seed_requests and not sampling.greedy:
             # Per-request seeds make a rollout reproducible whatever else the engine schedules with it;
             # vLLM gives the n samples of a request seeds seed, seed+1, ..., so space them by n.
