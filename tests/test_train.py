@@ -70,7 +70,9 @@ def test_two_steps_change_every_parameter(tmp_path, mixed_rewards, algo):
     assert [r["step"] for r in rows] == [1, 2]
     for key in REQUIRED:
         assert key in rows[0], key
-    assert rows[0]["rollout/reward_mean"] == 0.5
+    # The fake grader ignores truncation; the loop zeroes truncated responses itself and logs both means.
+    assert rows[0]["rollout/reward_mean_pre_truncation"] == 0.5
+    assert rows[0]["rollout/reward_mean"] <= 0.5
     assert rows[0]["train/lr"] == 1e-3
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {1, 2}
