@@ -24,7 +24,7 @@ EXPECTED = {
                        {"algo": ["grpo", "drgrpo"]}),
     "ablation": (12, {"model.name": "qwen_math15", "template.name": "r1", "data.name": "math12k"},
                  {"algo": ["grpo", "drgrpo", "grpo_no_len_norm", "grpo_no_std_norm"], "seed": ["1", "2", "3"]}),
-    "duet": (12, {"model.name": "qwen_math15", "algo.name": "drgrpo"},
+    "duet": (12, {"model.name": "qwen_math15", "algo.name": "drgrpo", "train.total_steps": 300},  # Fig. 6: ~300 steps
              {"template": ["r1", "qwen_math", "no"], "data": ["orz57k", "math12k", "gsm8k", "asdiv"]}),
     "oat_zero_1.5b": (1, {"model.name": "qwen_math15", "template.name": "qwen_math", "algo.name": "drgrpo",
                           "data.name": "math_lvl3to5"}, {}),
