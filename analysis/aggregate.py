@@ -16,6 +16,9 @@ LENGTH = "rollout/response_length_mean"
 LENGTH_CORRECT = "rollout/response_length_correct"
 LENGTH_INCORRECT = "rollout/response_length_incorrect"
 EVAL_AVG = "eval/average/accuracy"
+#: Fig. 5's length panels: mean tokens of correct / incorrect evaluation answers, averaged over benchmarks.
+EVAL_LENGTH_CORRECT = "eval/average/response_length_correct"
+EVAL_LENGTH_INCORRECT = "eval/average/response_length_incorrect"
 #: Training-time metrics that ``--smooth`` may smooth; eval points are never smoothed because
 #: they are sparse and each one is already an average over a benchmark.
 SMOOTHABLE = (REWARD, LENGTH, LENGTH_CORRECT, LENGTH_INCORRECT)

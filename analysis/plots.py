@@ -16,6 +16,8 @@ import pandas as pd
 from . import style
 from .aggregate import (
     EVAL_AVG,
+    EVAL_LENGTH_CORRECT,
+    EVAL_LENGTH_INCORRECT,
     LENGTH,
     LENGTH_CORRECT,
     LENGTH_INCORRECT,
@@ -53,6 +55,8 @@ LENGTH_PANEL = Panel(LENGTH, "Response length", "length (tokens)")
 CORRECT_PANEL = Panel(LENGTH_CORRECT, "Length of correct responses", "length (tokens)")
 INCORRECT_PANEL = Panel(LENGTH_INCORRECT, "Length of incorrect responses", "length (tokens)")
 EVAL_PANEL = Panel(EVAL_AVG, "Eval accuracy (avg.)", "accuracy (%)", 100.0, True)
+EVAL_CORRECT_PANEL = Panel(EVAL_LENGTH_CORRECT, "Eval length, correct", "length (tokens)", 1.0, True)
+EVAL_INCORRECT_PANEL = Panel(EVAL_LENGTH_INCORRECT, "Eval length, incorrect", "length (tokens)", 1.0, True)
 
 
 def _curves(
@@ -118,11 +122,18 @@ def _caption(df: pd.DataFrame, cols: Sequence[str]) -> str:
 
 
 def dynamics(df: pd.DataFrame, out: Path, smooth_window: int = 1) -> style.Output:
-    """Fig. 5: GRPO vs Dr. GRPO over training steps (reward, lengths, eval accuracy)."""
+    """Fig. 5: GRPO vs Dr. GRPO over training steps.
+
+    The paper's panels first: training reward, the lengths of correct and incorrect *evaluation* answers
+    (``eval/average/response_length_correct`` / ``_incorrect``), eval accuracy; then the rollout lengths
+    (overall, correct, incorrect) as extra panels. A length never logged (no correct answer yet, or a run
+    from before these metrics existed) is a "no data" panel."""
     df = need_values(df, "algo", DYNAMICS_ALGOS, len(DYNAMICS_ALGOS), "dynamics", SETTING_COLS)
-    panels = [REWARD_PANEL, LENGTH_PANEL, CORRECT_PANEL, INCORRECT_PANEL, EVAL_PANEL]
-    df = allow_absent(df, [CORRECT_PANEL.metric, INCORRECT_PANEL.metric], "dynamics")
-    require_metrics(df, [p.metric for p in panels if p not in (CORRECT_PANEL, INCORRECT_PANEL)], "dynamics")
+    panels = [REWARD_PANEL, EVAL_CORRECT_PANEL, EVAL_INCORRECT_PANEL, EVAL_PANEL,
+              LENGTH_PANEL, CORRECT_PANEL, INCORRECT_PANEL]
+    optional = [EVAL_CORRECT_PANEL, EVAL_INCORRECT_PANEL, CORRECT_PANEL, INCORRECT_PANEL]
+    df = allow_absent(df, [p.metric for p in optional], "dynamics")
+    require_metrics(df, [p.metric for p in panels if p not in optional], "dynamics")
     df = smooth(df, smooth_window)
     row_cols = varying(df, SETTING_COLS)
     stats = seed_stats(df, [*SETTING_COLS, "algo"], [p.metric for p in panels])

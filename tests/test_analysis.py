@@ -28,6 +28,8 @@ LEN = "rollout/response_length_mean"
 LEN_OK = "rollout/response_length_correct"
 LEN_BAD = "rollout/response_length_incorrect"
 EVAL = "eval/average/accuracy"
+EVAL_LEN_OK = "eval/average/response_length_correct"
+EVAL_LEN_BAD = "eval/average/response_length_incorrect"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -103,7 +105,7 @@ def dyn_runs(tmp_path: Path) -> Path:
             [100, 110, 120],
             [80, 90, 100],
             [120, 130, 150],
-            {2: {EVAL: 0.30}, 3: {EVAL: 0.36}},
+            {2: {EVAL: 0.30, EVAL_LEN_OK: 300.0, EVAL_LEN_BAD: 900.0}, 3: {EVAL: 0.36}},
         ),
     )
     write_run(
@@ -115,7 +117,7 @@ def dyn_runs(tmp_path: Path) -> Path:
             [140, 150, 160],
             [90, 100, 110],
             [160, 170, 190],
-            {2: {EVAL: 0.40}, 3: {EVAL: 0.42}},
+            {2: {EVAL: 0.40, EVAL_LEN_OK: 500.0, EVAL_LEN_BAD: 700.0}, 3: {EVAL: 0.42}},
         ),
     )
     write_run(
@@ -243,6 +245,11 @@ def test_dynamics_seed_mean_and_band(dyn_runs: Path, tmp_path: Path):
     # Eval accuracy only at eval steps: Dr. GRPO step 3 -> (0.40 + 0.50) / 2 = 0.45; no step-1 point
     assert stat(csv, EVAL, 3, algo="drgrpo")["mean"] == pytest.approx(0.45)
     assert sorted(csv.loc[csv["metric"] == EVAL, "step"].unique()) == [2, 3]
+    # Fig. 5's length panels come from evaluation: GRPO step 2, correct (300 + 500) / 2, incorrect (900 + 700) / 2;
+    # Dr. GRPO's runs never logged them (a "no data" panel, absent from the CSV).
+    assert stat(csv, EVAL_LEN_OK, 2, algo="grpo")["mean"] == pytest.approx(400)
+    assert stat(csv, EVAL_LEN_BAD, 2, algo="grpo")["mean"] == pytest.approx(800)
+    assert csv.loc[(csv["metric"] == EVAL_LEN_OK) & (csv["algo"] == "drgrpo")].empty
 
 
 def test_dynamics_smoothing_is_trailing_mean(dyn_runs: Path, tmp_path: Path):
@@ -550,7 +557,8 @@ def test_cli_no_runs(tmp_path: Path, capsys):
 
 def write_pair_without(root: Path, metric: str, value: float) -> None:
     """A GRPO and a Dr. GRPO run of one step (reward/eval ``value``) that never log ``metric``."""
-    rows = [{k: v for k, v in r.items() if k != metric} for r in curve([value], [1], [1], [1], {1: {EVAL: value}})]
+    evals = {1: {EVAL: value, EVAL_LEN_OK: 1.0, EVAL_LEN_BAD: 1.0}}
+    rows = [{k: v for k, v in r.items() if k != metric} for r in curve([value], [1], [1], [1], evals)]
     write_run(root / "g", "grpo", metrics=rows)
     write_run(root / "d", "drgrpo", metrics=rows)
 
