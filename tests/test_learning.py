@@ -22,7 +22,7 @@ from conftest import compose
 
 LEARN = [
     "experiment=quickstart", "data.size=6", "train.total_steps=10", "train.lr=2e-5", "sampling.max_new_tokens=32",
-    "eval.at_start=false", "eval.every=0", "train.save_every=0", "train.save_final=false",
+    "eval.at_start=false", "eval.at_end=false", "eval.every=0", "train.save_every=0", "train.save_final=false",
     "logger.progress_bar=false", "reward.num_workers=1",
 ]
 MARGIN = 0.15  # see the module docstring and MEASURED

@@ -35,19 +35,19 @@ def grader():
 
 
 @pytest.mark.parametrize(
-    "response, template, expected",
+    "response, answer_format, expected",
     [
         ("so the answer is $\\boxed{\\frac{1}{2}}$.", "boxed", "\\frac{1}{2}"),
         ("$\\boxed{\\{1,2\\}}$", "boxed", "\\{1,2\\}"),
-        ("\\boxed{\\frac{\\sqrt{3}}{2}}", "no", "\\frac{\\sqrt{3}}{2}"),
+        ("\\boxed{\\frac{\\sqrt{3}}{2}}", "boxed", "\\frac{\\sqrt{3}}{2}"),
         ("first \\boxed{1}, on reflection \\boxed{2}", "boxed", "2"),  # the last box wins
         ("thus $\\boxed 5$.", "boxed", "5"),
-        ("\\fbox{7}", "no", "7"),
+        ("\\fbox{7}", "boxed", "7"),
         ("\\boxed{\\text{(B)}} and later \\fbox{C}", "boxed", "C"),
         ("\\boxed{1} then \\boxed{2", "boxed", None),  # last box unclosed (truncated): no answer
         ("the answer is 5", "boxed", None),
         ("\\boxed{}", "boxed", None),
-        ("\\boxed{ }", "no", None),
+        ("\\boxed{ }", "boxed", None),
         ("think </think> <answer> 5 </answer>", "answer_tag", "5"),
         ("think </think>\n<answer>$\\boxed{\\frac{1}{2}}$</answer>", "answer_tag", "\\frac{1}{2}"),
         ("think </think> <answer>x = 5</answer>", "answer_tag", "x = 5"),
@@ -59,8 +59,8 @@ def grader():
         ("\\boxed{5}", "answer_tag", None),  # r1 reads only the answer tag
     ],
 )
-def test_extract_answer(response, template, expected):
-    assert extract_answer(response, template) == expected
+def test_extract_answer(response, answer_format, expected):
+    assert extract_answer(response, answer_format) == expected
 
 
 @pytest.mark.parametrize(
@@ -337,5 +337,5 @@ def test_module_level_api():
         timeout_s=1.0,
     )
     assert rewards == [1.0, 0.0, 0.0, 0.0]
-    detailed = grade_batch_detailed(["\\boxed{4}"], ["4"], "no", truncated=[True], timeout_s=1.0)
+    detailed = grade_batch_detailed(["\\boxed{4}"], ["4"], "boxed", truncated=[True], timeout_s=1.0)
     assert detailed == [GradeResult(0.0, "4", True, truncated=True)]
