@@ -597,3 +597,27 @@ def test_config_labels_handle_unquoted_no_template_and_missing_keys():
     assert config_labels(cfg) == {
         "algo": "grpo", "template": "no", "data": "unset", "model": "unset", "seed": 3,
     }  # fmt: skip
+
+
+def _with_manifest(d: Path, **versions) -> Path:
+    base = {"python": "3.11.7", "torch": "2.13.0", "transformers": "5.24.0", "vllm": None, "math-verify": "0.8.0",
+            "deepspeed": None, "r1zero": "0.1.0", "cuda": None}
+    (d / "manifest.json").write_text(json.dumps({
+        "versions": {**base, **versions}, "hardware": {"cpu_count": 2, "gpu_count": 0},
+        "git": {"commit": "a" * 40, "dirty": False}}))
+    return d
+
+
+def test_index_lists_versions_and_warns_when_compared_runs_differ(tmp_path):
+    from analysis.report import versions_summary
+
+    rows = curve([0.1, 0.2], [10, 11], [9, 9], [12, 13])
+    a = _with_manifest(write_run(tmp_path / "a", algo="grpo", metrics=rows))
+    b = _with_manifest(write_run(tmp_path / "b", algo="drgrpo", metrics=rows))
+    write_run(tmp_path / "c", algo="drgrpo", seed=1, metrics=rows)  # from before manifests
+    text = versions_summary(discover([tmp_path]))
+    assert "| 0.8.0 | 2.13.0 | 5.24.0 |" in text and "| 2 |" in text and "1 run(s) without a manifest.json" in text
+    _with_manifest(b, **{"math-verify": "0.9.0"})
+    with pytest.warns(AnalysisWarning, match=r"differ in math-verify \(0.8.0, 0.9.0\)"):
+        text = versions_summary(discover([a, b]))
+    assert text.count("| 1 |") == 2
