@@ -79,6 +79,10 @@ def _section(o: Output, out: Path) -> str:
     else:
         parts.append(o.paths["md"].read_text().split("\n\n", 1)[-1])
         parts.append(f"[CSV]({o.paths['csv'].relative_to(out).as_posix()})\n")
+        if "seeds_md" in o.paths:  # the same runs per configuration: mean over seeds, 95% interval
+            parts.append(o.paths["seeds_md"].read_text())
+            links = " · ".join(f"[{k[6:].upper()}]({o.paths[k].relative_to(out).as_posix()})" for k in ("seeds_csv", "seeds_tex"))
+            parts.append(f"{links}\n")
     return "\n".join(parts)
 
 
