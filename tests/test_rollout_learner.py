@@ -126,6 +126,9 @@ def test_shared_prompt_forward_equals_the_plain_forward(tiny):
     assert prompt_groups(torch.tensor([0, 1, 2])) is None  # nothing shared: the plain path
     assert prompt_groups(torch.tensor([0, 0, 0, 1])) is None  # a partial group: the plain path
     assert prompt_groups(torch.tensor([0, 1, 0, 1])) is None  # not contiguous: the plain path
+    same, other = torch.tensor([[5, 6], [5, 6]]), torch.tensor([[5, 6], [5, 7]])
+    assert prompt_groups(torch.tensor([0, 0]), (same,)) is not None
+    assert prompt_groups(torch.tensor([0, 0]), (other,)) is None  # one index, two different prompts: not shared
     grads, values = [], []
     for g in (None, groups):
         model.zero_grad(set_to_none=True)

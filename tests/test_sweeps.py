@@ -124,8 +124,9 @@ def test_toy_sweep_runs_locally(tmp_path):
                          check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "error:" not in out.stderr
-    for name in ("dynamics", "ablation", "table"):
+    for name in ("dynamics", "ablation"):
         assert (figures / f"{name}.png").stat().st_size > 0 and (figures / f"{name}.csv").is_file(), name
+    assert (figures / "table.md").is_file() and (figures / "index.md").is_file()
     dynamics = pd.read_csv(figures / "dynamics.csv")
     assert set(dynamics["algo"]) == {"grpo", "drgrpo"} and dynamics["step"].max() == 2
 

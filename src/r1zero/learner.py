@@ -41,11 +41,14 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
-def prompt_groups(prompt_index: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+def prompt_groups(prompt_index: torch.Tensor, prompts: tuple[torch.Tensor, ...] = ()
+                  ) -> tuple[torch.Tensor, int] | None:
     """Rows that share a prompt, for :func:`sequence_logprobs`: ``(first, G)`` or None.
 
     Args:
         prompt_index: (B,) long, the prompt each row answers (``RolloutBatch.prompt_index`` of a micro-batch).
+        prompts: (B, P) tensors that must be equal within a group for it to be shared (the prompt columns of
+            ``input_ids`` and ``attention_mask``); rows claiming one prompt with different tokens are not shared.
 
     Returns:
         ``first`` (U,): the first row of each prompt, and G = B / U, when the rows are U whole runs of G rows
@@ -61,6 +64,8 @@ def prompt_groups(prompt_index: torch.Tensor) -> tuple[torch.Tensor, int] | None
         return None
     G = B // U
     if not torch.equal(first, torch.arange(0, B, G)):
+        return None
+    if any(not torch.equal(t[first].repeat_interleave(G, dim=0), t) for t in prompts):
         return None
     return first, G
 
@@ -168,7 +173,8 @@ class Learner:
             else "is_gradient_checkpointing"  # transformers >= 5 renamed it
         if getattr(model, name, False):
             return None  # recomputed activations would run the shared prompt once per response again
-        return prompt_groups(batch.prompt_index[idx])
+        P = batch.prompt_len
+        return prompt_groups(batch.prompt_index[idx], (batch.input_ids[idx, :P], batch.attention_mask[idx, :P]))
 
     @torch.no_grad()
     def compute_logprobs(self, model, batch: RolloutBatch, rows: torch.Tensor | None = None) -> torch.Tensor:

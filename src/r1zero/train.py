@@ -319,6 +319,8 @@ class R1ZeroRecipe:
         metrics = self._evaluate_suite()
         if self.strategy.is_main:  # one line per evaluation, between the progress bar's updates
             accs = {k.split("/")[1]: v for k, v in metrics.items() if k.endswith("/accuracy")}
+            if len(accs) == 2:
+                accs.pop("average", None)  # one benchmark: its average is itself
             print(f"r1zero: step {self.step} eval accuracy " + " ".join(f"{b}={v:.3f}" for b, v in accs.items()),
                   flush=True)
         return metrics
