@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plots, reflection, report, tables
-from .errors import AnalysisError, AnalysisWarning, NoRunsError
+from . import plots, reflection, report, seeds, tables
+from .errors import AnalysisError, AnalysisWarning, MissingMetricError, NoRunsError
 from .loading import CONFIG_KEYS, RunSet, discover, metrics_frame
 from .samples import samples_frame
 from .style import Output
@@ -131,7 +131,12 @@ class _Job:
         if command == "duet":
             return plots.duet(self.metrics, out)
         if command == "table":
-            return tables.table(self.metrics, out, a.pick, a.paper_rows)
+            result = tables.table(self.metrics, out, a.pick, a.paper_rows)
+            try:  # per configuration: mean over seeds with a 95% interval (needs eval_samples.jsonl)
+                result.paths.update(seeds.write(seeds.seed_table(self.runset, self.filters), out))
+            except MissingMetricError as e:
+                result.notes.append(f"no seed table: {e}")
+            return result
         if command == "reflection":
             keywords = [*a.keywords, *(k for k in reflection.EXTRA_KEYWORDS if a.extra_keywords and k not in a.keywords)]
             samples = samples_frame(self.runset, self.filters, detect=reflection.detector(keywords))

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from r1zero.manifest import RESULT_CHANGING, read_manifest
+
+from .errors import warn
 from .loading import GROUP_COLS, RunSet
 from .style import Output
+
+#: Manifest versions shown beside the runs (the ones that change results first).
+SHOWN_VERSIONS = (*RESULT_CHANGING, "deepspeed", "r1zero", "python", "cuda")
 
 
 def runs_summary(df: pd.DataFrame | None) -> str:
@@ -27,6 +33,39 @@ def runs_summary(df: pd.DataFrame | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def versions_summary(runset: RunSet) -> str:
+    """Markdown table of the software and hardware behind the runs (from each run's ``manifest.json``).
+
+    One row per distinct combination, with how many runs share it and their commit. Warns when compared runs
+    differ in a version that changes results (:data:`r1zero.manifest.RESULT_CHANGING`, e.g. vLLM, math-verify).
+    """
+    combos: dict[tuple, list[str]] = {}
+    missing = 0
+    for run in runset.runs:
+        m = read_manifest(run.path)
+        if m is None:
+            missing += 1
+            continue
+        versions = m.get("versions") or {}
+        hw = m.get("hardware") or {}
+        gpu = f"{hw.get('gpu_count')}x {hw.get('gpu_name')}" if hw.get("gpu_count") else f"CPU x{hw.get('cpu_count')}"
+        commit = ((m.get("git") or {}).get("commit") or "–")[:10] + ("+dirty" if (m.get("git") or {}).get("dirty") else "")
+        key = (*(str(versions.get(v) or "–") for v in SHOWN_VERSIONS), gpu, commit)
+        combos.setdefault(key, []).append(run.path.name)
+    if not combos:
+        return "_No run has a manifest.json (runs from before manifests)._\n"
+    for i, name in enumerate(RESULT_CHANGING):
+        values = {key[i] for key in combos}
+        if len(values) > 1:
+            warn(f"the runs compared differ in {name} ({', '.join(sorted(values))}): results may not be comparable")
+    header = [*SHOWN_VERSIONS, "hardware", "commit", "runs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join([*key, str(len(names))]) + " |" for key, names in sorted(combos.items())]
+    if missing:
+        lines.append(f"\n{missing} run(s) without a manifest.json are not listed.")
+    return "\n".join(lines) + "\n"
+
+
 def _section(o: Output, out: Path) -> str:
     parts = [f"## {o.title}\n"]
     if o.caption:
@@ -40,6 +79,10 @@ def _section(o: Output, out: Path) -> str:
     else:
         parts.append(o.paths["md"].read_text().split("\n\n", 1)[-1])
         parts.append(f"[CSV]({o.paths['csv'].relative_to(out).as_posix()})\n")
+        if "seeds_md" in o.paths:  # the same runs per configuration: mean over seeds, 95% interval
+            parts.append(o.paths["seeds_md"].read_text())
+            links = " · ".join(f"[{k[6:].upper()}]({o.paths[k].relative_to(out).as_posix()})" for k in ("seeds_csv", "seeds_tex"))
+            parts.append(f"{links}\n")
     return "\n".join(parts)
 
 
@@ -60,6 +103,8 @@ def write_index(
         f"{found} under {', '.join(f'`{r}`' for r in runset.roots)}.\n",
         "## Runs\n",
         runs_summary(df),
+        "## Software and hardware\n",
+        versions_summary(runset),
     ]
     text += [_section(o, out) for o in outputs]
     if skipped:

@@ -603,3 +603,54 @@ def test_config_labels_handle_unquoted_no_template_and_missing_keys():
     assert config_labels(cfg) == {
         "algo": "grpo", "template": "no", "data": "unset", "model": "unset", "seed": 3,
     }  # fmt: skip
+
+
+def _with_manifest(d: Path, **versions) -> Path:
+    base = {"python": "3.11.7", "torch": "2.13.0", "transformers": "5.24.0", "vllm": None, "math-verify": "0.8.0",
+            "deepspeed": None, "r1zero": "0.1.0", "cuda": None}
+    (d / "manifest.json").write_text(json.dumps({
+        "versions": {**base, **versions}, "hardware": {"cpu_count": 2, "gpu_count": 0},
+        "git": {"commit": "a" * 40, "dirty": False}}))
+    return d
+
+
+def test_index_lists_versions_and_warns_when_compared_runs_differ(tmp_path):
+    from analysis.report import versions_summary
+
+    rows = curve([0.1, 0.2], [10, 11], [9, 9], [12, 13])
+    a = _with_manifest(write_run(tmp_path / "a", algo="grpo", metrics=rows))
+    b = _with_manifest(write_run(tmp_path / "b", algo="drgrpo", metrics=rows))
+    write_run(tmp_path / "c", algo="drgrpo", seed=1, metrics=rows)  # from before manifests
+    text = versions_summary(discover([tmp_path]))
+    assert "| 0.8.0 | 2.13.0 | 5.24.0 |" in text and "| 2 |" in text and "1 run(s) without a manifest.json" in text
+    _with_manifest(b, **{"math-verify": "0.9.0"})
+    with pytest.warns(AnalysisWarning, match=r"differ in math-verify \(0.8.0, 0.9.0\)"):
+        text = versions_summary(discover([a, b]))
+    assert text.count("| 1 |") == 2
+
+
+def _eval_rows(step, bench, correct_by_question):
+    return [{"step": step, "benchmark": bench, "question": f"q{i}", "response": "r", "correct": bool(c)}
+            for i, cs in enumerate(correct_by_question) for c in (cs if isinstance(cs, list) else [cs])]
+
+
+def test_seed_table_means_intervals_and_protocol(tmp_path):
+    from analysis import seeds
+
+    rows = curve([0.1], [10], [9], [12])
+    # benchmark b, per question: seed 1 = (1 [2 samples: 1, 1], 1, 0, 0) -> 0.5; seed 2 = (1, 0.5 [samples 1, 0],
+    # 0, 0) -> 0.375; mean over seeds 0.4375. Benchmark c is always right. Step 0 is ignored: each run's last
+    # evaluated step counts.
+    for seed, b in ((1, [[1, 1], 1, 0, 0]), (2, [1, [1, 0], 0, 0])):
+        write_run(tmp_path / f"s{seed}", algo="drgrpo", seed=seed, metrics=rows,
+                  eval_samples=_eval_rows(0, "b", [0, 0, 0, 0]) + _eval_rows(8, "b", b) + _eval_rows(8, "c", [1, 1]))
+    tab = seeds.seed_table(discover([tmp_path]), n_boot=500)
+    r = tab.iloc[0]
+    assert r["n_seeds"] == 2 and r["seeds"] == "1,2" and r["steps"] == "8"
+    assert r["b"] == pytest.approx(100 * (0.5 + 0.375) / 2)  # seed 2's q1 averages its two samples
+    assert r["c"] == 100 and r["c_lo"] == 100 and r["c_hi"] == 100  # no variation, no width
+    assert r["average"] == pytest.approx((r["b"] + 100) / 2)
+    assert 0 <= r["b_lo"] < r["b"] < r["b_hi"] <= 100 and r["average_lo"] < r["average"] < r["average_hi"]
+    assert (r["decoding"], r["verifier"], r["truncated"]) == ("greedy", "math_verify", "scored 0")
+    out = seeds.write(tab, tmp_path / "out")
+    assert "43.8 [" in out["seeds_md"].read_text() and r"\begin{tabular}" in out["seeds_tex"].read_text()

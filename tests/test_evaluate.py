@@ -139,3 +139,25 @@ def test_eval_grades_truncated_answers_unless_asked():
     z = _suite_metrics(zero_truncated=True)
     assert z["eval/a/accuracy"] == pytest.approx(1 / 3) and z["eval/a/truncated_frac"] == pytest.approx(1 / 3)
     assert z["eval/a/response_length_correct"] == 10.0 and z["eval/a/response_length_incorrect"] == 40.0
+
+
+def test_evaluate_cli_runs_offline_on_the_embedded_suite(tmp_path):
+    # The README's first evaluation command, in a clone without the paper's release.
+    out = subprocess.run(
+        [sys.executable, "-m", "r1zero.evaluate", "model=tiny", "template=chatml_fewshot", "eval=embedded",
+         "eval.max_samples=2", "eval.max_new_tokens=4", "paths.data_root=/nonexistent", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert set(result["benchmarks"]) == {"math500", "minerva", "gsm8k", "asdiv", "mawps", "svamp", "average"}
+    assert all(b["num_questions"] == 2 for name, b in result["benchmarks"].items() if name != "average")
+
+
+def test_missing_paper_suite_is_one_line_naming_where_it_comes_from(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "r1zero.evaluate", "model=tiny", "paths.data_root=/nonexistent/r1",
+                          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("r1zero: error:")]
+    assert len(errors) == 1 and "/nonexistent/r1/evaluation_suite" in errors[0]
+    assert "sail-sg/understand-r1-zero" in errors[0] and "R1ZERO_DATA_ROOT" in errors[0]

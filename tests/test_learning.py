@@ -5,9 +5,16 @@ measures how the policy moves on them, free of the noise of which questions a st
 the wrong sign, a mask that misses the response tokens, or a ratio that is not ``exp(logp - old_logp)`` makes the
 reward fall or stay flat; a working one makes it rise.
 
-The margin: the mean reward of steps 8-10 minus that of steps 1-3 was measured over seeds 1, 2 and 3 for each
-algo (numbers in ``MEASURED``); the test asks for half the smallest rise, which is still more than 3 standard
-deviations of that difference when the gradient is zeroed (lr=0, measured the same way).
+The statistic: the mean reward of steps 8-10 minus the reward of step 1 (the initial policy: step 1 samples
+before the first update). Measured on the 2-core CI machine, same settings (per seed):
+
+* Dr. GRPO, seeds 1, 2, 3: 0.445, 0.546, 0.426; GRPO, seeds 1, 2, 3: 0.546, 0.630, 0.444 (mean 0.506, SD 0.08).
+* No update (``train.lr=0``), seeds 1, 2: -0.027, +0.028; the per-step reward of a fixed policy has SD 0.063
+  (36 responses), so the statistic's null SD is 0.063 x sqrt(1 + 1/3) = 0.073.
+* The policy gradient with its sign flipped (``-loss``), seed 1: -0.194 (the reward is 0 from step 2 on).
+
+``MARGIN = 0.25`` sits 3.4 null SDs above no learning and 3.2 SDs of the seed-to-seed spread below the mean rise,
+so neither a broken update passing nor a working one failing is a matter of luck.
 """
 
 from __future__ import annotations
@@ -22,15 +29,16 @@ from conftest import compose
 
 LEARN = [
     "experiment=quickstart", "data.size=6", "train.total_steps=10", "train.lr=2e-5", "sampling.max_new_tokens=32",
-    "eval.at_start=false", "eval.every=0", "train.save_every=0", "train.save_final=false",
+    "eval.at_start=false", "eval.at_end=false", "eval.every=0", "train.save_every=0", "train.save_final=false",
     "logger.progress_bar=false", "reward.num_workers=1",
 ]
-MARGIN = 0.15  # see the module docstring and MEASURED
+MARGIN = 0.25  # see the module docstring
 
 
 def reward_rise(run_dir) -> tuple[float, list[float]]:
+    """Mean ``rollout/reward_mean`` of the last 3 steps minus that of step 1, and the per-step rewards."""
     rewards = [json.loads(line)["rollout/reward_mean"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return sum(rewards[-3:]) / 3 - sum(rewards[:3]) / 3, rewards
+    return sum(rewards[-3:]) / 3 - rewards[0], rewards
 
 
 @pytest.mark.slow

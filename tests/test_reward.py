@@ -35,7 +35,7 @@ def grader():
 
 
 @pytest.mark.parametrize(
-    "response, template, expected",
+    "response, answer_format, expected",
     [
         ("so the answer is $\\boxed{\\frac{1}{2}}$.", "boxed", "\\frac{1}{2}"),
         ("$\\boxed{\\{1,2\\}}$", "boxed", "\\{1,2\\}"),
@@ -72,8 +72,8 @@ def grader():
         ("\\boxed{5}", "answer_tag_lenient", None),
     ],
 )
-def test_extract_answer(response, template, expected):
-    assert extract_answer(response, template) == expected
+def test_extract_answer(response, answer_format, expected):
+    assert extract_answer(response, answer_format) == expected
 
 
 @pytest.mark.parametrize(

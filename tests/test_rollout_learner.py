@@ -122,8 +122,13 @@ def test_shared_prompt_forward_equals_the_plain_forward(tiny):
     batch = HFRolloutEngine(model, tok).generate(["hi", "a longer prompt here"],
                                                  SamplingConfig(n=3, max_new_tokens=12, temperature=1.0))
     groups = prompt_groups(batch.prompt_index)
-    assert groups is not None and groups[0].tolist() == [0, 3] and groups[1].tolist() == [0, 0, 0, 1, 1, 1]
+    assert groups is not None and groups[0].tolist() == [0, 3] and groups[1] == 3
     assert prompt_groups(torch.tensor([0, 1, 2])) is None  # nothing shared: the plain path
+    assert prompt_groups(torch.tensor([0, 0, 0, 1])) is None  # a partial group: the plain path
+    assert prompt_groups(torch.tensor([0, 1, 0, 1])) is None  # not contiguous: the plain path
+    same, other = torch.tensor([[5, 6], [5, 6]]), torch.tensor([[5, 6], [5, 7]])
+    assert prompt_groups(torch.tensor([0, 0]), (same,)) is not None
+    assert prompt_groups(torch.tensor([0, 0]), (other,)) is None  # one index, two different prompts: not shared
     grads, values = [], []
     for g in (None, groups):
         model.zero_grad(set_to_none=True)

@@ -80,6 +80,19 @@ def test_two_steps_change_every_parameter(tmp_path, mixed_rewards, algo):
     assert (tmp_path / "final" / "config.json").exists() and (tmp_path / "config.yaml").exists()
 
 
+def test_run_writes_its_manifest(tmp_path, mixed_rewards):
+    from r1zero.manifest import read_manifest
+
+    train_mod.run(compose(TINY + ["seed=5"], run_dir=tmp_path))
+    m = read_manifest(tmp_path)
+    assert m["finished"] is True and m["segments"] == 1 and m["seed"] == 5 and m["world_size"] == 1
+    assert m["versions"]["torch"] == torch.__version__ and m["versions"]["python"] == sys.version.split()[0]
+    assert {"transformers", "vllm", "deepspeed", "math-verify", "hydra-core", "r1zero", "cuda"} <= set(m["versions"])
+    assert m["hardware"]["cpu_count"] >= 1 and m["hardware"]["gpu_count"] == 0 and m["gpu_hours"] == 0.0
+    assert m["wall_s"] > 0 and m["started_at"] <= m["ended_at"] and m["slurm"] is None
+    assert len(m["git"]["commit"]) == 40 and isinstance(m["git"]["dirty"], bool)  # the test runs in a checkout
+
+
 def test_training_is_seeded(tmp_path, mixed_rewards):
     finals = []
     for run in ("a", "b"):

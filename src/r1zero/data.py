@@ -92,7 +92,7 @@ def read_rows(path: str, split: str | None = "train") -> list[dict]:
 @dataclass(frozen=True)
 class Question:
     question: str
-    answer: str
+    answer: object  # the reference as the data has it: str, int, float or a list of alternatives
 
 
 def _final_after_hash(answer: str) -> str | None:
@@ -264,8 +264,8 @@ def _read_questions(cfg, data_root: str | None) -> list[Question]:
                 ans = read_answer(str(ans))
                 if ans is None:
                     continue  # e.g. a MATH solution without \boxed{}, an ASDiv answer that is no number
-            # References keep their shape ('142.0', "['9.6\\n']", lists): the grader normalises every one.
-            out.append(Question(q, ans if isinstance(ans, (list, tuple)) else str(ans)))
+            # References keep their shape (142.0, "['9.6\\n']", lists): the grader normalises every one.
+            out.append(Question(q, ans))
     return out
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .cli import check_launch, report_error
 from .config import ConfigError, config_dir
+from .cost import estimate, format_estimate, launcher_resources
 
 
 def plan(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
@@ -33,6 +34,14 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
     params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
     batches = BasicSweeper.split_arguments(parser.parse_overrides(params + list(overrides)), None)
     return cfg, [list(job) for job in batches[0]]
+
+
+def compose_job(job: list[str]) -> DictConfig:
+    """The training config of one job of :func:`plan` (its overrides, no sweeps left)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=list(job))
 
 
 def sbatch_header(cfg: DictConfig, n_jobs: int) -> list[str]:
@@ -70,8 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     grid = ", ".join(f"{k}: {len(str(v).split(','))}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items())
     print(f"{len(jobs)} jobs (hydra.sweeper.params {{{grid}}}), launcher {launcher}, "
           f"sweep dir {cfg.hydra.sweep.dir}")
+    gpus, limit_s = launcher_resources(cfg)
+    total_h = total_gpu_h = 0.0
     for i, job in enumerate(jobs):
         print(f"  #{i}: {' '.join(job)}")
+        if launcher == "SlurmLauncher":
+            est = estimate(compose_job(job), gpus=gpus, gpu="a100", limit_s=limit_s)
+            total_h, total_gpu_h = total_h + est.wall_s / 3600, total_gpu_h + est.gpu_hours
+            print(f"      estimate: {format_estimate(est)}")
+    if launcher == "SlurmLauncher":
+        print(f"sweep estimate: {total_gpu_h:.0f} GPU-hours in all ({total_h:.1f} h of {gpus}-GPU jobs; "
+              f"cost model and its sources: r1zero/cost.py)")
     if launcher == "SlurmLauncher":
         print("sbatch header of every job:")
         for line in sbatch_header(cfg, len(jobs)):

@@ -41,27 +41,38 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
-def prompt_groups(prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Rows that share a prompt, for :func:`sequence_logprobs`: ``(first, inverse)`` or None when no two rows do.
+def prompt_groups(prompt_index: torch.Tensor, prompts: tuple[torch.Tensor, ...] = ()
+                  ) -> tuple[torch.Tensor, int] | None:
+    """Rows that share a prompt, for :func:`sequence_logprobs`: ``(first, G)`` or None.
 
     Args:
         prompt_index: (B,) long, the prompt each row answers (``RolloutBatch.prompt_index`` of a micro-batch).
+        prompts: (B, P) tensors that must be equal within a group for it to be shared (the prompt columns of
+            ``input_ids`` and ``attention_mask``); rows claiming one prompt with different tokens are not shared.
 
     Returns:
-        ``first`` (U,): one row per distinct prompt; ``inverse`` (B,): for each row, its prompt's position in
-        ``first``. None when the U distinct prompts are B (nothing to share).
+        ``first`` (U,): the first row of each prompt, and G = B / U, when the rows are U whole runs of G rows
+        each (a micro-batch of whole groups: ``micro_batch_size`` a multiple of ``group_size``); None when
+        G would be 1 or the rows are not laid out that way (then every row runs its own prompt).
     """
-    uniq, inverse = torch.unique(prompt_index, return_inverse=True)
-    if len(uniq) == len(prompt_index):
+    B = len(prompt_index)
+    starts = torch.ones(B, dtype=torch.bool)
+    starts[1:] = prompt_index[1:] != prompt_index[:-1]
+    first = starts.nonzero().flatten()
+    U = len(first)
+    if U == B or B % U or len(torch.unique(prompt_index)) != U:
         return None
-    rows = torch.arange(len(prompt_index))
-    first = torch.full((len(uniq),), len(prompt_index), dtype=torch.long).scatter_reduce(0, inverse, rows, "amin")
-    return first, inverse
+    G = B // U
+    if not torch.equal(first, torch.arange(0, B, G)):
+        return None
+    if any(not torch.equal(t[first].repeat_interleave(G, dim=0), t) for t in prompts):
+        return None
+    return first, G
 
 
 def sequence_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
-    groups: tuple[torch.Tensor, torch.Tensor] | None = None,
+    groups: tuple[torch.Tensor, int] | None = None,
 ) -> torch.Tensor:
     """(B, T) log-probabilities of the response tokens ``input_ids[:, prompt_len:]`` under ``model``.
 
@@ -72,9 +83,10 @@ def sequence_logprobs(
 
     Args:
         groups: :func:`prompt_groups` of the rows. Given, each distinct prompt is run once and its KV cache
-            (with its autograd graph) is shared by the G responses to it; the response tokens then attend to
+            (with its autograd graph) is repeated for the G responses to it; the response tokens then attend to
             that cache. Same values as the plain forward, G times fewer prompt tokens computed; gradients flow
-            into the prompt's activations through the shared cache. Only for a plain module (a DDP or
+            into the prompt's activations through the shared cache (the repeat's backward is a fixed-order sum,
+            so results stay bitwise reproducible, e.g. across a resume). Only for a plain module (a DDP or
             DeepSpeed wrapper expects one forward per backward) without gradient checkpointing.
     """
     T = input_ids.shape[1] - prompt_len
@@ -83,14 +95,15 @@ def sequence_logprobs(
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
     else:
-        first, inverse = groups
+        first, G = groups
+        first = first.to(input_ids.device)
         P = prompt_len
         head = model(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
                      position_ids=position_ids[first, :P], use_cache=True, logits_to_keep=1)
-        logits = head.logits[inverse.to(head.logits.device)]  # (B, 1, V): predicts the first response token
+        logits = head.logits.repeat_interleave(G, dim=0)  # (B, 1, V): predicts the first response token
         if T > 1:
             cache = getattr(head, "cache", None) or head.past_key_values
-            cache.batch_select_indices(inverse.to(input_ids.device))
+            cache.batch_repeat_interleave(G)
             tail = model(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1],
                          position_ids=position_ids[:, P:-1], use_cache=True, **{_cache_kwarg(model): cache})
             logits = torch.cat([logits, tail.logits], dim=1)
@@ -162,7 +175,8 @@ class Learner:
             else "is_gradient_checkpointing"  # transformers >= 5 renamed it
         if getattr(model, name, False):
             return None  # recomputed activations would run the shared prompt once per response again
-        return prompt_groups(batch.prompt_index[idx])
+        P = batch.prompt_len
+        return prompt_groups(batch.prompt_index[idx], (batch.input_ids[idx, :P], batch.attention_mask[idx, :P]))
 
     @torch.no_grad()
     def compute_logprobs(self, model, batch: RolloutBatch, rows: torch.Tensor | None = None) -> torch.Tensor:

@@ -26,6 +26,7 @@ from .cli import hydra_entry
 from .config import ConfigError
 from .data import PromptSampler, load_questions
 from .learner import Learner
+from .manifest import Manifest
 from .models import (
     load_model_and_tokenizer,
     resolve_dtype,
@@ -155,10 +156,12 @@ class R1ZeroRecipe:
     # ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
+        t_setup = time.perf_counter()  # the manifest's wall time counts model loading too
         # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
         self.strategy = build_strategy(cfg.get("strategy"))
         self.device = self.strategy.setup(str(cfg.device))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = None
         if self.strategy.is_main:
             OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
         set_seed(int(cfg.seed))
@@ -223,6 +226,12 @@ class R1ZeroRecipe:
             self.run_dir, cfg.logger.wandb, OmegaConf.to_container(cfg, resolve=True),
             resume_step=self.step if resuming else None,
         ) if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
+        if self.strategy.is_main:  # after the logger accepted the run dir: never overwrites another run's
+            # what produced this run: command, commit, versions, hardware, seeds, ids, time used
+            self.manifest = Manifest(self.run_dir, seed=int(cfg.seed), world_size=self.strategy.world_size,
+                                     t0=t_setup)
+            if getattr(self.logger, "wandb", None) is not None:
+                self.manifest.update(wandb_run_id=self.logger.wandb.id)
 
     def _reference_model(self, ckpt: Path | None):
         """The frozen initial policy for the KL term.
@@ -346,6 +355,8 @@ class R1ZeroRecipe:
         metrics = self._evaluate_suite()
         if self.strategy.is_main:  # one line per evaluation, between the progress bar's updates
             accs = {k.split("/")[1]: v for k, v in metrics.items() if k.endswith("/accuracy")}
+            if len(accs) == 2:
+                accs.pop("average", None)  # one benchmark: its average is itself
             print(f"r1zero: step {self.step} eval accuracy " + " ".join(f"{b}={v:.3f}" for b, v in accs.items()),
                   flush=True)
         return metrics
@@ -369,6 +380,8 @@ class R1ZeroRecipe:
 
     def save_checkpoint(self) -> Path:
         """Called on every rank (DeepSpeed shards and ZeRO-3 gathers are collective); rank 0 writes the files."""
+        if self.manifest is not None:
+            self.manifest.update()  # the time used so far survives a kill after this checkpoint
         s = self.strategy
         shards = s.save_sharded_state(self.run_dir / "checkpoints" / f".strategy_step_{self.step:06d}")
         full_state = s.full_state_dict()
@@ -386,6 +399,8 @@ class R1ZeroRecipe:
     def cleanup(self) -> None:
         if self.cfg.train.get("save_final", True) and self.step >= int(self.cfg.train.total_steps):
             self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")
+        if getattr(self, "manifest", None) is not None:
+            self.manifest.update(finished=self.step >= int(self.cfg.train.total_steps))
         for closer in ("logger", "grader", "preemption"):
             obj = getattr(self, closer, None)
             if obj is not None:
