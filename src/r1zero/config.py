@@ -9,8 +9,7 @@ from omegaconf import OmegaConf
 _PKG = Path(__file__).resolve().parent
 
 
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key and the valid choices."""
+from .errors import ConfigError  # noqa: F401  (re-exported: r1zero.config.ConfigError)
 
 
 def config_dir() -> Path:
@@ -36,3 +35,13 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def register_schemas() -> None:
+    """The groups' schemas (:mod:`r1zero.schema`) in Hydra's ConfigStore, where the defaults lists name them."""
+    from .schema import register
+
+    register()
+
+
+register_schemas()

@@ -18,14 +18,12 @@ from typing import Iterable
 
 import torch
 
-
-class DataUnavailableError(RuntimeError):
-    """A question set could not be read (missing locally, hub unreachable, bad split or fields)."""
+from .errors import DataUnavailableError, ModelUnavailableError
 
 
 def _local(path: str) -> Path | None:
     if path.startswith("pkg://"):
-        from .models import ModelUnavailableError, resolve_pkg_path
+        from .models import resolve_pkg_path
 
         try:
             return resolve_pkg_path(path)

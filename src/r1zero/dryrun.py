@@ -15,33 +15,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .cli import check_launch, report_error
-from .config import ConfigError, config_dir
+from .cli import report_error
 from .cost import estimate, format_estimate, launcher_resources
-
-
-def plan(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
-    """The composed config (with its ``hydra`` node) and each job's overrides, in launch order."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(list(overrides))
-    fixed = [p.input_line for p in parsed if not p.is_sweep_override()]  # compose() takes no sweeps
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=fixed, return_hydra_config=True)
-    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(params + list(overrides)), None)
-    return cfg, [list(job) for job in batches[0]]
-
-
-def compose_job(job: list[str]) -> DictConfig:
-    """The training config of one job of :func:`plan` (its overrides, no sweeps left)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=list(job))
+from .errors import ConfigError
+from .launch import check_launch, compose_job, plan
 
 
 def sbatch_header(cfg: DictConfig, n_jobs: int) -> list[str]:
@@ -75,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0
     cfg, jobs = plan(args)
-    launcher = cfg.hydra.launcher.get("_target_", "").rsplit(".", 1)[-1]
-    grid = ", ".join(f"{k}: {len(str(v).split(','))}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items())
+    launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_") or "").rsplit(".", 1)[-1]
+    grid = ", ".join(f"{k}: {len(str(v).split(','))}" for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params") or {}).items())
     print(f"{len(jobs)} jobs (hydra.sweeper.params {{{grid}}}), launcher {launcher}, "
           f"sweep dir {cfg.hydra.sweep.dir}")
     gpus, limit_s = launcher_resources(cfg)

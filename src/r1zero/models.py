@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 
+from .errors import ModelUnavailableError
+
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
 _TINY_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-
-class ModelUnavailableError(RuntimeError):
-    """A model or tokenizer could not be found locally and the hub could not provide it."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -1,0 +1,68 @@
+"""``data`` group (``conf/data/*.yaml``): a question set, read from files or made in code.
+
+Evaluation benchmarks are data nodes too (``eval.sources``), so the same schema types them.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ._check import at_least, between, one_of
+from .template import TemplateConfig
+
+
+@dataclass
+class SourceConfig:
+    path: str                                # hub id, save_to_disk dir, .jsonl/.json/.parquet, or pkg://<package>/<file>
+    split: Optional[str] = None              # split of a hub / save_to_disk source; null: the data node's split
+    exclude: Optional[str] = None            # a file whose questions are dropped from this source (held-out sets)
+
+
+@dataclass
+class DataConfig:
+    name: Optional[str] = None               # the option name (benchmarks: their key in eval.sources)
+    sources: list[SourceConfig] = field(default_factory=list)  # read in order and concatenated
+    path: Optional[str] = None               # one source, as a shorthand for sources: [{path: ...}]
+    split: str = "train"                     # split of a hub / save_to_disk source
+    question_key: str = "problem"            # field holding the question text
+    question_format: Optional[str] = None    # instead of question_key: a str.format pattern over the row's fields
+    answer_key: str = "answer"               # field holding the reference
+    answer_from: Optional[str] = None        # r1zero.data.ANSWER_FROM: how the final answer is read from answer_key; null: as is
+    strip_template: Optional[TemplateConfig] = None  # a template whose wrapper is removed from pre-templated questions
+    prefer_keys: Optional[dict[str, str]] = None  # {question: F1, answer: F2}: rows with both fields are read from them
+    generator: Optional[str] = None          # r1zero.data.GENERATORS: questions made in code (no files)
+    max_questions: Optional[int] = None      # keep only the first N (quick runs)
+    shuffle: bool = True                     # shuffle the questions every epoch
+
+    @staticmethod
+    def schema_for(node) -> type:
+        return ArithDataConfig if node.get("generator") == "arith" else DataConfig
+
+    def __post_init__(self) -> None:
+        from ..data import ANSWER_FROM, GENERATORS
+
+        one_of("data.answer_from", self.answer_from, [k for k in ANSWER_FROM if k], none_ok=True)
+        one_of("data.generator", self.generator, GENERATORS, none_ok=True)
+        at_least("data.max_questions", self.max_questions, 1, none_ok=True)
+
+
+@dataclass
+class ArithDataConfig(DataConfig):
+    """``generator: arith``: one-operation arithmetic made by :mod:`r1zero.arith` from these fields."""
+
+    generator: Optional[str] = "arith"       # r1zero.data.GENERATORS
+    size: int = 240                          # distinct questions in the set
+    seed: int = 0                            # draws the operands
+    operators: list[str] = field(default_factory=lambda: ["+", "-", "*"])  # question i uses operators[i % len]
+    min_value: int = 1                       # operands of + and - are drawn from min_value..max_value
+    max_value: int = 30                      # (inclusive)
+    max_factor: int = 15                     # * multiplies two numbers in 2..max_factor
+    heldout_percent: int = 20                # share of all possible questions (by hash) reserved for the test split
+    shuffle: bool = False                    # keep the operator cycle
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("data.size", self.size, 1)
+        at_least("data.min_value", self.min_value, 0)
+        at_least("data.max_value", self.max_value, self.min_value)
+        at_least("data.max_factor", self.max_factor, 2)
+        between("data.heldout_percent", self.heldout_percent, 0, 100)

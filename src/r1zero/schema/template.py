@@ -1,0 +1,27 @@
+"""``template`` group (``conf/template/*.yaml``): the prompt around a question and where its answer goes."""
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from ..errors import bad_value
+
+QUESTION_SLOT = "{question}"
+
+
+@dataclass
+class TemplateConfig:
+    name: str = MISSING                      # the option name
+    prompt: str = MISSING                    # the text with exactly one {question} slot
+    answer_format: str = "boxed"             # where the grader reads the answer (r1zero.reward.ANSWER_FORMATS)
+    stop: list[str] = field(default_factory=list)  # strings that end generation (kept in the response); EOS always does
+
+    def __post_init__(self) -> None:
+        if self.prompt.count(QUESTION_SLOT) != 1:
+            raise bad_value("template.prompt", f"has {self.prompt.count(QUESTION_SLOT)} {QUESTION_SLOT} slots",
+                            f"a string with exactly one {QUESTION_SLOT}")
+        from ..reward.extract import ANSWER_FORMATS
+
+        if self.answer_format not in ANSWER_FORMATS:
+            raise bad_value("template.answer_format", f"unknown answer format {self.answer_format!r}",
+                            ", ".join(ANSWER_FORMATS))

@@ -1,0 +1,65 @@
+"""The run config's own sections: ``sampling`` (rollouts), ``train`` (the update loop), ``reward`` (the grader)."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import bad_value
+from ._check import above, at_least, between
+
+
+@dataclass
+class SamplingParams:
+    group_size: int = 8                      # G responses sampled per question
+    temperature: float = 1.0                 # rollout sampling temperature (also divides the learner's logits)
+    top_p: float = 1.0                       # nucleus mass; 1 disables it
+    top_k: int = 0                           # 0 disables top-k
+    max_new_tokens: int = 3000               # response budget in tokens; also Dr. GRPO's constant loss normaliser
+
+    def __post_init__(self) -> None:
+        # G = 1: every response is its group's mean, so every advantage is 0 and nothing is learned.
+        at_least("sampling.group_size", self.group_size, 2)
+        above("sampling.temperature", self.temperature, 0.0)
+        between("sampling.top_p", self.top_p, 0.0, 1.0)
+        at_least("sampling.top_k", self.top_k, 0)
+        at_least("sampling.max_new_tokens", self.max_new_tokens, 1)
+
+
+@dataclass
+class TrainConfig:
+    total_steps: int = 200                   # rollout -> update iterations (one policy update per rollout batch)
+    prompts_per_rollout: int = 128           # questions per rollout; x group_size responses
+    mini_batch_size: Optional[int] = 128     # responses per optimizer step (all ranks), rows shuffled per epoch; null: the whole rollout
+    prompt_max_length: Optional[int] = 1024  # questions whose templated prompt has more tokens are dropped; null: keep all
+    micro_batch_size: int = 8                # responses per forward/backward; never changes the gradient, only memory
+    ppo_epochs: int = 1                      # passes over each rollout batch
+    lr: float = 1.0e-6                       # AdamW learning rate (constant after warmup)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
+    weight_decay: float = 0.0                # AdamW weight decay
+    max_grad_norm: float = 1.0               # global grad-norm clip
+    warmup_steps: int = 0                    # linear warmup in optimizer steps
+    save_every: int = 50                     # checkpoint every N steps (0: only at the end)
+    save_final: bool = True                  # save the model + tokenizer in HF format to <run_dir>/final
+    keep_checkpoints: Optional[int] = 2      # newest checkpoints kept on disk (null: all)
+
+    def __post_init__(self) -> None:
+        for key in ("total_steps", "prompts_per_rollout", "micro_batch_size", "ppo_epochs"):
+            at_least(f"train.{key}", getattr(self, key), 1)
+        for key in ("mini_batch_size", "prompt_max_length", "keep_checkpoints"):
+            at_least(f"train.{key}", getattr(self, key), 1, none_ok=True)
+        above("train.lr", self.lr, 0.0)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise bad_value("train.betas", f"{list(self.betas)} is not two numbers in [0, 1)", "e.g. [0.9, 0.95]")
+        at_least("train.weight_decay", self.weight_decay, 0.0, what="a number")
+        above("train.max_grad_norm", self.max_grad_norm, 0.0)
+        at_least("train.warmup_steps", self.warmup_steps, 0)
+        at_least("train.save_every", self.save_every, 0)
+
+
+@dataclass
+class RewardConfig:
+    num_workers: int = 2                     # grader subprocesses (math-verify needs SIGALRM: a main thread of its own)
+    timeout_s: float = 1.0                   # per-answer grading budget (the paper's 1 s); a timeout scores 0
+
+    def __post_init__(self) -> None:
+        at_least("reward.num_workers", self.num_workers, 1)
+        above("reward.timeout_s", self.timeout_s, 0.0, what="seconds")

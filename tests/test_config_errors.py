@@ -1,0 +1,96 @@
+"""Every bad value on the command line fails before anything loads, as one line naming the key and what is valid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from r1zero.errors import ConfigError
+from r1zero.launch import preflight
+
+# (override, the key the message starts with, a piece of what it says is valid)
+BAD = [
+    ("train.lr=abc", "train.lr", "a number"),
+    ("train.total_steps=abc", "train.total_steps", "an integer"),
+    ("train.total_steps=0", "train.total_steps", ">= 1"),
+    ("train.total_steps=-3", "train.total_steps", ">= 1"),
+    ("sampling.group_size=four", "sampling.group_size", "an integer"),
+    ("sampling.group_size=1", "sampling.group_size", ">= 2"),
+    ("train.lr=-1", "train.lr", "> 0"),
+    ("dtype=fp8", "dtype", "bfloat16"),
+    ("device=tpu", "device", "cuda:N"),
+    ("reward.num_workers=0", "reward.num_workers", ">= 1"),
+    ("reward.timeout_s=0", "reward.timeout_s", "> 0"),
+    ("logger.wandb.mode=bogus", "logger.wandb.mode", "disabled, offline, online"),
+    ("sampling.temperature=-1", "sampling.temperature", "> 0"),
+    ("sampling.top_p=0", "sampling.top_p", "(0.0, 1.0]"),
+    ("sampling.top_p=1.5", "sampling.top_p", "(0.0, 1.0]"),
+    ("train.save_every=-1", "train.save_every", ">= 0"),
+    ("train.lrr=1", "train.lrr", "total_steps"),
+    ("+train.lrr=1", "train.lrr", "total_steps"),
+    ("model.hidden_size=32", "model.hidden_size", "gguf_file"),  # experiment=toy is tiny; see below for qwen15
+    ("train.mini_batch_size=7", "train.mini_batch_size", "divisor"),
+    ("train.betas=[0.9]", "train.betas", "[0.9, 0.95]"),
+    ("algo.loss_agg=seq_sum", "algo.loss_agg", "seq_mean_token_sum_norm"),
+    ("algo=ppo", "algo", "drgrpo"),
+    ("rollout.sleep_level=3", "rollout.sleep_level", "1, 2"),
+    ("eval.samples_per_question=4", "eval.samples_per_question", "temperature > 0"),
+    ("eval.top_p=0", "eval.top_p", "(0.0, 1.0]"),
+    ("experiment=toyy", "experiment", "laptop, quickstart, toy"),
+    ("sweep=toyy", "sweep", "ablation, drgrpo_vs_grpo"),
+    ("strategy.stage=4", "strategy.stage", "unknown key"),
+    ("train.lr=[", "train.lr=[", "key=value"),
+]
+BAD_IDS = [b[0] for b in BAD]
+
+
+def _extra(override):
+    # the tiny model has size fields, a real one has not; rollout.sleep_level is a vLLM field
+    return {"model.hidden_size=32": ["model=qwen15"], "rollout.sleep_level=3": ["rollout=vllm"],
+            "strategy.stage=4": []}.get(override, [])
+
+
+@pytest.mark.parametrize("override,key,valid", BAD, ids=BAD_IDS)
+def test_bad_value_is_one_line_naming_the_key(override, key, valid):
+    with pytest.raises(ConfigError) as info:
+        preflight("train", ["experiment=toy", *_extra(override), override])
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{key}: ") and "; valid: " in message, message
+    assert valid in message.split("; valid: ", 1)[1] or valid in message, message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused():
+    with pytest.raises(ConfigError, match=r"^device: 'cuda' but this machine has 0 visible CUDA GPU\(s\); valid: auto, cpu"):
+        preflight("train", ["experiment=toy", "device=cuda"])
+
+
+def test_good_command_lines_pass():
+    preflight("train", ["experiment=toy"])
+    preflight("train", ["experiment=quickstart", "rollout=vllm", "strategy=zero3"])
+    preflight("train", ["-m", "sweep=ablation", "experiment=toy", "seed=1"])
+    preflight("evaluate", ["model=tiny", "eval=embedded"])
+
+
+def test_multirun_checks_every_job():
+    with pytest.raises(ConfigError, match="^train.lr: "):
+        preflight("train", ["-m", "experiment=toy", "train.lr=1e-6,-1"])
+
+
+def test_evaluate_checks_too():
+    with pytest.raises(ConfigError, match="^eval.samples_per_question: "):
+        preflight("evaluate", ["model=tiny", "eval.samples_per_question=4"])
+
+
+@pytest.mark.parametrize("args", [["train.lr=abc"], ["experiment=toyy"], ["train.lrr=1"]], ids=str)
+def test_cli_prints_one_line_and_exits_2_before_loading(tmp_path, args):
+    out = subprocess.run([sys.executable, "-m", "r1zero.train", "experiment=toy", *args,
+                          f"hydra.run.dir={tmp_path}/run"], check=False, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("r1zero: error: "), out.stderr[-2000:]
+    assert not (tmp_path / "run").exists()  # no run directory, nothing loaded
