@@ -66,18 +66,18 @@ def estimate(cfg, *, gpus: int, gpu: str = "a100", limit_s: float | None = None)
         ValueError: unknown GPU type, or a model without ``params_b``.
     """
     kind = _gpu_kind(gpu)
-    if cfg.model.get("params_b") is None:
+    if cfg.model.params_b is None:
         raise ValueError(f"model {cfg.model.name!r} has no params_b (parameters in billions) for the cost model")
     n = float(cfg.model.params_b) * 1e9
     responses = int(cfg.train.prompts_per_rollout) * int(cfg.sampling.group_size)
     length = EXPECTED_LENGTH_FRAC * int(cfg.sampling.max_new_tokens)
     gen_tps = GEN_TOKENS_PER_S[kind] * (7.62e9 / n) ** 0.6 * gpus
     gen_s = responses * length / gen_tps
-    passes = 6 + 2 + (2 if float(cfg.algo.get("kl_coef") or 0) > 0 else 0)  # fwd+bwd, old_logprobs, reference
+    passes = 6 + 2 + (2 if float(cfg.algo.kl_coef) > 0 else 0)  # fwd+bwd, old_logprobs, reference
     learner_s = responses * (PROMPT_TOKENS + length) * passes * n / (MFU * PEAK_TFLOPS[kind] * 1e12 * gpus)
     steps = int(cfg.train.total_steps)
-    every = int(cfg.eval.get("every") or 0)
-    n_evals = (steps // every + (steps % every > 0) + bool(cfg.eval.get("at_start"))) if every else 0
+    every = int(cfg.eval.every)
+    n_evals = (steps // every + (steps % every > 0) + bool(cfg.eval.at_start)) if every else 0
     eval_s = n_evals * EVAL_QUESTIONS * EXPECTED_LENGTH_FRAC * int(cfg.eval.max_new_tokens) / gen_tps
     step_s = gen_s + learner_s
     wall_s = steps * step_s + eval_s

@@ -19,6 +19,8 @@ from typing import Iterable
 import torch
 
 from .errors import DataUnavailableError, ModelUnavailableError
+from .schema import DataConfig, SourceConfig, typed
+from .schema.data import ANSWER_FROM_NAMES, GENERATOR_NAMES
 
 
 def _local(path: str) -> Path | None:
@@ -140,9 +142,9 @@ def _arith(cfg) -> list[Question]:
     from .arith import generate
 
     try:
-        qs = generate(split=str(cfg.split), size=int(cfg.size), seed=int(cfg.seed), operators=list(cfg.operators),
-                      min_value=int(cfg.min_value), max_value=int(cfg.max_value), max_factor=int(cfg.max_factor),
-                      heldout_percent=int(cfg.heldout_percent))
+        qs = generate(split=cfg.split, size=cfg.size, seed=cfg.seed, operators=list(cfg.operators),
+                      min_value=cfg.min_value, max_value=cfg.max_value, max_factor=cfg.max_factor,
+                      heldout_percent=cfg.heldout_percent)
     except ValueError as err:
         raise DataUnavailableError(str(err)) from None
     return [Question(q.question, q.answer) for q in qs]
@@ -150,6 +152,10 @@ def _arith(cfg) -> list[Question]:
 
 #: ``data.generator``: question sets made in code from the data node's own fields (no files).
 GENERATORS = {"arith": _arith}
+
+# The schema validates names before anything loads; it cannot import this module (it would be a cycle).
+if set(ANSWER_FROM) - {None} != set(ANSWER_FROM_NAMES) or set(GENERATORS) != set(GENERATOR_NAMES):
+    raise ImportError("r1zero.schema.data.ANSWER_FROM_NAMES / GENERATOR_NAMES disagree with r1zero.data")
 
 
 def _missing_hint(path: str, data_root: str | None) -> str:
@@ -160,17 +166,17 @@ def _missing_hint(path: str, data_root: str | None) -> str:
     return ""
 
 
-def _sources(cfg) -> list:
+def _sources(cfg: DataConfig) -> list[SourceConfig]:
     """A data node's sources: its ``sources`` list, or its ``path`` as the one source."""
-    if cfg.get("sources"):
+    if cfg.sources:
         return list(cfg.sources)
-    if cfg.get("path"):
-        return [{"path": cfg.path}]
-    raise DataUnavailableError(f"data {cfg.get('name')!r}: no sources, path or generator to read questions from")
+    if cfg.path:
+        return [SourceConfig(path=cfg.path)]
+    raise DataUnavailableError(f"data {cfg.name!r}: no sources, path or generator to read questions from")
 
 
-def _question_text(row: dict, cfg, where: str) -> str:
-    fmt = cfg.get("question_format")
+def _question_text(row: dict, cfg: DataConfig, where: str) -> str:
+    fmt = cfg.question_format
     if fmt:
         try:
             return str(fmt).format_map(row)
@@ -199,49 +205,41 @@ def load_questions(cfg, data_root: str | None = None) -> list[Question]:
             field, the row and the fields present), an unknown generator or ``answer_from``, or the set
             ends up empty.
     """
-    if cfg.get("generator"):
-        gen = GENERATORS.get(str(cfg.generator))
-        if gen is None:
-            raise DataUnavailableError(f"data.generator={cfg.generator!r} is not one of {sorted(GENERATORS)}")
-        out = gen(cfg)
-    else:
-        out = _read_questions(cfg, data_root)
-    if cfg.get("max_questions"):
-        out = out[: int(cfg.max_questions)]
+    cfg = typed(DataConfig, cfg)  # a node, dict or dataclass; the schema checks generator and answer_from
+    out = GENERATORS[cfg.generator](cfg) if cfg.generator else _read_questions(cfg, data_root)
+    if cfg.max_questions:
+        out = out[: cfg.max_questions]
     if not out:
-        raise DataUnavailableError(f"data {cfg.get('name')!r}: no questions left after loading")
+        raise DataUnavailableError(f"data {cfg.name!r}: no questions left after loading")
     return out
 
 
-def _read_questions(cfg, data_root: str | None) -> list[Question]:
-    answer_from = cfg.get("answer_from")
-    if answer_from not in ANSWER_FROM:
-        raise DataUnavailableError(f"data.answer_from={answer_from!r} is not one of "
-                                   f"{[k for k in ANSWER_FROM if k]} or null")
+def _read_questions(cfg: DataConfig, data_root: str | None) -> list[Question]:
+    answer_from = cfg.answer_from
     read_answer = ANSWER_FROM[answer_from]
-    akey = str(cfg.answer_key)
-    qkey = None if cfg.get("question_format") else str(cfg.question_key)
+    akey = cfg.answer_key
+    qkey = None if cfg.question_format else cfg.question_key
     # prefer_keys {question: F1, answer: F2}: rows that have both fields are read from them as they are (the
     # paper's math_lvl3to5_8k train split has raw ``problem`` / ``answer`` next to the templated ``input``).
-    prefer = dict(cfg.get("prefer_keys") or {})
+    prefer = dict(cfg.prefer_keys or {})
     if prefer and (set(prefer) != {"question", "answer"} or qkey is None):
         raise DataUnavailableError(f"data.prefer_keys={prefer} needs exactly the keys question and answer "
                                    f"(and data.question_key, not question_format)")
     strip = None
-    if cfg.get("strip_template"):
+    if cfg.strip_template is not None:
         from .templates import PromptTemplate
 
         strip = PromptTemplate.from_config(cfg.strip_template)
     out: list[Question] = []
     for src in _sources(cfg):
-        path = str(src["path"])
+        path = src.path
         try:
-            rows = read_rows(path, src.get("split", cfg.get("split", "train")))
+            rows = read_rows(path, src.split or cfg.split)
         except DataUnavailableError as err:
             raise DataUnavailableError(f"{err}{_missing_hint(path, data_root)}") from None
         excluded: set[str] = set()
-        if src.get("exclude"):
-            excluded = {str(r.get(qkey, "")).strip() for r in read_rows(str(src["exclude"]), None)}
+        if src.exclude:
+            excluded = {str(r.get(qkey, "")).strip() for r in read_rows(src.exclude, None)}
         for i, row in enumerate(rows):
             raw = bool(prefer) and all(row.get(k) is not None for k in prefer.values())
             if raw:  # the row carries the raw question and final answer: read them, nothing to strip

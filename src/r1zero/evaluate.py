@@ -1,238 +1,46 @@
-"""The paper's benchmark suite: ``python -m r1zero.evaluate model=<m> template=<t>``, and during training.
+"""``python -m r1zero.evaluate model=<m> template=<t> [eval.benchmarks=[aime,math]]``: the benchmark suite.
 
-AIME 2024, AMC, MATH500, Minerva Math and OlympiadBench (Liu et al. 2025 Table 4): greedy decoding by
-default, per-benchmark accuracy and the unweighted average over benchmarks, graded by the same
-:class:`~r1zero.reward.MathGrader` training uses. With ``eval.samples_per_question=k`` and a temperature the
-unbiased pass@k estimator (Chen et al. 2021) is reported next to mean accuracy (paper Fig. 3).
+A thin entry point: the suite itself (:func:`evaluate_suite`, :func:`load_benchmarks`, pass@k) lives in
+:mod:`r1zero.suite`, which training uses too.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .cli import hydra_entry
-from .config import ConfigError
-from .data import DataUnavailableError, Question, load_questions
-from .rollout import SamplingConfig
+from .schema import EvaluateRunConfig, run_config
+from .suite import _sampling, evaluate_suite, format_table, load_benchmarks, pass_at_k, pass_k_values
 from .templates import PromptTemplate
 
-log = logging.getLogger("r1zero.evaluate")
+__all__ = ["_sampling", "evaluate_suite", "format_table", "load_benchmarks", "main", "pass_at_k", "pass_k_values",
+           "run"]
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from ``n`` samples of which ``c`` are correct: ``1 - C(n-c, k) / C(n, k)``.
-
-    Raises:
-        ValueError: ``k`` is not in ``1..n``.
-    """
-    if not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 1 <= k <= n, got k={k}, n={n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def pass_k_values(n: int) -> list[int]:
-    """k = 1, 2, 4, ... up to n, and n itself."""
-    ks, k = [], 1
-    while k < n:
-        ks.append(k)
-        k *= 2
-    return ks + [n]
-
-
-def load_benchmarks(ev, data_root: str | None = None) -> dict[str, list[Question]]:
-    """The selected benchmarks of an ``eval`` config node.
-
-    A benchmark named in ``ev.sources`` is a data node of its own (any file or generator ``data=`` reads,
-    see :func:`r1zero.data.load_questions`); any other is the split of that name in ``ev.path`` (the paper's
-    ``save_to_disk`` suite, a hub id, or a local dir of the same shape). ``eval.max_samples`` keeps the first N.
-
-    Args:
-        data_root: ``paths.data_root``, for the one-line hint when the paper's release is missing.
-
-    Raises:
-        ConfigError: no benchmark selected, or one that is neither in ``ev.sources`` nor a split of
-            ``ev.path`` (names the available ones).
-        DataUnavailableError: a benchmark cannot be read; a row lacks the question/answer field.
-    """
-    from omegaconf import OmegaConf
-
-    names = list(ev.benchmarks)
-    sources = ev.get("sources") or {}
-    if not names:
-        raise ConfigError(f"eval.benchmarks is empty; choose from {sorted(sources) or 'the splits of eval.path'}")
-    out: dict[str, list[Question]] = {}
-    for name in names:
-        if name in sources:
-            node = sources[name]
-        elif ev.get("path"):
-            node = OmegaConf.create({"name": name, "sources": [{"path": str(ev.path), "split": name}],
-                                     "question_key": ev.question_key, "answer_key": ev.answer_key})
-        else:
-            raise ConfigError(f"eval.benchmarks: {name!r} is not one of eval.sources {sorted(sources)}")
-        try:
-            qs = load_questions(node, data_root)
-        except DataUnavailableError as err:
-            if "split" in str(err) and name not in sources:
-                raise ConfigError(f"eval.benchmarks: {err}") from None
-            raise
-        out[name] = qs[: int(ev.max_samples)] if ev.get("max_samples") else qs
-    return out
-
-
-def _sampling(ev, template: PromptTemplate) -> SamplingConfig:
-    k = int(ev.get("samples_per_question", 1) or 1)
-    temperature = float(ev.get("temperature", 0.0) or 0.0)
-    if k > 1 and temperature <= 0:
-        raise ConfigError(f"eval.samples_per_question={k} needs eval.temperature > 0 (greedy samples are identical)")
-    return SamplingConfig(n=k, max_new_tokens=int(ev.max_new_tokens), temperature=temperature,
-                          top_p=float(ev.get("top_p", 1.0)), stop=template.stop)
-
-
-def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, grader, step: int | None = None,
-                   run_dir: Path | None = None, progress: bool = True,
-                   suite: dict[str, list[Question]] | None = None) -> dict[str, float]:
-    """Run every selected benchmark; return ``eval/<bench>/...`` and ``eval/average/...`` metrics.
-
-    Writes ``eval_samples.jsonl`` (appended, one row per response) and ``eval.json`` (these numbers) into
-    ``run_dir`` when given. Per benchmark: ``accuracy``, ``response_length`` (mean tokens) and its
-    ``response_length_correct`` / ``_incorrect`` split (Fig. 5), ``formatted_frac``, ``truncated_frac`` (answers
-    cut by ``eval.max_new_tokens``; graded like any other unless ``eval.zero_truncated``, as in the paper's
-    ``evaluate_model.py``), ``num_questions``, and ``pass@k`` for k > 1. ``engine`` is a :class:`~r1zero.rollout.RolloutEngine`; ``grader`` a
-    :class:`~r1zero.reward.MathGrader`. ``suite`` is the output of :func:`load_benchmarks` when the caller
-    already has it (training evaluates many times; the questions are read once).
-    """
-    from tqdm.auto import tqdm
-
-    from .reward import normalize_reference
-
-    suite = load_benchmarks(ev) if suite is None else suite
-    sampling = _sampling(ev, template)
-    zero_truncated = bool(ev.get("zero_truncated", False))
-    k = sampling.n
-    batch_size = max(1, int(ev.get("batch_size", 64)) // k)
-    metrics: dict[str, float] = {}
-    table: dict[str, dict[str, float]] = {}
-    samples_f = open(Path(run_dir) / "eval_samples.jsonl", "a", encoding="utf-8") if run_dir else None
-    t_start = time.perf_counter()
-    try:
-        for name, questions in suite.items():
-            correct_per_q: list[int] = []
-            lengths, formatted, truncated, rewards = [], [], [], []
-            bar = tqdm(total=len(questions), desc=f"eval {name}", unit="q", disable=not progress, leave=False)
-            for s in range(0, len(questions), batch_size):
-                chunk = questions[s : s + batch_size]
-                prompts = [template.apply(q.question) for q in chunk]
-                batch = engine.generate(prompts, sampling)
-                refs = [chunk[i].answer for i in batch.prompt_index.tolist()]
-                cut = batch.truncated.tolist()
-                # The paper grades a truncated answer like any other at evaluation (evaluate_model.py, oat's
-                # in-training eval); only training rewards are zeroed. eval.zero_truncated zeroes them here too.
-                results = grader.grade(batch.responses, refs, template.answer_format,
-                                       truncated=cut if zero_truncated else None)
-                lens = batch.response_lengths.tolist()
-                for j, r in enumerate(results):
-                    lengths.append(lens[j])
-                    formatted.append(r.formatted)
-                    truncated.append(bool(cut[j]))
-                    rewards.append(r.reward)
-                    if samples_f is not None:
-                        q = chunk[int(batch.prompt_index[j])]
-                        samples_f.write(json.dumps({
-                            "step": step, "benchmark": name, "question": q.question, "response": batch.responses[j],
-                            "extracted": r.extracted, "reference": normalize_reference(q.answer), "correct": bool(r.reward > 0.5),
-                            "response_length": lens[j], "truncated": bool(cut[j]),
-                        }) + "\n")
-                per_q = torch.tensor([r.reward for r in results]).view(-1, k)
-                correct_per_q.extend(int(c) for c in (per_q > 0.5).sum(1).tolist())
-                bar.update(len(chunk))
-            bar.close()
-            right = [n for n, r in zip(lengths, rewards, strict=True) if r > 0.5]
-            wrong = [n for n, r in zip(lengths, rewards, strict=True) if r <= 0.5]
-            row = {
-                "accuracy": sum(rewards) / len(rewards),
-                "response_length": sum(lengths) / len(lengths),
-                # Fig. 5's length panels: mean tokens of correct / incorrect answers (NaN when there are none).
-                "response_length_correct": sum(right) / len(right) if right else float("nan"),
-                "response_length_incorrect": sum(wrong) / len(wrong) if wrong else float("nan"),
-                "formatted_frac": sum(formatted) / len(formatted),
-                "truncated_frac": sum(truncated) / len(truncated),
-                "num_questions": float(len(questions)),
-            }
-            if k > 1:
-                for kk in pass_k_values(k):
-                    row[f"pass@{kk}"] = sum(pass_at_k(k, c, kk) for c in correct_per_q) / len(correct_per_q)
-            table[name] = row
-            metrics.update({f"eval/{name}/{key}": v for key, v in row.items()})
-    finally:
-        if samples_f is not None:
-            samples_f.close()
-    # The paper's "Avg." is the unweighted mean over benchmarks, not over questions.
-    avg_keys = [key for key in next(iter(table.values())) if key != "num_questions"]
-    average = {key: sum(r[key] for r in table.values()) / len(table) for key in avg_keys}
-    for key in ("response_length_correct", "response_length_incorrect"):
-        # A benchmark with no correct (or no incorrect) answer has no length: averaged over the others.
-        vals = [r[key] for r in table.values() if not math.isnan(r[key])]
-        average[key] = sum(vals) / len(vals) if vals else float("nan")
-    table["average"] = average
-    metrics.update({f"eval/average/{key}": v for key, v in average.items()})
-    metrics["time/eval_s"] = time.perf_counter() - t_start
-    if run_dir is not None:
-        with open(Path(run_dir) / "eval.json", "w", encoding="utf-8") as f:
-            json.dump({"step": step, "samples_per_question": k, "benchmarks": table}, f, indent=2)
-    return metrics
-
-
-def format_table(metrics: dict[str, float]) -> str:
-    """A Markdown table (percentages) of ``eval/<bench>/...`` metrics: one row per benchmark + average."""
-    benches = []
-    for key in metrics:
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "eval" and parts[1] not in benches:
-            benches.append(parts[1])
-    cols = ["accuracy"] + sorted({k.split("/")[2] for k in metrics if "/pass@" in k},
-                                 key=lambda c: int(c.split("@")[1]))
-    head = ["benchmark", *(f"{c} %" for c in cols), "formatted %", "truncated %", "length (tokens)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for b in benches:
-        row = {k.split("/")[2]: v for k, v in metrics.items() if k.startswith(f"eval/{b}/")}
-        cells = [b, *(f"{100 * row.get(c, float('nan')):.1f}" for c in cols),
-                 f"{100 * row.get('formatted_frac', float('nan')):.1f}",
-                 f"{100 * row.get('truncated_frac', float('nan')):.1f}",
-                 f"{row.get('response_length', float('nan')):.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def run(cfg: DictConfig) -> dict[str, float]:
+def run(cfg: DictConfig | EvaluateRunConfig) -> dict[str, float]:
     """Evaluate ``cfg.model`` on ``cfg.eval``; prints the table and writes eval.json in the run dir."""
     from .models import load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
     from .reward import MathGrader
     from .rollout import build_engine
-    from .train import set_seed
+    from .seeding import set_seed
 
+    cfg = run_config(cfg, EvaluateRunConfig)  # typed and checked before anything loads
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    set_seed(int(cfg.seed))
-    device = resolve_device(str(cfg.device))
+    OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    set_seed(cfg.seed)
+    device = resolve_device(cfg.device)
     template = PromptTemplate.from_config(cfg.template)
-    _sampling(cfg.eval, template)  # validate before loading anything heavy
-    suite = load_benchmarks(cfg.eval, cfg.paths.get("data_root"))  # before the model loads: fail fast
-    model, tokenizer = load_model_and_tokenizer(cfg.model, device, resolve_dtype(str(cfg.dtype), device))
+    suite = load_benchmarks(cfg.eval, cfg.paths.data_root)  # before the model loads: fail fast
+    model, tokenizer = load_model_and_tokenizer(cfg.model, device, resolve_dtype(cfg.dtype, device))
     model_dir = None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model)
     engine = build_engine(cfg.rollout, model, tokenizer, model_dir=model_dir)
     print(f"r1zero: run directory {run_dir.resolve()}", flush=True)
     t0 = time.perf_counter()
-    with MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s)) as grader:
+    with MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s) as grader:
         metrics = evaluate_suite(model, tokenizer, template, cfg.eval, engine=engine, grader=grader, run_dir=run_dir,
                                  suite=suite)
     print(format_table(metrics))

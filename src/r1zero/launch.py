@@ -81,7 +81,11 @@ def check_job(cfg: DictConfig, schema: Any, env_checks: bool = True) -> None:
 
     previous, _schema.ENV_CHECKS = _schema.ENV_CHECKS, env_checks
     try:
-        run_config(cfg, schema)
+        typed_cfg = run_config(cfg, schema)
+        if env_checks and isinstance(typed_cfg, _schema.RunConfig):
+            from .strategy.env import detect_dist_env
+
+            typed_cfg.check_batches(detect_dist_env().world_size)  # under torchrun / srun: this job's ranks
     finally:
         _schema.ENV_CHECKS = previous
 

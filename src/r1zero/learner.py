@@ -20,6 +20,7 @@ import torch
 
 from .algos import policy_loss
 from .rollout.base import RolloutBatch
+from .schema import AlgoConfig, TrainConfig, typed
 from .strategy import DistEnv, Strategy
 
 
@@ -122,9 +123,9 @@ class Learner:
 
     Args:
         model: the policy (trained in place).
-        train_cfg: the ``train`` config node (lr, betas, weight_decay, max_grad_norm, warmup_steps,
+        train_cfg: the ``train`` config (:class:`~r1zero.schema.TrainConfig` or a node it types: lr, betas, weight_decay, max_grad_norm, warmup_steps,
             mini_batch_size, micro_batch_size, ppo_epochs).
-        algo_cfg: the ``algo`` config node (loss_agg, clip_eps, kl_coef).
+        algo_cfg: the ``algo`` config (:class:`~r1zero.schema.AlgoConfig` or a node it types: loss_agg, clip_eps, kl_coef).
         max_new_tokens: Dr. GRPO's constant normaliser (the generation budget).
         temperature: the rollout sampling temperature (logits are scaled by it).
         ref_model: frozen initial policy, used only when ``algo.kl_coef > 0``.
@@ -137,9 +138,10 @@ class Learner:
                  strategy: Strategy | None = None, seed: int = 0):
         self.seed = int(seed)
         self.strategy = strategy if strategy is not None else Strategy(env=DistEnv())  # one process, whatever the env
-        self.cfg, self.algo = train_cfg, algo_cfg
+        # typed once here: every default comes from r1zero.schema (a node or a partial dict works too)
+        self.cfg, self.algo = typed(TrainConfig, train_cfg), typed(AlgoConfig, algo_cfg)
         self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
-        self.strategy.prepare(model, train_cfg)
+        self.strategy.prepare(model, self.cfg)
         # self.model: the plain HF module (rollouts, no-grad log-probs, saving); training forwards go through
         # strategy.train_model (the DDP / DeepSpeed wrapper, or this same module).
         self.model = self.strategy.module
@@ -240,7 +242,7 @@ class Learner:
         if later.numel():
             old_logprobs[later] = self.compute_logprobs(self.model, batch, rows=later)[later]
         ref_logprobs = None
-        kl_coef = float(self.algo.get("kl_coef", 0.0) or 0.0)
+        kl_coef = float(self.algo.kl_coef)
         if kl_coef > 0:
             if self.ref_model is None:
                 raise ValueError("algo.kl_coef > 0 needs a reference model")
@@ -318,7 +320,7 @@ class Learner:
             num_responses, num_tokens = strategy.all_reduce([float(num_responses), num_tokens])
             num_responses = round(num_responses)
         scale = strategy.loss_multiplier
-        kl_coef = float(self.algo.get("kl_coef", 0.0) or 0.0)
+        kl_coef = float(self.algo.kl_coef)
         total = 0.0
         chunks = list(_chunks(rows, micro))
         for i, idx in enumerate(chunks):

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelUnavailableError
+from .schema import ModelConfig, TinyModelConfig, typed
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +137,17 @@ def build_byte_tokenizer():
 
 def build_tiny_model(cfg, tokenizer, dtype: torch.dtype):
     """A randomly initialised Qwen2 causal LM sized by ``cfg`` (hidden_size, num_layers, ...)."""
+    cfg = typed(TinyModelConfig, cfg)
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=int(cfg.get("hidden_size", 64)),
-        intermediate_size=int(cfg.get("intermediate_size", 128)),
-        num_hidden_layers=int(cfg.get("num_layers", 2)),
-        num_attention_heads=int(cfg.get("num_heads", 4)),
-        num_key_value_heads=int(cfg.get("num_kv_heads", 2)),
-        max_position_embeddings=int(cfg.get("max_position_embeddings", 8192)),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
         tie_word_embeddings=False,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -201,10 +203,11 @@ def gguf_to_hf_cache(src_dir: Path, gguf_file: str, cache_dir: Path) -> Path:
 
 def resolve_model_dir(cfg) -> str:
     """Where ``from_pretrained`` should read: a local dir (converting GGUF if needed) or a hub id."""
+    cfg = typed(ModelConfig, cfg)
     path = str(cfg.path)
-    if cfg.get("gguf_file"):
+    if cfg.gguf_file:
         src = resolve_pkg_path(path) if path.startswith("pkg://") else Path(path).expanduser()
-        cache_root = Path(os.path.expanduser(str(cfg.get("cache_dir") or "~/.cache/r1zero/models")))
+        cache_root = Path(os.path.expanduser(cfg.cache_dir or "~/.cache/r1zero/models"))
         return str(gguf_to_hf_cache(src, str(cfg.gguf_file), cache_root / str(cfg.name)))
     if path.startswith("pkg://"):
         return str(resolve_pkg_path(path))
@@ -217,12 +220,13 @@ def load_tokenizer(cfg):
     """The tokenizer for ``cfg`` with a pad token set and left padding (for batched generation)."""
     from transformers import AutoTokenizer
 
+    cfg = typed(ModelConfig, cfg)
     if str(cfg.path) == TINY:
         tok = build_byte_tokenizer()
     else:
-        where = str(cfg.get("tokenizer_path") or resolve_model_dir(cfg))
-        tok = from_local_or_hub(AutoTokenizer, where, "model" if not cfg.get("tokenizer_path") else "tokenizer",
-                                trust_remote_code=bool(cfg.get("trust_remote_code")))
+        where = str(cfg.tokenizer_path or resolve_model_dir(cfg))
+        tok = from_local_or_hub(AutoTokenizer, where, "model" if not cfg.tokenizer_path else "tokenizer",
+                                trust_remote_code=cfg.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -245,6 +249,7 @@ def load_model_and_tokenizer(cfg, device: torch.device, dtype: torch.dtype, weig
     """
     from transformers import AutoModelForCausalLM
 
+    cfg = typed(ModelConfig, cfg)  # a node, dict or a standalone option YAML works too
     tokenizer = load_tokenizer(cfg)
     if weights_from is not None:
         model = AutoModelForCausalLM.from_pretrained(str(weights_from), dtype=dtype)
@@ -252,8 +257,8 @@ def load_model_and_tokenizer(cfg, device: torch.device, dtype: torch.dtype, weig
         model = build_tiny_model(cfg, tokenizer, dtype)
     else:
         where = resolve_model_dir(cfg)
-        kwargs = dict(dtype=dtype, trust_remote_code=bool(cfg.get("trust_remote_code")))
-        if cfg.get("attn_implementation"):
+        kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+        if cfg.attn_implementation:
             kwargs["attn_implementation"] = str(cfg.attn_implementation)
         model = from_local_or_hub(AutoModelForCausalLM, where, "model", **kwargs)
     if model.generation_config is not None:

@@ -60,5 +60,8 @@ class PromptTemplate:
 
     @classmethod
     def from_config(cls, cfg) -> "PromptTemplate":
-        return cls(name=str(cfg.name), prompt=str(cfg.prompt), answer_format=str(cfg.answer_format),
-                   stop=tuple(cfg.get("stop") or ()))
+        """From a ``template`` config (:class:`~r1zero.schema.TemplateConfig`, or a node / dict it types)."""
+        from .schema import TemplateConfig, typed
+
+        cfg = typed(TemplateConfig, cfg)
+        return cls(name=cfg.name, prompt=cfg.prompt, answer_format=cfg.answer_format, stop=tuple(cfg.stop))

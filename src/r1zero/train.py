@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .algos import ADV_ESTIMATORS, LOSS_AGGREGATIONS, compute_advantages
+from .algos import compute_advantages
 from .checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
 from .cli import hydra_entry
-from .config import ConfigError
-from .data import PromptSampler, load_questions
+from .data import DataUnavailableError, PromptSampler, load_questions
+from .errors import ConfigError
 from .learner import Learner
 from .manifest import Manifest
 from .models import (
@@ -35,19 +33,18 @@ from .models import (
 from .preemption import PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .rollout import SamplingConfig, build_engine
+from .schema import RunConfig, run_config
+from .seeding import set_seed
 from .strategy import Strategy, build_strategy
+from .suite import evaluate_suite, load_benchmarks
 from .templates import PromptTemplate
 from .tracking import MetricsLogger, NullLogger
 
 log = logging.getLogger("r1zero.train")
 
 
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+__all__ = ["R1ZeroRecipe", "drop_long_prompts", "gather_rollout", "main", "rollout_metrics", "run", "set_seed",
+           "validate"]
 
 
 def _mean(xs) -> float:
@@ -90,8 +87,6 @@ def drop_long_prompts(questions: list, template: PromptTemplate, tokenizer, max_
     """
     if max_tokens is None:
         return questions, 0
-    from .data import DataUnavailableError
-
     lengths = [len(ids) for ids in tokenizer([template.apply(q.question) for q in questions])["input_ids"]]
     kept = [q for q, n in zip(questions, lengths, strict=True) if n <= int(max_tokens)]
     if not kept:
@@ -113,42 +108,23 @@ def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results):
     return view, torch.tensor([x for p in parts for x in p[2]]), graded
 
 
-def validate(cfg: DictConfig, world_size: int = 1) -> None:
-    """Fail fast, before any model is loaded, on values that would only break mid-run.
+def validate(cfg: DictConfig | RunConfig, world_size: int = 1) -> RunConfig:
+    """Fail fast, before any model is loaded, on values that would only break mid-run: the schema's checks
+    (:mod:`r1zero.schema`) and the batch split over ``world_size`` processes. Returns the typed config.
 
     Raises:
         ConfigError: one line naming the bad key and the valid choices.
     """
-    checks = [("algo.adv_estimator", cfg.algo.adv_estimator, ADV_ESTIMATORS),
-              ("algo.loss_agg", cfg.algo.loss_agg, LOSS_AGGREGATIONS),
-              ("rollout.name", cfg.rollout.name, ("hf", "vllm"))]
-    for key, value, valid in checks:
-        if value not in valid:
-            raise ConfigError(f"{key}={value!r} is not one of {sorted(valid)}")
-    for key in ("sampling.group_size", "sampling.max_new_tokens", "train.prompts_per_rollout",
-                "train.micro_batch_size", "train.ppo_epochs"):
-        if int(OmegaConf.select(cfg, key)) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
-    mini = cfg.train.mini_batch_size
-    rollout_size = int(cfg.train.prompts_per_rollout) * int(cfg.sampling.group_size)
-    # A mini_batch_size at least the rollout size takes one optimizer step per rollout (as null does).
-    if mini is not None and (int(mini) < 1 or (int(mini) < rollout_size and rollout_size % int(mini))):
-        raise ConfigError(f"train.mini_batch_size={mini} must divide the rollout size "
-                          f"prompts_per_rollout x group_size = {rollout_size}")
-    # Data parallel: each rank rolls out whole questions and trains on its share of every optimizer batch.
-    for key in ("train.prompts_per_rollout", "train.mini_batch_size"):
-        value = OmegaConf.select(cfg, key)
-        if key == "train.mini_batch_size" and value is not None and int(value) >= rollout_size:
-            continue  # one optimizer batch: the whole rollout, already split by prompts_per_rollout
-        if world_size > 1 and value is not None and int(value) % world_size:
-            raise ConfigError(f"{key}={value} must be divisible by the number of processes ({world_size})")
+    cfg = run_config(cfg)
+    cfg.check_batches(world_size)
+    return cfg
 
 
 class R1ZeroRecipe:
     """setup → train → cleanup for one run; everything it writes goes to ``cfg.paths.run_dir``."""
 
-    def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: DictConfig | RunConfig):
+        self.cfg = cfg = run_config(cfg)  # typed and checked (r1zero.schema) before anything loads
         self.run_dir = Path(cfg.paths.run_dir)
         self.step = 0
         self._eval_suite = None  # benchmark questions, read at the first evaluation
@@ -158,36 +134,36 @@ class R1ZeroRecipe:
         cfg = self.cfg
         t_setup = time.perf_counter()  # the manifest's wall time counts model loading too
         # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
-        self.strategy = build_strategy(cfg.get("strategy"))
-        self.device = self.strategy.setup(str(cfg.device))
+        self.strategy = build_strategy(cfg.strategy)
+        self.device = self.strategy.setup(cfg.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = None
         if self.strategy.is_main:
-            OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+            OmegaConf.save(OmegaConf.structured(cfg), self.run_dir / "config.yaml")
         set_seed(int(cfg.seed))
         self.dtype = resolve_dtype(str(cfg.dtype), self.device)  # compute dtype
         self.param_dtype = self.strategy.param_dtype(self.dtype)  # single/ddp + bf16: fp32 master weights
 
-        validate(cfg, self.strategy.world_size)
+        cfg.check_batches(self.strategy.world_size)  # the schema's checks ran in run_config
         ckpt = self._checkpoint_to_resume()
         # Grader workers start in the background while the model loads.
-        self.grader = MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s))
+        self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s)
         self.grader.start()
         self.template = PromptTemplate.from_config(cfg.template)
-        self.questions = load_questions(cfg.data, cfg.paths.get("data_root"))
+        self.questions = load_questions(cfg.data, cfg.paths.data_root)
 
         with self.strategy.model_init_context(self.dtype, cfg.train):  # ZeRO-3: loaded partitioned
             self.model, self.tokenizer = load_model_and_tokenizer(
                 cfg.model, self.device, self.param_dtype, weights_from=str(ckpt) if ckpt else None
             )
         self.questions, self.dropped_long = drop_long_prompts(self.questions, self.template, self.tokenizer,
-                                                              cfg.train.get("prompt_max_length"))
+                                                              cfg.train.prompt_max_length)
         if self.dropped_long:
             log.info("dropped %d questions whose prompt exceeds train.prompt_max_length=%s tokens",
                      self.dropped_long, cfg.train.prompt_max_length)
         self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed),
-                                     shuffle=bool(cfg.data.get("shuffle", True)))
-        if cfg.model.get("gradient_checkpointing"):
+                                     shuffle=cfg.data.shuffle)
+        if cfg.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         ref_model = None
         if float(cfg.algo.kl_coef) > 0:
@@ -202,7 +178,7 @@ class R1ZeroRecipe:
         self.sampling = SamplingConfig(
             n=int(cfg.sampling.group_size), max_new_tokens=int(cfg.sampling.max_new_tokens),
             temperature=float(cfg.sampling.temperature), top_p=float(cfg.sampling.top_p),
-            top_k=int(cfg.sampling.top_k or 0), stop=self.template.stop,
+            top_k=cfg.sampling.top_k, stop=self.template.stop,
         )
         model_dir = str(ckpt) if ckpt else (None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model))
         self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir,
@@ -221,9 +197,9 @@ class R1ZeroRecipe:
             log.info("resumed from %s at step %d", ckpt, self.step)
         # resume=auto with no checkpoint yet (a job requeued before its first save) starts over at step 0
         # and drops whatever rows that attempt logged, so no step appears twice.
-        resuming = ckpt is not None or cfg.get("resume") == "auto"
+        resuming = ckpt is not None or cfg.resume == "auto"
         self.logger = MetricsLogger(
-            self.run_dir, cfg.logger.wandb, OmegaConf.to_container(cfg, resolve=True),
+            self.run_dir, cfg.logger.wandb, OmegaConf.to_container(OmegaConf.structured(cfg)),
             resume_step=self.step if resuming else None,
         ) if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
         if self.strategy.is_main:  # after the logger accepted the run dir: never overwrites another run's
@@ -246,7 +222,7 @@ class R1ZeroRecipe:
             return load_model_and_tokenizer(self.cfg.model, self.device, self.param_dtype)[0]
 
     def _checkpoint_to_resume(self) -> Path | None:
-        resume = self.cfg.get("resume")
+        resume = self.cfg.resume
         if resume in (None, False, "null", "none"):
             return None
         if resume == "auto":
@@ -262,13 +238,13 @@ class R1ZeroRecipe:
         cfg, G = self.cfg, int(self.cfg.sampling.group_size)
         total = int(cfg.train.total_steps)
         bar = None
-        if cfg.logger.get("progress_bar", True) and self.strategy.is_main:
+        if cfg.logger.progress_bar and self.strategy.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc="r1zero", unit="step", dynamic_ncols=True)
         # SIGUSR2/SIGTERM (SLURM preemption, time limit) only set a flag, acted on at the end of a step.
         self.preemption = PreemptionHandler(grace_s=launcher_grace_s()).install()
-        if self.step == 0 and cfg.eval.get("at_start"):
+        if self.step == 0 and cfg.eval.at_start:
             self.logger.log(0, self._evaluate())
         while self.step < total:
             self.step += 1
@@ -332,7 +308,7 @@ class R1ZeroRecipe:
             bar.close()
 
     def _log_samples(self, questions, prompts, batch, rewards, references) -> None:
-        k = min(int(self.cfg.logger.get("samples_per_step", 4)), len(batch))
+        k = min(self.cfg.logger.samples_per_step, len(batch))
         # Spread the k samples over the batch so they come from different questions.
         picks = sorted({(j * len(batch)) // k for j in range(k)}) if k else []
         rows = []
@@ -347,8 +323,8 @@ class R1ZeroRecipe:
 
     def _maybe_evaluate(self, final: bool) -> dict[str, float]:
         ev = self.cfg.eval
-        every = int(ev.get("every", 0) or 0)
-        due = (every > 0 and self.step % every == 0) or (final and (every > 0 or ev.get("at_end")))
+        every = ev.every
+        due = (every > 0 and self.step % every == 0) or (final and (every > 0 or ev.at_end))
         return self._evaluate() if due else {}
 
     def _evaluate(self) -> dict[str, float]:
@@ -362,11 +338,9 @@ class R1ZeroRecipe:
         return metrics
 
     def _evaluate_suite(self) -> dict[str, float]:
-        from .evaluate import evaluate_suite, load_benchmarks
-
         if self._eval_suite is None:
             # read once, reused at every evaluation
-            self._eval_suite = load_benchmarks(self.cfg.eval, self.cfg.paths.get("data_root"))
+            self._eval_suite = load_benchmarks(self.cfg.eval, self.cfg.paths.data_root)
         # The engine is awake and in sync here (evaluation runs between steps). Every rank evaluates
         # (ZeRO-3 forwards are collective); rank 0 writes the eval files.
         return evaluate_suite(self.model, self.tokenizer, self.template, self.cfg.eval, engine=self.engine,
@@ -374,7 +348,7 @@ class R1ZeroRecipe:
                               run_dir=self.run_dir if self.strategy.is_main else None)
 
     def _maybe_checkpoint(self) -> None:
-        every = int(self.cfg.train.get("save_every", 0) or 0)
+        every = self.cfg.train.save_every
         if every > 0 and self.step % every == 0 and self.step < int(self.cfg.train.total_steps):
             self.save_checkpoint()
 
@@ -390,14 +364,14 @@ class R1ZeroRecipe:
         path = None
         if s.is_main:
             path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
-                                   keep=self.cfg.train.get("keep_checkpoints"), state_dict=full_state,
+                                   keep=self.cfg.train.keep_checkpoints, state_dict=full_state,
                                    move_in={"strategy": shards} if shards else None)
         s.barrier()
         return s.broadcast_object(path)
 
     # ----------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
-        if self.cfg.train.get("save_final", True) and self.step >= int(self.cfg.train.total_steps):
+        if self.cfg.train.save_final and self.step >= int(self.cfg.train.total_steps):
             self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")
         if getattr(self, "manifest", None) is not None:
             self.manifest.update(finished=self.step >= int(self.cfg.train.total_steps))
@@ -409,7 +383,7 @@ class R1ZeroRecipe:
             self.strategy.cleanup()
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: DictConfig | RunConfig) -> Path:
     """Run one training job from a composed config; returns the run directory."""
     recipe = R1ZeroRecipe(cfg)
     try:

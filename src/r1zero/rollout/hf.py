@@ -69,6 +69,11 @@ class HFRolloutEngine:
             :meth:`Strategy.autocast <r1zero.strategy.Strategy.autocast>` so fp32 master weights generate in bf16.
     """
 
+    @classmethod
+    def from_config(cls, cfg, model, tokenizer, *, model_dir=None, seed=0, scratch_dir=None, autocast=None):
+        """The engine of a ``rollout=hf`` config (:class:`~r1zero.schema.HFRolloutConfig`)."""
+        return cls(model, tokenizer, batch_size=cfg.batch_size, autocast=autocast)
+
     def __init__(self, model, tokenizer, batch_size: int = 64, autocast=None):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, max(1, int(batch_size))
         self.autocast = autocast or contextlib.nullcontext

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from r1zero.rollout.base import RolloutBatch, SamplingConfig, encode_prompts
+from r1zero.schema import VLLMRolloutConfig, typed
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,6 @@ def import_vllm():
             f"on GPU `pip install -e .[vllm]`"
         ) from None
     return vllm
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    """``cfg.key`` for a DictConfig, dict, namespace or None; ``default`` when absent or null."""
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict) or hasattr(cfg, "get"):  # dict, DictConfig
-        value = cfg.get(key, default)
-    else:
-        value = getattr(cfg, key, default)
-    return default if value is None else value
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -132,7 +122,8 @@ class VLLMRolloutEngine:
         tokenizer: the policy's HF tokenizer. Prompts are tokenized with it (:func:`~r1zero.rollout.base.encode_prompts`,
             like ``HFRolloutEngine``: a BOS for tokenizers that add one), so every engine and the learner
             see the same prompt ids; its ``pad_token_id`` (else ``eos_token_id``) pads the batch.
-        cfg: the ``rollout`` config node (``conf/rollout/vllm.yaml``); a dict or None works too.
+        cfg: the ``rollout`` config (:class:`~r1zero.schema.VLLMRolloutConfig`, or a node / dict it types; None:
+            every default).
         seed: the run seed, used when ``cfg.seed`` is null.
         tokenizer_path: where vLLM loads its own tokenizer for detokenization (default: ``model_path``).
     """
@@ -148,25 +139,24 @@ class VLLMRolloutEngine:
             raise ValueError("the tokenizer has neither a pad nor an EOS token to pad the rollout batch with")
         self.pad_id = int(pad)
 
-        self.seed = int(_get(cfg, "seed", seed if seed is not None else 0))
-        self.seed_requests = bool(_get(cfg, "seed_requests", False))
-        self.enable_sleep_mode = bool(_get(cfg, "enable_sleep_mode", False)) and self.on_gpu
-        if bool(_get(cfg, "enable_sleep_mode", False)) and not self.on_gpu:
+        cfg = typed(VLLMRolloutConfig, cfg)  # every default in one place: r1zero.schema.VLLMRolloutConfig
+        self.seed = int(cfg.seed if cfg.seed is not None else (seed if seed is not None else 0))
+        self.seed_requests = cfg.seed_requests
+        self.enable_sleep_mode = cfg.enable_sleep_mode and self.on_gpu
+        if cfg.enable_sleep_mode and not self.on_gpu:
             log.debug("vllm: sleep mode needs a GPU; sleep()/wake_up() are no-ops on CPU")
-        self.sleep_level = int(_get(cfg, "sleep_level", 1))
-        if self.sleep_level not in (1, 2):
-            raise ValueError(f"rollout.sleep_level must be 1 or 2, got {self.sleep_level}")
+        self.sleep_level = cfg.sleep_level  # 1 or 2 (checked by the schema)
 
-        dtype = str(_get(cfg, "dtype", "auto"))
+        dtype = cfg.dtype
         if dtype == "auto":
             dtype = "bfloat16" if self.on_gpu else "float32"
         elif dtype not in _DTYPES:
             raise ValueError(f"unknown rollout.dtype {dtype!r}; valid choices: auto, {', '.join(_DTYPES)}")
         dtype = _DTYPES.get(dtype, dtype)
-        enforce_eager = _get(cfg, "enforce_eager", None)
+        enforce_eager = cfg.enforce_eager
         if enforce_eager is None:  # CUDA graphs on GPU; on CPU torch.compile warm-up costs minutes
             enforce_eager = not self.on_gpu
-        kv_gb = _get(cfg, "kv_cache_memory_gb", None)
+        kv_gb = cfg.kv_cache_memory_gb
         if kv_gb is None and not self.on_gpu:
             kv_gb = 2.0  # CPU: otherwise vLLM takes gpu_memory_utilization of *all* host memory
 
@@ -175,18 +165,18 @@ class VLLMRolloutEngine:
             "tokenizer": str(tokenizer_path or self.model_path),
             "dtype": dtype,
             "seed": self.seed,
-            "gpu_memory_utilization": float(_get(cfg, "gpu_memory_utilization", 0.5)),
-            "enable_prefix_caching": bool(_get(cfg, "enable_prefix_caching", True)),
+            "gpu_memory_utilization": float(cfg.gpu_memory_utilization),
+            "enable_prefix_caching": cfg.enable_prefix_caching,
             "enforce_eager": bool(enforce_eager),
-            "trust_remote_code": bool(_get(cfg, "trust_remote_code", False)),
-            "tensor_parallel_size": int(_get(cfg, "tensor_parallel_size", 1)),
+            "trust_remote_code": cfg.trust_remote_code,
+            "tensor_parallel_size": cfg.tensor_parallel_size,
         }
         if self.enable_sleep_mode:
             kwargs["enable_sleep_mode"] = True
-        if _get(cfg, "max_model_len") is not None:
-            kwargs["max_model_len"] = int(_get(cfg, "max_model_len"))
-        if _get(cfg, "max_num_seqs") is not None:
-            kwargs["max_num_seqs"] = int(_get(cfg, "max_num_seqs"))
+        if cfg.max_model_len is not None:
+            kwargs["max_model_len"] = cfg.max_model_len
+        if cfg.max_num_seqs is not None:
+            kwargs["max_num_seqs"] = cfg.max_num_seqs
         if kv_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(float(kv_gb) * (1 << 30))
 
@@ -206,6 +196,16 @@ class VLLMRolloutEngine:
         log.info("vllm engine for %s ready in %.1f s (dtype=%s, eager=%s, prefix_caching=%s, sleep=%s)",
                  self.model_path, time.perf_counter() - t0, dtype, kwargs["enforce_eager"],
                  kwargs["enable_prefix_caching"], self.enable_sleep_mode)
+
+    @classmethod
+    def from_config(cls, cfg, model, tokenizer, *, model_dir=None, seed=0, scratch_dir=None, autocast=None):
+        """The engine of a ``rollout=vllm`` config: initial weights from ``model_dir``, else ``model`` saved to
+        ``scratch_dir`` (a policy built in code)."""
+        if model_dir is None:
+            if scratch_dir is None:
+                raise ValueError("rollout=vllm needs model_dir or scratch_dir")
+            return cls.from_model(model, tokenizer, cfg, save_dir=scratch_dir, seed=seed)
+        return cls(model_dir, tokenizer, cfg, seed=seed)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, tokenizer, cfg: Any = None, *, save_dir: str | os.PathLike,

@@ -44,8 +44,8 @@ __all__ = ["AlgoConfig", "ArithDataConfig", "DDPStrategyConfig", "DataConfig", "
            "TemplateConfig", "TinyModelConfig", "TrainConfig", "VLLMRolloutConfig", "WandbConfig", "register",
            "run_config", "typed"]
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-#: False while checking jobs that will run elsewhere (a SLURM multirun): skip this machine's GPUs and process count.
+DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+#: False while checking jobs that will run elsewhere (a SLURM multirun): skip this machine's GPUs.
 ENV_CHECKS = True
 
 
@@ -101,9 +101,7 @@ class RunConfig(_Common):
     def __post_init__(self) -> None:
         super().__post_init__()
         registered("strategy.name", self.strategy.name, STRATEGY_SCHEMAS, "strategies")
-        from ..strategy.env import detect_dist_env
-
-        self.check_batches(detect_dist_env().world_size if ENV_CHECKS else 1)
+        self.check_batches(1)  # the process count is checked where it is known (r1zero.launch, the recipe's setup)
 
     def check_batches(self, world_size: int = 1) -> None:
         """The rollout splits into optimizer batches, and every batch into ``world_size`` equal shares."""

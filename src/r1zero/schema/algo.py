@@ -1,15 +1,14 @@
 """``algo`` group (``conf/algo/*.yaml``): the advantage estimator and loss aggregation of one algorithm."""
 
 from dataclasses import dataclass
-
-from omegaconf import MISSING
+from typing import Optional
 
 from ._check import at_least, registered
 
 
 @dataclass
 class AlgoConfig:
-    name: str = MISSING                      # the option name
+    name: Optional[str] = None               # the option name (null: a node built in code)
     adv_estimator: str = "grpo"              # r1zero.algos.ADV_ESTIMATORS: r_i - mean(r) of the question's group
     scale_by_std: bool = False               # divide the advantage by the group's std (difficulty bias, paper §3.1)
     loss_agg: str = "seq_mean_token_sum_norm"  # r1zero.algos.LOSS_AGGREGATIONS (Dr. GRPO's constant normaliser)

@@ -9,6 +9,10 @@ from typing import Optional
 from ._check import at_least, between, one_of
 from .template import TemplateConfig
 
+#: The keys of r1zero.data.ANSWER_FROM and GENERATORS (r1zero.data checks at import that they agree).
+ANSWER_FROM_NAMES = ("last_boxed", "all_boxed", "after_hash", "strip_unit")
+GENERATOR_NAMES = ("arith",)
+
 
 @dataclass
 class SourceConfig:
@@ -38,10 +42,8 @@ class DataConfig:
         return ArithDataConfig if node.get("generator") == "arith" else DataConfig
 
     def __post_init__(self) -> None:
-        from ..data import ANSWER_FROM, GENERATORS
-
-        one_of("data.answer_from", self.answer_from, [k for k in ANSWER_FROM if k], none_ok=True)
-        one_of("data.generator", self.generator, GENERATORS, none_ok=True)
+        one_of("data.answer_from", self.answer_from, ANSWER_FROM_NAMES, none_ok=True)
+        one_of("data.generator", self.generator, GENERATOR_NAMES, none_ok=True)
         at_least("data.max_questions", self.max_questions, 1, none_ok=True)
 
 

@@ -19,6 +19,7 @@ class RolloutConfig:
 
 @dataclass
 class HFRolloutConfig(RolloutConfig):
+    name: str = "hf"                         # r1zero.rollout.ENGINES
     batch_size: int = 64                     # prompts x samples generated together; bounds the KV-cache memory
 
     def __post_init__(self) -> None:
@@ -27,6 +28,7 @@ class HFRolloutConfig(RolloutConfig):
 
 @dataclass
 class VLLMRolloutConfig(RolloutConfig):
+    name: str = "vllm"                       # r1zero.rollout.ENGINES
     gpu_memory_utilization: float = 0.5      # share of GPU memory vLLM may take (weights + KV cache)
     kv_cache_memory_gb: Optional[float] = None  # explicit KV-cache size in GiB; null: the fraction on GPU, 2 GiB on CPU
     enable_prefix_caching: bool = True       # reuse the KV of the shared prompt across the G samples
@@ -44,7 +46,7 @@ class VLLMRolloutConfig(RolloutConfig):
     def __post_init__(self) -> None:
         between("rollout.gpu_memory_utilization", self.gpu_memory_utilization, 0.0, 1.0)
         one_of("rollout.sleep_level", self.sleep_level, (1, 2))
-        one_of("rollout.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        one_of("rollout.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16"))
         at_least("rollout.max_model_len", self.max_model_len, 1, none_ok=True)
         at_least("rollout.max_num_seqs", self.max_num_seqs, 1, none_ok=True)
         at_least("rollout.tensor_parallel_size", self.tensor_parallel_size, 1)

@@ -1,9 +1,7 @@
 """``strategy`` group (``conf/strategy/*.yaml``): learner placement (single | ddp | zero2 | zero3)."""
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from omegaconf import MISSING
+from typing import Any, Optional
 
 from ..errors import bad_value
 from ._check import above, one_of
@@ -13,7 +11,7 @@ from ._check import above, one_of
 class StrategyConfig:
     """``single``, and the fields every strategy shares."""
 
-    name: str = MISSING                      # r1zero.strategy.STRATEGIES: single | ddp | zero2 | zero3
+    name: str = "single"                     # r1zero.strategy.STRATEGIES: single | ddp | zero2 | zero3
     offload_reference: bool = False          # keep the frozen KL reference (algo.kl_coef > 0) on CPU between its forwards
     master_weights: bool = True              # bf16 dtype: fp32 parameters + AdamW states, bf16 autocast forwards (single, ddp)
     backend: str = "auto"                    # process group: auto (nccl on GPU, gloo on CPU) | nccl | gloo
@@ -30,6 +28,7 @@ class StrategyConfig:
 
 @dataclass
 class DDPStrategyConfig(StrategyConfig):
+    name: str = "ddp"                        # r1zero.strategy.STRATEGIES
     find_unused_parameters: bool = False     # every parameter of a causal LM gets a gradient
     bucket_cap_mb: float = 25                # DDP gradient bucket size
     gradient_as_bucket_view: bool = True     # gradients alias the all-reduce buckets (one gradient copy less)
@@ -37,7 +36,8 @@ class DDPStrategyConfig(StrategyConfig):
 
 @dataclass
 class DeepSpeedStrategyConfig(StrategyConfig):
-    stage: int = 2                           # ZeRO stage: 2 partitions gradients + optimizer states, 3 parameters too
+    name: str = "zero2"                      # r1zero.strategy.STRATEGIES: zero2 | zero3
+    stage: Optional[int] = None              # ZeRO stage: 2 partitions gradients + optimizer states, 3 parameters too; null: the name's
     offload_optimizer: bool = False          # AdamW states + fp32 master weights in CPU RAM (DeepSpeedCPUAdam)
     offload_param: bool = False              # stage 3: partitioned parameters in CPU RAM between uses
     torch_adam: bool = True                  # torch.optim.AdamW (nothing to compile); false: DeepSpeed FusedAdam
@@ -52,6 +52,8 @@ class DeepSpeedStrategyConfig(StrategyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.stage is None:
+            self.stage = 3 if self.name == "zero3" else 2
         one_of("strategy.stage", self.stage, (2, 3))
         if self.offload_param and self.stage != 3:
             raise bad_value("strategy.offload_param", "needs ZeRO stage 3", "false, or strategy=zero3")

@@ -42,29 +42,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError
-from .base import SingleDeviceStrategy, Strategy, _get
+from ..errors import bad_value
+from ..schema import StrategyConfig, typed
+from .base import SingleDeviceStrategy, Strategy
 from .ddp import DDPStrategy
 from .deepspeed import DeepSpeedStrategy
 from .env import DistEnv, detect_dist_env, first_slurm_host
 
 __all__ = ["STRATEGIES", "DDPStrategy", "DeepSpeedStrategy", "DistEnv", "SingleDeviceStrategy", "Strategy",
-           "build_strategy", "detect_dist_env", "first_slurm_host"]
+           "build_strategy", "detect_dist_env", "first_slurm_host", "register_strategy"]
 
-STRATEGIES = ("single", "ddp", "zero2", "zero3")
+#: ``strategy.name`` -> the class that implements it (its config schema: r1zero.schema.STRATEGY_SCHEMAS).
+STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DDPStrategy, "zero2": DeepSpeedStrategy,
+                                         "zero3": DeepSpeedStrategy}
+
+
+def register_strategy(name: str, cls: type[Strategy]) -> type[Strategy]:
+    """Add a strategy under ``name`` (as ``r1zero.algos``'s registries do); refuses a name already taken."""
+    if name in STRATEGIES:
+        raise ValueError(f"strategy {name!r} is already registered ({STRATEGIES[name].__name__})")
+    STRATEGIES[name] = cls
+    return cls
 
 
 def build_strategy(cfg: Any = None, env: DistEnv | None = None) -> Strategy:
-    """The strategy named by a ``strategy`` config node (None or missing: ``single``).
+    """The strategy named by a ``strategy`` config (None: ``single``), looked up in :data:`STRATEGIES`.
 
     Raises:
-        ConfigError: unknown ``cfg.name`` (lists the valid choices).
+        ConfigError: unknown ``cfg.name`` (lists the registered ones).
     """
-    name = str(_get(cfg, "name", "single"))
-    if name == "single":
-        return Strategy(cfg, env)
-    if name == "ddp":
-        return DDPStrategy(cfg, env)
-    if name in ("zero2", "zero3", "deepspeed"):
-        return DeepSpeedStrategy(cfg, env)
-    raise ConfigError(f"unknown strategy {name!r}; valid choices: {list(STRATEGIES)}")
+    cfg = typed(StrategyConfig, cfg)
+    if cfg.name not in STRATEGIES:
+        raise bad_value("strategy.name", f"{cfg.name!r} is not a registered strategy", ", ".join(STRATEGIES))
+    return STRATEGIES[cfg.name](cfg, env)

@@ -11,17 +11,11 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
+from ..schema import StrategyConfig, TrainConfig, typed
 from .env import DistEnv, _free_port, detect_dist_env
 
 log = logging.getLogger(__name__)
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
 
 
 def _lr_lambda(warmup: int) -> Callable[[int], float]:
@@ -32,7 +26,7 @@ class Strategy:
     """One device, one process: the default, and the base class of the distributed strategies.
 
     Args:
-        cfg: the ``strategy`` config node (``conf/strategy/*.yaml``); None means ``single``.
+        cfg: the ``strategy`` config (:class:`~r1zero.schema.StrategyConfig`, or a node it types); None: ``single``.
         env: the launch environment (default: :func:`detect_dist_env`).
     """
 
@@ -41,15 +35,15 @@ class Strategy:
     shards_parameters = False
 
     def __init__(self, cfg: Any = None, env: DistEnv | None = None):
-        self.cfg = cfg
+        self.cfg = cfg = typed(StrategyConfig, cfg)
         self.env = env or detect_dist_env()
         self.device: torch.device | None = None
         self.module: torch.nn.Module | None = None
         self.train_model: torch.nn.Module | None = None
         self.optimizer = None
         self.scheduler = None
-        self.offload_reference = bool(_get(cfg, "offload_reference", False))
-        self.master_weights = bool(_get(cfg, "master_weights", True))
+        self.offload_reference = cfg.offload_reference
+        self.master_weights = cfg.master_weights
         self.compute_dtype: torch.dtype | None = None  # set by param_dtype(); autocast target when != parameters
 
     # -- process -----------------------------------------------------------------------------------
@@ -115,10 +109,10 @@ class Strategy:
         os.environ.setdefault("LOCAL_WORLD_SIZE", str(e.local_world_size))
         os.environ.setdefault("MASTER_ADDR", e.master_addr or "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(e.master_port or 29500))
-        backend = str(_get(self.cfg, "backend", "auto"))
+        backend = self.cfg.backend
         if backend == "auto":
             backend = "nccl" if self.device is not None and self.device.type == "cuda" else "gloo"
-        timeout = timedelta(minutes=float(_get(self.cfg, "timeout_minutes", 30)))
+        timeout = timedelta(minutes=float(self.cfg.timeout_minutes))
         dist.init_process_group(backend=backend, init_method="env://", rank=e.rank, world_size=e.world_size,
                                 timeout=timeout)
         self._owns_group = True
@@ -174,13 +168,14 @@ class Strategy:
 
     def prepare(self, model: torch.nn.Module, train_cfg: Any) -> None:
         """Build AdamW + the warmup schedule for ``model`` and wrap it for training."""
+        train_cfg = typed(TrainConfig, train_cfg)
         self.module = model
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=float(train_cfg.lr), betas=tuple(train_cfg.betas),
             weight_decay=float(train_cfg.weight_decay), eps=1e-8,
         )
-        warmup = int(_get(train_cfg, "warmup_steps", 0) or 0)
+        warmup = train_cfg.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(warmup))
         self.train_model = self._wrap(model)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from .base import Strategy, _get
+from .base import Strategy
 
 
 class DDPStrategy(Strategy):
@@ -24,9 +24,9 @@ class DDPStrategy(Strategy):
         ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
         return DDP(
             model, device_ids=ids, output_device=ids[0] if ids else None,
-            find_unused_parameters=bool(_get(self.cfg, "find_unused_parameters", False)),
-            bucket_cap_mb=float(_get(self.cfg, "bucket_cap_mb", 25)),
-            gradient_as_bucket_view=bool(_get(self.cfg, "gradient_as_bucket_view", True)),
+            find_unused_parameters=self.cfg.find_unused_parameters,
+            bucket_cap_mb=float(self.cfg.bucket_cap_mb),
+            gradient_as_bucket_view=self.cfg.gradient_as_bucket_view,
         )
 
     def accumulate(self, is_last: bool):

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
-from .base import Strategy, _get, _lr_lambda
+from ..schema import TrainConfig, typed
+from .base import Strategy, _lr_lambda
 from .env import DistEnv
 
 log = logging.getLogger(__name__)
@@ -29,15 +29,11 @@ class DeepSpeedStrategy(Strategy):
 
     def __init__(self, cfg: Any = None, env: DistEnv | None = None):
         super().__init__(cfg, env)
-        self.stage = int(_get(cfg, "stage", 3 if _get(cfg, "name") == "zero3" else 2))
-        if self.stage not in (2, 3):
-            raise ConfigError(f"strategy.stage must be 2 or 3, got {self.stage}")
+        self.stage = self.cfg.stage  # DeepSpeedStrategyConfig: 2 or 3, from the name when null
         self.name = f"zero{self.stage}"
         self.shards_parameters = self.stage == 3
-        self.offload_optimizer = bool(_get(cfg, "offload_optimizer", False))
-        self.offload_param = bool(_get(cfg, "offload_param", False))
-        if self.offload_param and self.stage != 3:
-            raise ConfigError("strategy.offload_param needs ZeRO stage 3 (strategy=zero3)")
+        self.offload_optimizer = self.cfg.offload_optimizer
+        self.offload_param = self.cfg.offload_param  # stage 3 only (checked by the schema)
         self.engine = None
         self.ds_config: dict | None = None
         self._hf_ds_config = None  # keeps transformers' zero3 switch alive (zero.Init at load, synced generate)
@@ -61,22 +57,23 @@ class DeepSpeedStrategy(Strategy):
 
     def build_config(self, train_cfg: Any, dtype: torch.dtype | None) -> dict:
         """The DeepSpeed config dict for this strategy and the ``train`` node."""
-        micro = int(_get(train_cfg, "micro_batch_size", 1))
+        train = typed(TrainConfig, train_cfg)
+        micro = train.micro_batch_size
         zero: dict[str, Any] = {
             "stage": self.stage,
-            "overlap_comm": bool(_get(self.cfg, "overlap_comm", True)),
+            "overlap_comm": self.cfg.overlap_comm,
             "contiguous_gradients": True,
-            "reduce_bucket_size": int(float(_get(self.cfg, "reduce_bucket_size", 5e8))),
-            "allgather_bucket_size": int(float(_get(self.cfg, "allgather_bucket_size", 5e8))),
+            "reduce_bucket_size": int(float(self.cfg.reduce_bucket_size)),
+            "allgather_bucket_size": int(float(self.cfg.allgather_bucket_size)),
         }
         if self.stage == 3:
             zero.update({
-                "stage3_prefetch_bucket_size": int(float(_get(self.cfg, "stage3_prefetch_bucket_size", 5e7))),
-                "stage3_param_persistence_threshold": int(float(_get(self.cfg, "stage3_param_persistence_threshold", 1e5))),
-                "stage3_max_live_parameters": int(float(_get(self.cfg, "stage3_max_live_parameters", 1e9))),
+                "stage3_prefetch_bucket_size": int(float(self.cfg.stage3_prefetch_bucket_size)),
+                "stage3_param_persistence_threshold": int(float(self.cfg.stage3_param_persistence_threshold)),
+                "stage3_max_live_parameters": int(float(self.cfg.stage3_max_live_parameters)),
                 "stage3_gather_16bit_weights_on_model_save": True,
             })
-        pin = bool(_get(self.cfg, "pin_memory", True))
+        pin = self.cfg.pin_memory
         if self.offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
         if self.offload_param:
@@ -85,21 +82,21 @@ class DeepSpeedStrategy(Strategy):
             "train_micro_batch_size_per_gpu": micro,
             "gradient_accumulation_steps": 1,  # the Learner marks the accumulation boundary itself
             "train_batch_size": micro * self.world_size,
-            "gradient_clipping": float(_get(train_cfg, "max_grad_norm", 1.0)),
+            "gradient_clipping": float(train.max_grad_norm),
             "zero_optimization": zero,
             "bf16": {"enabled": dtype == torch.bfloat16},
             "fp16": {"enabled": dtype == torch.float16},
             "optimizer": {"type": "AdamW", "params": {
-                "lr": float(_get(train_cfg, "lr", 1e-6)), "betas": list(_get(train_cfg, "betas", [0.9, 0.95])),
-                "eps": 1e-8, "weight_decay": float(_get(train_cfg, "weight_decay", 0.0)),
+                "lr": float(train.lr), "betas": list(train.betas),
+                "eps": 1e-8, "weight_decay": float(train.weight_decay),
                 # torch.optim.AdamW: no op to build. With offload, DeepSpeedCPUAdam is required instead.
-                **({} if self.offload_optimizer else {"torch_adam": bool(_get(self.cfg, "torch_adam", True))}),
+                **({} if self.offload_optimizer else {"torch_adam": self.cfg.torch_adam}),
             }},
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
-        return _deep_merge(cfg, _to_dict(_get(self.cfg, "ds_config", {})))
+        return _deep_merge(cfg, _to_dict(self.cfg.ds_config))
 
     def param_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """Load in the compute dtype (recorded, as in the base class): DeepSpeed keeps the fp32 master copy
@@ -125,7 +122,7 @@ class DeepSpeedStrategy(Strategy):
             from transformers.integrations import HfDeepSpeedConfig
 
             self._hf_ds_config = HfDeepSpeedConfig(self.ds_config)
-        warmup = int(_get(train_cfg, "warmup_steps", 0) or 0)
+        warmup = typed(TrainConfig, train_cfg).warmup_steps
         params = [p for p in model.parameters() if p.requires_grad]
         engine, optimizer, _, scheduler = deepspeed.initialize(
             model=model, model_parameters=params, config=self.ds_config, dist_init_required=False,
