@@ -94,3 +94,47 @@ def test_cli_prints_one_line_and_exits_2_before_loading(tmp_path, args):
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("r1zero: error: "), out.stderr[-2000:]
     assert not (tmp_path / "run").exists()  # no run directory, nothing loaded
+
+
+def _schema_defaults(schema) -> dict:
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(schema):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def test_every_default_lives_once_in_its_schema():
+    """A group option that names only its schema sets no field to the schema's own default (``name`` aside)."""
+    from conftest import CONF
+    from omegaconf import OmegaConf
+
+    from r1zero.schema import SCHEMAS
+
+    by_name = {name: schema for (_, name), schema in SCHEMAS.items()}
+    repeated = []
+    for path in sorted(CONF.glob("*/*.yaml")):
+        node = OmegaConf.load(path)
+        entries = [e for e in (node.get("defaults") or []) if isinstance(e, str) and e != "_self_"]
+        if len(entries) != 1 or entries[0] not in by_name:
+            continue  # no schema, or it also inherits another option (whose values it overrides)
+        defaults = _schema_defaults(by_name[entries[0]])
+        for key in node:
+            if key not in ("defaults", "name") and key in defaults:
+                value = OmegaConf.to_container(node, resolve=False)[key]
+                if value == defaults[key]:
+                    repeated.append(f"{path.relative_to(CONF)}: {key}")
+    assert not repeated, "defaults repeated in YAML: " + ", ".join(repeated)
+
+
+def test_composed_defaults_are_the_schemas():
+    from conftest import compose
+
+    cfg = compose([])
+    assert cfg.rollout.name == "hf" and compose(["rollout=vllm"]).rollout.enable_sleep_mode is True
+    assert compose(["strategy=zero3"]).strategy.stage == 3 and compose(["strategy=zero2"]).strategy.stage == 2
+    assert cfg.train.total_steps == 200 and cfg.reward.num_workers == 2 and cfg.seed == 42

@@ -49,15 +49,7 @@ def read_rows(path: str, split: str | None = "train") -> list[dict]:
     local = _local(path)
     if local is not None:
         if local.is_file():
-            if local.suffix == ".parquet":
-                import pandas as pd
-
-                return pd.read_parquet(local).to_dict("records")
-            with open(local, encoding="utf-8") as f:
-                if local.suffix == ".json":
-                    data = json.load(f)
-                    return data if isinstance(data, list) else data[split]
-                return [json.loads(line) for line in f if line.strip()]
+            return _read_file(local, path, split)
         from datasets import DatasetDict, load_from_disk
 
         try:
@@ -87,6 +79,45 @@ def read_rows(path: str, split: str | None = "train") -> list[dict]:
             f"(unreachable or unknown: {type(err).__name__}); download it where there is network and pass "
             f"a local save_to_disk directory or JSONL/parquet file as the source path"
         ) from None
+
+
+def _read_file(local: Path, path: str, split: str | None) -> list[dict]:
+    """The rows of a .parquet, .json (a list, or {split: list}) or JSONL file; a bad file or line is one line."""
+    if local.suffix == ".parquet":
+        import pandas as pd
+
+        try:
+            return pd.read_parquet(local).to_dict("records")
+        except Exception as err:  # pyarrow raises its own types for a corrupt file
+            raise DataUnavailableError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
+    try:
+        text = local.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = local.read_bytes()[: err.start].count(b"\n") + 1
+        raise DataUnavailableError(f"{path} line {line}: not UTF-8 text (a binary file?)") from None
+    if local.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataUnavailableError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+        if isinstance(data, list):
+            return data
+        if not isinstance(data, dict) or split not in data:
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise DataUnavailableError(f"{path}: split {split!r} not found; available splits: {keys} (set data.split)")
+        return data[split]
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataUnavailableError(f"{path} line {n}: not valid JSON ({err.msg}; a truncated file?)") from None
+        if not isinstance(row, dict):
+            raise DataUnavailableError(f"{path} line {n}: a JSON {type(row).__name__}, not an object of fields")
+        rows.append(row)
+    return rows
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from .models import (
 from .preemption import PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .rollout import SamplingConfig, build_engine
+from .rundir import check_same_config, finished_run, saved_config
 from .schema import RunConfig, run_config
 from .seeding import set_seed
 from .strategy import Strategy, build_strategy
@@ -120,6 +121,10 @@ def validate(cfg: DictConfig | RunConfig, world_size: int = 1) -> RunConfig:
     return cfg
 
 
+class RunComplete(Exception):
+    """The run directory already holds this run, finished: nothing to train (not an error)."""
+
+
 class R1ZeroRecipe:
     """setup → train → cleanup for one run; everything it writes goes to ``cfg.paths.run_dir``."""
 
@@ -138,14 +143,22 @@ class R1ZeroRecipe:
         self.device = self.strategy.setup(cfg.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = None
-        if self.strategy.is_main:
-            OmegaConf.save(OmegaConf.structured(cfg), self.run_dir / "config.yaml")
+        previous = saved_config(self.run_dir)  # what an earlier run in this directory was made with
         set_seed(int(cfg.seed))
         self.dtype = resolve_dtype(str(cfg.dtype), self.device)  # compute dtype
         self.param_dtype = self.strategy.param_dtype(self.dtype)  # single/ddp + bf16: fp32 master weights
 
         cfg.check_batches(self.strategy.world_size)  # the schema's checks ran in run_config
         ckpt = self._checkpoint_to_resume()
+        continuing = ckpt is not None or (cfg.resume == "auto" and (self.run_dir / "metrics.jsonl").exists())
+        config = OmegaConf.to_container(OmegaConf.structured(cfg))
+        if continuing:  # one experiment per run directory
+            check_same_config(self.run_dir, previous, config, cfg.allow_config_change)
+        if cfg.resume == "auto" and (done := finished_run(self.run_dir, previous, cfg.train.total_steps)):
+            raise RunComplete(f"r1zero: {self.run_dir.resolve()} already holds a finished run of {done} steps; "
+                              f"nothing to do (more steps: train.total_steps=N; a new run: another hydra.run.dir)")
+        if self.strategy.is_main:
+            OmegaConf.save(OmegaConf.create(config), self.run_dir / "config.yaml")
         # Grader workers start in the background while the model loads.
         self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s)
         self.grader.start()
@@ -199,7 +212,7 @@ class R1ZeroRecipe:
         # and drops whatever rows that attempt logged, so no step appears twice.
         resuming = ckpt is not None or cfg.resume == "auto"
         self.logger = MetricsLogger(
-            self.run_dir, cfg.logger.wandb, OmegaConf.to_container(OmegaConf.structured(cfg)),
+            self.run_dir, cfg.logger.wandb, config,
             resume_step=self.step if resuming else None,
         ) if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
         if self.strategy.is_main:  # after the logger accepted the run dir: never overwrites another run's
@@ -387,7 +400,11 @@ def run(cfg: DictConfig | RunConfig) -> Path:
     """Run one training job from a composed config; returns the run directory."""
     recipe = R1ZeroRecipe(cfg)
     try:
-        recipe.setup()
+        try:
+            recipe.setup()
+        except RunComplete as done:
+            print(done, flush=True)
+            return recipe.run_dir
         print(f"r1zero: run directory {recipe.run_dir.resolve()}", flush=True)
         recipe.train()
     finally:

@@ -97,6 +97,7 @@ class RunConfig(_Common):
     sampling: SamplingParams = field(default_factory=SamplingParams)  # rollout sampling
     train: TrainConfig = field(default_factory=TrainConfig)  # the update loop
     resume: Optional[str] = "auto"           # auto: the newest checkpoint in the run dir, if any | null: refuse a dir with metrics | a checkpoint dir
+    allow_config_change: bool = False        # true: continue a run dir whose config.yaml differs (r1zero.rundir)
 
     def __post_init__(self) -> None:
         super().__post_init__()

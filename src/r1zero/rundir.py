@@ -1,0 +1,76 @@
+"""What a run directory already holds, checked before a run continues in it (``resume=auto``).
+
+A run directory belongs to one experiment: continuing it with another config would mix two experiments in one
+``metrics.jsonl``, so :func:`check_same_config` refuses, naming the changed keys (``allow_config_change=true``
+overrides). Rerunning a finished run is a no-op (:func:`finished_run`), not a second training over its results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from .errors import bad_value
+
+#: Keys a continued run may change: where it writes and logs, how long it runs, when it saves and evaluates.
+MAY_CHANGE_ON_RESUME = ("resume", "allow_config_change", "paths.", "logger.", "device", "reward.num_workers",
+                        "train.total_steps", "train.save_every", "train.keep_checkpoints", "train.save_final",
+                        "eval.every", "eval.at_start", "eval.at_end")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def saved_config(run_dir: Path) -> dict | None:
+    """The ``config.yaml`` an earlier run left in ``run_dir`` (resolved), or None."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # an unreadable leftover is not this run's business: it is overwritten
+        return None
+
+
+def config_changes(previous: dict, current: dict) -> list[str]:
+    """``key: old -> new`` for every key both configs have that differs (outside :data:`MAY_CHANGE_ON_RESUME`)."""
+    old, new = _flat(previous), _flat(current)
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old.keys() & new.keys())
+            if old[k] != new[k] and not any(k == p or (p.endswith(".") and k.startswith(p))
+                                            for p in MAY_CHANGE_ON_RESUME)]
+
+
+def check_same_config(run_dir: Path, previous: dict | None, current: dict, allow: bool) -> None:
+    """Refuse to continue ``run_dir`` with a config other than the one it was made with.
+
+    Raises:
+        ConfigError: one line naming the changed keys (the first 6) and how to go on.
+    """
+    if previous is None or allow:
+        return
+    changes = config_changes(previous, current)
+    if changes:
+        more = f" and {len(changes) - 6} more" if len(changes) > 6 else ""
+        raise bad_value("resume", f"{run_dir} holds a run made with another config ({'; '.join(changes[:6])}{more})",
+                        "the run's own config (its config.yaml), a new hydra.run.dir, or allow_config_change=true")
+
+
+def finished_run(run_dir: Path, previous: dict | None, total_steps: int) -> int | None:
+    """The step count of a finished run in ``run_dir`` that ``total_steps`` does not extend, else None."""
+    try:
+        manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    steps = (previous or {}).get("train", {}).get("total_steps")
+    if manifest.get("finished") and isinstance(steps, int) and steps >= total_steps:
+        return steps
+    return None
