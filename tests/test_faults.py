@@ -57,3 +57,21 @@ def test_runs_started_together_get_their_own_directories():
 
     text = (CONF / "train.yaml").read_text()  # hydra.run.dir: microseconds and the seed
     assert "${now:%H-%M-%S-%f}" in text and "_s${seed}" in text
+
+
+def test_eval_samples_of_steps_made_again_are_dropped_on_resume(tmp_path):
+    from r1zero.rundir import truncate_after
+
+    path = tmp_path / "eval_samples.jsonl"
+    path.write_text('{"step": 0}\n{"step": 2}\n{"step": 4}\n{"step": null}\n{"step": 6, "que')
+    assert truncate_after(path, 2) == 2  # step 4 and the half-written 6; null (a standalone evaluation) stays
+    assert path.read_text() == '{"step": 0}\n{"step": 2}\n{"step": null}\n'
+
+
+def test_eval_inputs_are_checked_at_start_up(tmp_path):
+    import r1zero.train as train_mod
+
+    with pytest.raises(DataUnavailableError, match="/nonexistent/suite"):
+        train_mod.run(compose(TOY + ["eval.every=1", "eval.path=/nonexistent/suite", "eval.benchmarks=[aime]"],
+                              run_dir=tmp_path))
+    assert not (tmp_path / "metrics.jsonl").exists()  # no training step ran

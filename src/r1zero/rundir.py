@@ -74,3 +74,27 @@ def finished_run(run_dir: Path, previous: dict | None, total_steps: int) -> int 
     if manifest.get("finished") and isinstance(steps, int) and steps >= total_steps:
         return steps
     return None
+
+
+def truncate_after(path: Path, step: int) -> int:
+    """Drop the rows of a JSONL file whose ``step`` is above ``step`` (what a resumed run writes again);
+    returns how many were dropped. A half-written last line (a crash mid-write) goes too."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row_step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            dropped += 1
+            continue
+        if isinstance(row_step, int) and row_step > step:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        tmp.replace(path)
+    return dropped

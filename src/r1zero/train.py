@@ -33,7 +33,7 @@ from .models import (
 from .preemption import PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .rollout import SamplingConfig, build_engine
-from .rundir import check_same_config, finished_run, saved_config
+from .rundir import check_same_config, finished_run, saved_config, truncate_after
 from .schema import RunConfig, run_config
 from .seeding import set_seed
 from .strategy import Strategy, build_strategy
@@ -164,6 +164,8 @@ class R1ZeroRecipe:
         self.grader.start()
         self.template = PromptTemplate.from_config(cfg.template)
         self.questions = load_questions(cfg.data, cfg.paths.data_root)
+        if cfg.eval.every or cfg.eval.at_start or cfg.eval.at_end:  # a bad eval.path fails now, not after steps
+            self._eval_suite = load_benchmarks(cfg.eval, cfg.paths.data_root)
 
         with self.strategy.model_init_context(self.dtype, cfg.train):  # ZeRO-3: loaded partitioned
             self.model, self.tokenizer = load_model_and_tokenizer(
@@ -215,6 +217,8 @@ class R1ZeroRecipe:
             self.run_dir, cfg.logger.wandb, config,
             resume_step=self.step if resuming else None,
         ) if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
+        if self.strategy.is_main and resuming:  # the evaluations after the resume step are made again
+            truncate_after(self.run_dir / "eval_samples.jsonl", self.step)
         if self.strategy.is_main:  # after the logger accepted the run dir: never overwrites another run's
             # what produced this run: command, commit, versions, hardware, seeds, ids, time used
             self.manifest = Manifest(self.run_dir, seed=int(cfg.seed), world_size=self.strategy.world_size,

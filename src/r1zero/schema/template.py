@@ -1,6 +1,6 @@
 """``template`` group (``conf/template/*.yaml``): the prompt around a question and where its answer goes."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from omegaconf import MISSING
 
@@ -13,8 +13,9 @@ QUESTION_SLOT = "{question}"
 class TemplateConfig:
     name: str = MISSING                      # the option name
     prompt: str = MISSING                    # the text with exactly one {question} slot
-    answer_format: str = "boxed"             # where the grader reads the answer (r1zero.reward.ANSWER_FORMATS)
-    stop: list[str] = field(default_factory=list)  # strings that end generation (kept in the response); EOS always does
+    # no defaults below: a template is one YAML that says where its answer goes and what ends it
+    answer_format: str = MISSING             # where the grader reads the answer (r1zero.reward.ANSWER_FORMATS)
+    stop: list[str] = MISSING                # strings that end generation (kept in the response); EOS always does
 
     def __post_init__(self) -> None:
         if self.prompt.count(QUESTION_SLOT) != 1:
