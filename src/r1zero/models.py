@@ -136,18 +136,22 @@ def build_byte_tokenizer():
 
 
 def build_tiny_model(cfg, tokenizer, dtype: torch.dtype):
-    """A randomly initialised Qwen2 causal LM sized by ``cfg`` (hidden_size, num_layers, ...)."""
+    """A randomly initialised Qwen2 causal LM sized by ``cfg`` (hidden_size, num_layers, ...).
+
+    ``cfg.vocab_size`` (optional) pads the embedding and LM head beyond the byte tokenizer's ids, so a model shaped
+    like Qwen2.5 (151,936 ids) costs what the real one costs per token (``model=qwen05_random``).
+    """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), int(cfg.get("vocab_size") or 0)),
         hidden_size=int(cfg.get("hidden_size", 64)),
         intermediate_size=int(cfg.get("intermediate_size", 128)),
         num_hidden_layers=int(cfg.get("num_layers", 2)),
         num_attention_heads=int(cfg.get("num_heads", 4)),
         num_key_value_heads=int(cfg.get("num_kv_heads", 2)),
         max_position_embeddings=int(cfg.get("max_position_embeddings", 8192)),
-        tie_word_embeddings=False,
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,

@@ -313,6 +313,8 @@ class R1ZeroRecipe:
                 "time/rollout_s": t_rollout, "time/reward_s": t_reward, "time/update_s": t_update,
                 "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
                 "perf/rollout_tokens_per_s": n_response_tokens / max(t_rollout, 1e-9),
+                # prompt + response tokens through the update's forward and backward, per second of update
+                "perf/learner_tokens_per_s": n_tokens / max(t_update, 1e-9),
                 "data/epoch": float(self.sampler.epoch),
                 "data/dropped_long_prompts": float(self.dropped_long),  # questions over train.prompt_max_length
             })
