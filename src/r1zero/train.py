@@ -26,6 +26,7 @@ from .cli import hydra_entry
 from .config import ConfigError
 from .data import PromptSampler, load_questions
 from .learner import Learner
+from .lengths import length_bucket_metrics, zero_signal_frac
 from .manifest import Manifest
 from .models import (
     load_model_and_tokenizer,
@@ -55,13 +56,18 @@ def _mean(xs) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
 
-def rollout_metrics(batch, rewards: torch.Tensor, results) -> dict[str, float]:
+def rollout_metrics(batch, rewards: torch.Tensor, results, advantages: torch.Tensor,
+                    max_new_tokens: int) -> dict[str, float]:
     """``rollout/...`` statistics of one rollout batch (lengths in tokens).
 
     ``rewards`` (N,) are the training rewards (truncated responses 0); ``results`` the grader's verdicts of
-    the same N responses graded without regard to truncation."""
+    the same N responses graded without regard to truncation; ``advantages`` (N,) their advantages. The
+    ``rollout/length_bucket/<bucket>/...`` metrics bucket responses by length / ``max_new_tokens``
+    (:mod:`r1zero.lengths`)."""
     lengths = batch.response_lengths.float()
     correct = rewards > 0.5
+    G = batch.extra["group_size"]
+    buckets = length_bucket_metrics(lengths, batch.truncated, rewards, max_new_tokens, advantages)
     return {
         "rollout/reward_mean": float(rewards.mean()),
         # the graded reward before truncated responses are zeroed (results were graded without truncation)
@@ -74,8 +80,10 @@ def rollout_metrics(batch, rewards: torch.Tensor, results) -> dict[str, float]:
         "rollout/formatted_frac": _mean(float(r.formatted) for r in results),
         "rollout/grader_timeouts": float(sum(r.timed_out for r in results)),
         # Questions whose G rewards are all equal get zero advantage: no learning signal.
-        "rollout/solve_none_frac": float((rewards.view(-1, batch.extra["group_size"]).max(1).values < 0.5).float().mean()),
-        "rollout/solve_all_frac": float((rewards.view(-1, batch.extra["group_size"]).min(1).values > 0.5).float().mean()),
+        "rollout/solve_none_frac": float((rewards.view(-1, G).max(1).values < 0.5).float().mean()),
+        "rollout/solve_all_frac": float((rewards.view(-1, G).min(1).values > 0.5).float().mean()),
+        "rollout/zero_signal_group_frac": zero_signal_frac(rewards, G),  # any reward scale: all G equal
+        **{f"rollout/{k}": v for k, v in buckets.items()},
     }
 
 
@@ -99,18 +107,21 @@ def drop_long_prompts(questions: list, template: PromptTemplate, tokenizer, max_
     return kept, len(questions) - len(kept)
 
 
-def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results):
-    """``(batch, rewards, results)`` of every rank's share, for :func:`rollout_metrics` (as is in one process)."""
+def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results, advantages: torch.Tensor):
+    """``(batch, rewards, results, advantages)`` of every rank's share, for :func:`rollout_metrics` (as is in one
+    process)."""
     if not strategy.distributed:
-        return batch, rewards, results
+        return batch, rewards, results, advantages
     from types import SimpleNamespace
 
     parts = strategy.all_gather_object((batch.response_lengths.tolist(), batch.truncated.tolist(), rewards.tolist(),
-                                        [(r.formatted, r.timed_out, r.reward) for r in results]))
+                                        [(r.formatted, r.timed_out, r.reward) for r in results],
+                                        advantages.tolist()))
     view = SimpleNamespace(response_lengths=torch.tensor([x for p in parts for x in p[0]]),
                            truncated=torch.tensor([x for p in parts for x in p[1]]), extra=batch.extra)
     graded = [SimpleNamespace(formatted=f, timed_out=t, reward=r) for p in parts for f, t, r in p[3]]
-    return view, torch.tensor([x for p in parts for x in p[2]]), graded
+    return (view, torch.tensor([x for p in parts for x in p[2]]), graded,
+            torch.tensor([x for p in parts for x in p[4]]))
 
 
 def validate(cfg: DictConfig, world_size: int = 1) -> None:
@@ -304,7 +315,8 @@ class R1ZeroRecipe:
             t_update = time.perf_counter() - t0
 
             # 4. log, evaluate, checkpoint
-            metrics.update(rollout_metrics(*gather_rollout(self.strategy, batch, rewards, results)))
+            metrics.update(rollout_metrics(*gather_rollout(self.strategy, batch, rewards, results, advantages),
+                                           max_new_tokens=self.sampling.max_new_tokens))
             n_tokens, n_response_tokens = self.strategy.all_reduce([  # all ranks' tokens
                 float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum()),
                 float(batch.response_mask.sum())])
