@@ -38,7 +38,7 @@ from .reward import MathGrader
 from .rollout import SamplingConfig, build_engine
 from .strategy import Strategy, build_strategy
 from .templates import PromptTemplate
-from .tracking import MetricsLogger, NullLogger
+from .tracking import MetricsLogger, NullLogger, check_wandb_mode, wandb_settings
 
 log = logging.getLogger("r1zero.train")
 
@@ -124,12 +124,28 @@ def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results, ad
             torch.tensor([x for p in parts for x in p[4]]))
 
 
+def hydra_job_info() -> dict[str, str | None]:
+    """``sweep``, ``experiment`` (the options chosen, or None) and ``sweep_dir`` (``hydra.sweep.dir`` in a
+    multirun, else None) of the Hydra job running this process, for :func:`r1zero.tracking.wandb_settings`;
+    ``{}`` outside Hydra (tests composing a config)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    choices = hc.runtime.choices
+    return {"sweep": choices.get("sweep"), "experiment": choices.get("experiment"),
+            "sweep_dir": str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None}
+
+
 def validate(cfg: DictConfig, world_size: int = 1) -> None:
     """Fail fast, before any model is loaded, on values that would only break mid-run.
 
     Raises:
         ConfigError: one line naming the bad key and the valid choices.
     """
+    check_wandb_mode(cfg.logger.wandb.get("mode"))
     checks = [("algo.adv_estimator", cfg.algo.adv_estimator, ADV_ESTIMATORS),
               ("algo.loss_agg", cfg.algo.loss_agg, LOSS_AGGREGATIONS),
               ("rollout.name", cfg.rollout.name, ("hf", "vllm"))]
@@ -233,16 +249,18 @@ class R1ZeroRecipe:
         # resume=auto with no checkpoint yet (a job requeued before its first save) starts over at step 0
         # and drops whatever rows that attempt logged, so no step appears twice.
         resuming = ckpt is not None or cfg.get("resume") == "auto"
-        self.logger = MetricsLogger(
-            self.run_dir, cfg.logger.wandb, OmegaConf.to_container(cfg, resolve=True),
-            resume_step=self.step if resuming else None,
-        ) if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
+        self.logger = MetricsLogger(self.run_dir, resume_step=self.step if resuming else None) \
+            if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
         if self.strategy.is_main:  # after the logger accepted the run dir: never overwrites another run's
             # what produced this run: command, commit, versions, hardware, seeds, ids, time used
             self.manifest = Manifest(self.run_dir, seed=int(cfg.seed), world_size=self.strategy.world_size,
                                      t0=t_setup)
-            if getattr(self.logger, "wandb", None) is not None:
-                self.manifest.update(wandb_run_id=self.logger.wandb.id)
+            if check_wandb_mode(cfg.logger.wandb.get("mode")) != "disabled":
+                # one group per multirun, tags per config, the manifest as config, the same run after a requeue
+                settings = wandb_settings(OmegaConf.to_container(cfg, resolve=True), self.run_dir,
+                                          manifest=self.manifest.data, **hydra_job_info())
+                self.manifest.update(wandb_run_id=settings["id"])
+                self.logger.start_wandb(settings)
 
     def _reference_model(self, ckpt: Path | None):
         """The frozen initial policy for the KL term.
@@ -413,6 +431,7 @@ class R1ZeroRecipe:
             self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")
         if getattr(self, "manifest", None) is not None:
             self.manifest.update(finished=self.step >= int(self.cfg.train.total_steps))
+            self.logger.update_config({"manifest": self.manifest.data})  # wandb: the final time used
         for closer in ("logger", "grader", "preemption"):
             obj = getattr(self, closer, None)
             if obj is not None:
