@@ -22,10 +22,11 @@ from r1zero.manifest import read_manifest
 from .errors import MissingMetricError
 from .loading import RunSet, _config_file, read_config
 from .style import Output
+from .tables import run_name
 
 STEP = "time/step_s"
 EVAL = "time/eval_s"
-COLUMNS = ["run_dir", "device", "gpus", "steps", "est_step_s", "step_s", "step_ratio", "est_wall_h", "wall_h",
+COLUMNS = ["run_dir", "name", "device", "gpus", "steps", "est_step_s", "step_s", "step_ratio", "est_wall_h", "wall_h",
            "wall_ratio", "est_gpu_hours", "gpu_hours", "gpu_hours_ratio", "note"]
 
 
@@ -49,6 +50,7 @@ def run_cost(path: Path, run: pd.DataFrame) -> dict:
     """One row of :data:`COLUMNS` for the run at ``path`` whose metrics rows are ``run`` (hours, seconds)."""
     row: dict = {c: None for c in COLUMNS}
     row["run_dir"] = str(path)
+    row["name"] = run_name(run.iloc[0])
     steps = int(run.loc[run[STEP].notna(), "step"].max()) if STEP in run.columns and run[STEP].notna().any() else 0
     row["step_s"] = measured_step_s(run)
     cfg_file = _config_file(path)
@@ -111,16 +113,16 @@ def _num(x, fmt: str) -> str:
 
 def to_markdown(tab: pd.DataFrame) -> str:
     """The table of :func:`cost_frame`, ratios as ``measured / estimated`` with the percentage off."""
-    header = ["run", "device", "steps", "step s est.", "step s measured", "off by", "wall h est.", "wall h measured",
+    header = ["run", "dir", "device", "steps", "step s est.", "step s measured", "off by", "wall h est.", "wall h measured",
               "off by", "GPU-h est.", "GPU-h measured", "off by", "note"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for _, r in tab.iterrows():
         gpus = 0 if pd.isna(r["gpus"]) else int(r["gpus"])
         device = f"{gpus}x {r['device']}" if gpus else (r["device"] or "–")
-        cells = [Path(r["run_dir"]).name, device, r["steps"], _num(r["est_step_s"], ".1f"),
-                 _num(r["step_s"], ".1f"), _off(r["step_ratio"]), _num(r["est_wall_h"], ".2f"),
-                 _num(r["wall_h"], ".2f"), _off(r["wall_ratio"]), _num(r["est_gpu_hours"], ".2f"),
-                 _num(r["gpu_hours"], ".2f"), _off(r["gpu_hours_ratio"]), r["note"] or ""]
+        cells = [r["name"], Path(r["run_dir"]).name, device, r["steps"], _num(r["est_step_s"], ".1f"),
+                 _num(r["step_s"], ".1f"), _off(r["step_ratio"]), _num(r["est_wall_h"], ".3g"),
+                 _num(r["wall_h"], ".3g"), _off(r["wall_ratio"]), _num(r["est_gpu_hours"], ".3g"),
+                 _num(r["gpu_hours"], ".3g"), _off(r["gpu_hours_ratio"]), r["note"] or ""]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -744,5 +744,5 @@ def test_cost_compares_the_estimate_with_the_measured_run(tmp_path: Path, capsys
     assert cpu["step_s"] == 13.0 and pd.isna(cpu["est_step_s"]) and cpu["note"].startswith("no estimate for device cpu")
     assert tab.loc["old"]["step_s"] == 8.0 and tab.loc["old"]["note"] == "no manifest.json: no device to estimate for"
     printed = capsys.readouterr().out
-    assert "| gpu | 1x NVIDIA A100-SXM4-80GB | 4/8 | 2.5 | 4.0 | 1.58x (+58%) | 0.00 | 0.01 | 3.56x (+256%) |" in printed
+    assert "| Dr. GRPO / r1 / math12k / qwen_math7 / seed 1 | gpu | 1x NVIDIA A100-SXM4-80GB | 4/8 | 2.5 | 4.0 | 1.58x (+58%) | 0.00281 | 0.01 | 3.56x (+256%) | 0.00281 | 0.01 | 3.56x (+256%) |" in printed
     assert str(out / "cost.md") in printed

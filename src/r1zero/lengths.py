@@ -22,13 +22,15 @@ rewards are all equal: their group-relative advantages are all 0, so they carry 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 
 #: Bucket edges as fractions of ``max_new_tokens``: [0, 1/8), [1/8, 1/4), [1/4, 1/2), [1/2, 1].
 BUCKET_EDGES = (0.0, 0.125, 0.25, 0.5, 1.0)
 TRUNCATED = "truncated"
 #: Bucket names in order; index i of :func:`length_buckets` is ``BUCKETS[i]``.
-BUCKETS = tuple(f"{lo:g}-{hi:g}" for lo, hi in zip(BUCKET_EDGES[:-1], BUCKET_EDGES[1:])) + (TRUNCATED,)
+BUCKETS = (*(f"{lo:g}-{hi:g}" for lo, hi in pairwise(BUCKET_EDGES)), TRUNCATED)
 
 
 def length_buckets(lengths: torch.Tensor, truncated: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
