@@ -93,6 +93,7 @@ def test_offline_run_resumes_the_same_wandb_run_and_syncs_later(tmp_path, quiet_
     assert (sync.stdout + sync.stderr).count(f"run-{first}.wandb") == 2
 
 
+@pytest.mark.slow  # two toy training jobs in a subprocess multirun (~16 s on 2 idle cores)
 def test_multirun_jobs_share_a_group_and_the_manifest_records_the_id(tmp_path, quiet_wandb):
     sweep_dir = tmp_path / "sweep"
     out = subprocess.run(
