@@ -41,7 +41,10 @@ def test_settings_group_tags_name_and_manifest(tmp_path):
     assert (a["mode"], a["resume"], a["dir"]) == ("offline", "allow", str(tmp_path / "0"))
     # the id is drawn once, stored in the run dir, and is what every later segment (a requeue) uses
     assert a["id"] == (tmp_path / "0" / RUN_ID_FILE).read_text().strip() != b["id"]
-    assert wandb_settings(CONFIG, tmp_path / "0")["id"] == a["id"]
+    assert wandb_settings(CONFIG, tmp_path / "0", manifest={"wandb_run_id": "other"})["id"] == a["id"]
+    # a run dir from before the id file keeps the id its manifest recorded
+    assert wandb_settings(CONFIG, tmp_path / "old", manifest={"wandb_run_id": "0ld1d"})["id"] == "0ld1d"
+    assert (tmp_path / "old" / RUN_ID_FILE).read_text() == "0ld1d\n"
     assert a["config"]["manifest"] == {"seed": 2, "wandb_run_id": a["id"]} and a["config"]["algo"] == {"name": "grpo"}
     # a single run has no default group; a multirun without sweep= is "multirun:<dir>"; an explicit group wins
     assert wandb_settings(CONFIG, tmp_path / "2")["group"] is None

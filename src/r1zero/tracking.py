@@ -41,12 +41,13 @@ def check_wandb_mode(mode) -> str:
     return mode
 
 
-def wandb_run_id(run_dir: Path) -> str:
-    """The run's wandb id: read from ``<run_dir>/wandb_run_id``, or drawn (16 hex digits) and stored there."""
+def wandb_run_id(run_dir: Path, previous: str | None = None) -> str:
+    """The run's wandb id: read from ``<run_dir>/wandb_run_id``, else ``previous`` (the id a manifest recorded
+    before the file existed) or a new one (16 hex digits), stored there."""
     path = Path(run_dir) / RUN_ID_FILE
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
-    run_id = secrets.token_hex(8)
+    run_id = previous or secrets.token_hex(8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(run_id + "\n")
@@ -66,7 +67,8 @@ def wandb_settings(config: dict, run_dir: Path, *, sweep: str | None = None, swe
         sweep: the ``sweep=`` option of a multirun, if any.
         sweep_dir: ``hydra.sweep.dir`` of a multirun; None for a single run (no default group).
         experiment: the ``experiment=`` option, if any.
-        manifest: the run's manifest (stored in the config under ``manifest``).
+        manifest: the run's manifest (stored in the config under ``manifest``; its ``wandb_run_id``, if any, is
+            the id of a run dir that has no ``wandb_run_id`` file yet).
 
     Raises:
         ConfigError: a bad ``logger.wandb.mode``.
@@ -81,7 +83,7 @@ def wandb_settings(config: dict, run_dir: Path, *, sweep: str | None = None, swe
     tags = [f"{k}:{v}" for k, v in names.items()] + [f"seed:{seed}"]
     tags += [f"{k}:{v}" for k, v in (("sweep", sweep), ("experiment", experiment)) if v]
     tags += [str(t) for t in wb.get("tags") or [] if str(t) not in tags]
-    run_id = wandb_run_id(run_dir)
+    run_id = wandb_run_id(run_dir, (manifest or {}).get("wandb_run_id"))
     return {
         "mode": mode, "project": wb.get("project"), "entity": wb.get("entity"),
         "group": group,
