@@ -176,9 +176,10 @@ def _cli(*args, timeout=180):
         (["model=tiny", "data=arith", "data.operators=[/]"], "data.operators=['/'] must be a non-empty list of"),
         (["model=tiny", "data=arith", "data.size=5000"], "fewer than 5000 distinct train questions"),
         (["model=tiny", "algo.loss_agg=seq_sum"], "algo.loss_agg='seq_sum' is not one of"),
+        (["model=tiny", "reward.verifier=sympy"], "reward.verifier='sympy' is not one of ['fast', 'math_verify', 'r1zero']"),
     ],
     ids=["model-offline", "data-missing", "paper-data-missing", "field-missing", "bad-operator", "arith-too-small",
-         "bad-agg"],
+         "bad-agg", "bad-verifier"],
 )
 def test_bad_input_fails_with_one_line(tmp_path, overrides, needle):
     _assert_one_line_error(_cli(*overrides, f"hydra.run.dir={tmp_path}", "logger.progress_bar=false"), needle)

@@ -221,7 +221,7 @@ def format_table(metrics: dict[str, float]) -> str:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.model`` on ``cfg.eval``; prints the table and writes eval.json in the run dir."""
     from .models import load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
-    from .reward import MathGrader
+    from .reward import VERIFIERS, MathGrader
     from .rollout import build_engine
     from .train import set_seed
 
@@ -232,13 +232,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     device = resolve_device(str(cfg.device))
     template = PromptTemplate.from_config(cfg.template)
     _sampling(cfg.eval, template)  # validate before loading anything heavy
+    if cfg.reward.verifier not in VERIFIERS:
+        raise ConfigError(f"reward.verifier={cfg.reward.verifier!r} is not one of {sorted(VERIFIERS)}")
     suite = load_benchmarks(cfg.eval, cfg.paths.get("data_root"))  # before the model loads: fail fast
     model, tokenizer = load_model_and_tokenizer(cfg.model, device, resolve_dtype(str(cfg.dtype), device))
     model_dir = None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model)
     engine = build_engine(cfg.rollout, model, tokenizer, model_dir=model_dir)
     print(f"r1zero: run directory {run_dir.resolve()}", flush=True)
     t0 = time.perf_counter()
-    with MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s)) as grader:
+    with MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s),
+                    verifier=str(cfg.reward.verifier)) as grader:
         metrics = evaluate_suite(model, tokenizer, template, cfg.eval, engine=engine, grader=grader, run_dir=run_dir,
                                  suite=suite)
     print(format_table(metrics))

@@ -34,7 +34,7 @@ from .models import (
     resolve_model_dir,
 )
 from .preemption import PreemptionHandler, launcher_grace_s
-from .reward import MathGrader
+from .reward import VERIFIERS, MathGrader
 from .rollout import SamplingConfig, build_engine
 from .strategy import Strategy, build_strategy
 from .templates import PromptTemplate
@@ -148,7 +148,8 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     check_wandb_mode(cfg.logger.wandb.get("mode"))
     checks = [("algo.adv_estimator", cfg.algo.adv_estimator, ADV_ESTIMATORS),
               ("algo.loss_agg", cfg.algo.loss_agg, LOSS_AGGREGATIONS),
-              ("rollout.name", cfg.rollout.name, ("hf", "vllm"))]
+              ("rollout.name", cfg.rollout.name, ("hf", "vllm")),
+              ("reward.verifier", cfg.reward.verifier, VERIFIERS)]
     for key, value, valid in checks:
         if value not in valid:
             raise ConfigError(f"{key}={value!r} is not one of {sorted(valid)}")
@@ -198,7 +199,8 @@ class R1ZeroRecipe:
         validate(cfg, self.strategy.world_size)
         ckpt = self._checkpoint_to_resume()
         # Grader workers start in the background while the model loads.
-        self.grader = MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s))
+        self.grader = MathGrader(num_workers=int(cfg.reward.num_workers), timeout_s=float(cfg.reward.timeout_s),
+                                 verifier=str(cfg.reward.verifier))
         self.grader.start()
         self.template = PromptTemplate.from_config(cfg.template)
         self.questions = load_questions(cfg.data, cfg.paths.get("data_root"))
