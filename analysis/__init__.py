@@ -3,7 +3,7 @@
 Reads run directories only (``metrics.jsonl``, ``samples.jsonl``, ``eval_samples.jsonl`` and the
 Hydra config, see ``docs/design.md``) or long-format wandb exports, never training internals.
 
-Command line: ``python -m analysis <dynamics|ablation|duet|table|reflection|all> --runs DIR... --out DIR``.
+Command line: ``python -m analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``.
 From Python::
 
     from analysis import load_runs, plots

@@ -1,4 +1,4 @@
-"""``python -m analysis <dynamics|ablation|duet|table|reflection|all> --runs DIR... --out DIR``.
+"""``python -m analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``.
 
 Problems with the runs given end the command with one ``error: ...`` line on stderr and exit
 status 2; skipped lines and runs are reported as ``warning: ...`` lines.
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plots, reflection, report, seeds, tables
+from . import cost, lengths, plots, reflection, report, seeds, tables
 from .errors import AnalysisError, AnalysisWarning, MissingMetricError, NoRunsError
 from .loading import CONFIG_KEYS, RunSet, discover, metrics_frame
 from .samples import samples_frame
 from .style import Output
 
-COMMANDS = ["dynamics", "ablation", "duet", "table", "reflection", "all"]
+COMMANDS = ["dynamics", "ablation", "duet", "table", "reflection", "lengths", "cost", "all"]
 
 
 def _filter(text: str) -> tuple[str, list[str]]:
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="dynamics/ablation: trailing mean over N steps of the training metrics",
+        help="dynamics/ablation/lengths: trailing mean over N steps of the training metrics",
     )
     p.add_argument(
         "--filter",
@@ -137,6 +137,10 @@ class _Job:
             except MissingMetricError as e:
                 result.notes.append(f"no seed table: {e}")
             return result
+        if command == "lengths":
+            return lengths.lengths(self.metrics, out, a.smooth)
+        if command == "cost":
+            return cost.cost(self.metrics, self.runset, out)
         if command == "reflection":
             keywords = [*a.keywords, *(k for k in reflection.EXTRA_KEYWORDS if a.extra_keywords and k not in a.keywords)]
             samples = samples_frame(self.runset, self.filters, detect=reflection.detector(keywords))
@@ -191,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:  # e.g. --out is a file or not writable
             print(f"error: {e}", file=sys.stderr)
             return 2
+    if args.command == "cost":  # the comparison itself, then where it was written
+        print(outputs[0].paths["md"].read_text().split("\n\n", 1)[-1], end="")
     for o in outputs:
         for path in o.paths.values():
             print(path)

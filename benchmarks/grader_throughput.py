@@ -15,7 +15,9 @@ then the pathological answer alone on a warm grader, whose wall time should be a
 Each batch is run ``--repeat`` times (fresh graders) and the fastest kept: the numbers are sensitive to
 other load on the machine, which is printed.
 
-Usage: ``python benchmarks/grader_throughput.py [--workers 2] [--timeout 5] [--repeat 1] [--data-root DIR]``
+Usage: ``python benchmarks/grader_throughput.py [--workers 2] [--timeout 5] [--repeat 1] [--verifier r1zero]
+[--data-root DIR]`` (``--verifier``: ``reward.verifier``; ``math_verify`` in the batch names is the shortcut-off
+path of whichever verifier is chosen).
 """
 
 from __future__ import annotations
@@ -25,19 +27,19 @@ import os
 import time
 from pathlib import Path
 
-from r1zero.reward import MathGrader
+from r1zero.reward import VERIFIERS, MathGrader
 
 PATHOLOGICAL = "\\boxed{9^{9^{9}}}"
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "datasets"
 
 
-def timed(responses, refs, *, workers: int, timeout: float, shortcut: bool):
-    with MathGrader(num_workers=workers, timeout_s=timeout, exact_match_shortcut=shortcut) as g:
+def timed(responses, refs, *, workers: int, timeout: float, shortcut: bool, verifier: str):
+    with MathGrader(num_workers=workers, timeout_s=timeout, exact_match_shortcut=shortcut, verifier=verifier) as g:
         t0 = time.perf_counter()
-        g.grade(["\\boxed{x}"] * workers, ["1"] * workers, "qwen_math")  # workers up and warm
+        g.grade(["\\boxed{x}"] * workers, ["1"] * workers, "boxed")  # workers up and warm
         startup = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res = g.grade(responses, refs, "qwen_math")
+        res = g.grade(responses, refs, "boxed")
         return time.perf_counter() - t0, startup, res
 
 
@@ -46,6 +48,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="grader worker processes (default 2)")
     ap.add_argument("--timeout", type=float, default=5.0, help="per-answer timeout in seconds (default 5)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per batch; the fastest is reported")
+    ap.add_argument("--verifier", choices=VERIFIERS, default="r1zero", help="reward.verifier (default r1zero)")
     ap.add_argument(
         "--data-root",
         type=Path,
@@ -63,7 +66,7 @@ def main() -> None:
     with_patho = (outputs[:mid] + [PATHOLOGICAL] + outputs[mid:], answers[:mid] + ["1"] + answers[mid:])
 
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; workers={args.workers}, "
-          f"timeout={args.timeout:g}s")  # fmt: skip
+          f"timeout={args.timeout:g}s, verifier={args.verifier}")  # fmt: skip
     runs = [
         ("shortcut", outputs, answers, True),
         ("math_verify", outputs, answers, False),
@@ -74,7 +77,7 @@ def main() -> None:
         best = None
         for _ in range(max(1, args.repeat)):
             dt, startup, res = timed(
-                resp, refs, workers=args.workers, timeout=args.timeout, shortcut=shortcut
+                resp, refs, workers=args.workers, timeout=args.timeout, shortcut=shortcut, verifier=args.verifier
             )
             best = min(best or (dt, startup, res), (dt, startup, res), key=lambda x: x[0])
         dt, startup, res = best
@@ -84,10 +87,10 @@ def main() -> None:
             f"{name:26s} {len(res):4d} answers  {dt:7.2f} s  {len(res) / dt:8.1f} answers/s  "
             f"reward mean {acc:.3f}  timeouts {timeouts}  (worker startup {startup:.1f} s)"
         )
-    with MathGrader(num_workers=args.workers, timeout_s=args.timeout) as g:
-        g.grade(["\\boxed{x}"] * args.workers, ["1"] * args.workers, "qwen_math")
+    with MathGrader(num_workers=args.workers, timeout_s=args.timeout, verifier=args.verifier) as g:
+        g.grade(["\\boxed{x}"] * args.workers, ["1"] * args.workers, "boxed")
         t0 = time.perf_counter()
-        res = g.grade([PATHOLOGICAL], ["1"], "qwen_math")
+        res = g.grade([PATHOLOGICAL], ["1"], "boxed")
         dt = time.perf_counter() - t0
     print(
         f"pathological answer alone: {dt:.2f} s, timed_out={res[0].timed_out} (--timeout {args.timeout:g} s)"

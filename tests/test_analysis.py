@@ -592,6 +592,8 @@ def test_cli_all_writes_index_and_skips_what_cannot_be_made(dyn_runs: Path, tmp_
     assert "| paper | Oat-Zero-7B |" in index  # the table is embedded
     assert "- **duet**: duet needs runs with at least 2 templates" in index
     assert "- **reflection**: no responses logged" in index  # these runs have no samples.jsonl
+    assert "- **lengths**: lengths: no run logs 'rollout/length_bucket/<bucket>/frac'" in index
+    assert "- **cost**: cost: no run logs 'time/step_s'" in index
     assert not (out / "duet.png").exists()
     assert "note: skipped duet" in capsys.readouterr().err
 
@@ -654,3 +656,93 @@ def test_seed_table_means_intervals_and_protocol(tmp_path):
     assert (r["decoding"], r["verifier"], r["truncated"]) == ("greedy", "math_verify", "scored 0")
     out = seeds.write(tab, tmp_path / "out")
     assert "43.8 [" in out["seeds_md"].read_text() and r"\begin{tabular}" in out["seeds_tex"].read_text()
+
+
+# ------------------------------------------------------------------------------ lengths and cost
+
+
+def _bucket_rows(per_step):
+    """metrics.jsonl rows; ``per_step`` lists (short frac, short accuracy, short advantage, zero-signal frac)."""
+    rows = []
+    for i, (frac, acc, adv, zero) in enumerate(per_step, start=1):
+        rows.append({"step": i, REWARD: acc, LEN_OK: 10.0 * i, LEN_BAD: 20.0 * i,
+                     "rollout/length_bucket/0-0.125/frac": frac, "rollout/length_bucket/0-0.125/accuracy": acc,
+                     "rollout/length_bucket/0-0.125/advantage_mean": adv,
+                     "rollout/length_bucket/truncated/frac": 1 - frac,
+                     "rollout/zero_signal_group_frac": zero})
+    return rows
+
+
+def test_lengths_figure_aggregates_seeds_per_bucket(tmp_path: Path):
+    root = tmp_path / "runs"
+    write_run(root / "s0", "drgrpo", seed=0, metrics=_bucket_rows([(0.5, 0.2, 0.1, 0.75), (0.75, 0.4, 0.3, 0.5)]))
+    write_run(root / "s1", "drgrpo", seed=1, metrics=_bucket_rows([(0.25, 0.6, -0.1, 0.25), (0.25, 0.8, 0.1, 0.5)]))
+    out = tmp_path / "o"
+    assert main(["lengths", "--runs", str(root), "--out", str(out)]) == 0
+    csv = assert_figure(out, "lengths")
+    # step 1, short bucket share: seeds 0.5 and 0.25 -> mean 0.375, band [0.25, 0.5]; truncated share 0.5 and 0.75
+    s = stat(csv, "rollout/length_bucket/0-0.125/frac", 1)
+    assert (s["mean"], s["min"], s["max"], s["n_seeds"]) == (0.375, 0.25, 0.5, 2)
+    assert stat(csv, "rollout/length_bucket/truncated/frac", 1)["mean"] == 0.625
+    assert stat(csv, "rollout/length_bucket/0-0.125/advantage_mean", 2)["mean"] == pytest.approx(0.2)
+    assert stat(csv, "rollout/zero_signal_group_frac", 1)["mean"] == 0.5  # (0.75 + 0.25) / 2
+    assert stat(csv, LEN_BAD, 2)["mean"] == 40.0
+    assert {"0-0.125", "truncated"} == {m.split("/")[2] for m in csv["metric"] if "/length_bucket/" in m}
+
+
+def test_lengths_without_buckets_is_a_missing_metric(dyn_runs: Path, tmp_path: Path, capsys):
+    assert main(["lengths", "--runs", str(dyn_runs), "--out", str(tmp_path / "o")]) == 2
+    assert "error: lengths: no run logs 'rollout/length_bucket/<bucket>/frac'" in capsys.readouterr().err
+
+
+def _cost_run(d: Path, *, total_steps, gpu_name, gpu_count, world_size, wall_s, gpu_hours, finished, step_s,
+              eval_s=None, manifest=True) -> Path:
+    # Oat-Zero-7B's model at 1/128 scale: 1 prompt x 2 samples, budget 1020 tokens, no KL, no evaluation.
+    cfg = {"algo": {"name": "drgrpo", "kl_coef": 0.0}, "template": {"name": "r1"}, "data": {"name": "math12k"},
+           "model": {"name": "qwen_math7", "params_b": 7.62}, "seed": 1,
+           "train": {"total_steps": total_steps, "prompts_per_rollout": 1},
+           "sampling": {"group_size": 2, "max_new_tokens": 1020}, "eval": {"every": 0, "max_new_tokens": 1020}}
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rows = [{"step": i, "time/step_s": s, **({"time/eval_s": eval_s[i]} if eval_s and i in eval_s else {})}
+            for i, s in enumerate(step_s, start=1)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if manifest:
+        (d / "manifest.json").write_text(json.dumps({
+            "hardware": {"cpu_count": 16, "gpu_name": gpu_name, "gpu_count": gpu_count}, "world_size": world_size,
+            "wall_s": wall_s, "gpu_hours": gpu_hours, "finished": finished}))
+    return d
+
+
+def test_cost_compares_the_estimate_with_the_measured_run(tmp_path: Path, capsys):
+    """The estimate, worked by hand (r1zero/cost.py) for 1 A100, 7.62B parameters, 1 x 2 responses of expected
+    length 0.25 x 1020 = 255 tokens:
+      generation 2 x 255 = 510 tokens at 255 tokens/s x (7.62 / 7.62)^0.6 = 2.0 s;
+      learner 2 x (150 + 255) = 810 tokens x (6 + 2) x 7.62e9 FLOPs = 4.93776e13 FLOPs at 0.3 x 312e12 FLOP/s
+      = 0.527538 s; a step 2.527538 s. The run logged 4 of its 8 steps, so the estimate is for 4: 10.110 s,
+      10.110 / 3600 = 0.0028084 GPU-hours. Measured: steps of 3, 5, 4 and 10 s, the last with a 6 s evaluation
+      -> 3, 5, 4, 4 s of training, median 4.0 s (1.583x the estimate); the manifest's 36 s is 3.561x.
+    """
+    root = tmp_path / "runs"
+    _cost_run(root / "gpu", total_steps=8, gpu_name="NVIDIA A100-SXM4-80GB", gpu_count=1, world_size=1, wall_s=36.0,
+              gpu_hours=0.01, finished=False, step_s=[3.0, 5.0, 4.0, 10.0], eval_s={4: 6.0})
+    _cost_run(root / "laptop", total_steps=2, gpu_name=None, gpu_count=0, world_size=1, wall_s=30.0, gpu_hours=0.0,
+              finished=True, step_s=[12.0, 14.0])
+    _cost_run(root / "old", total_steps=2, gpu_name=None, gpu_count=0, world_size=1, wall_s=0, gpu_hours=0,
+              finished=True, step_s=[7.0, 9.0], manifest=False)
+    out = tmp_path / "o"
+    assert main(["cost", "--runs", str(root), "--out", str(out)]) == 0
+    tab = pd.read_csv(out / "cost.csv").set_index(pd.read_csv(out / "cost.csv")["run_dir"].map(lambda p: Path(p).name))
+    g = tab.loc["gpu"]
+    assert g["est_step_s"] == pytest.approx(2.527538, rel=1e-6) and g["step_s"] == 4.0
+    assert g["step_ratio"] == pytest.approx(4.0 / 2.527538, rel=1e-6)
+    assert g["est_wall_h"] == pytest.approx(4 * 2.527538 / 3600, rel=1e-6) and g["wall_h"] == pytest.approx(0.01)
+    assert g["wall_ratio"] == pytest.approx(36.0 / 10.110152, rel=1e-6)
+    assert g["gpu_hours_ratio"] == pytest.approx(0.01 / 0.00280838, rel=1e-5)
+    assert (g["steps"], g["gpus"], g["note"]) == ("4/8", 1, "unfinished: compared with the estimate of its logged steps")
+    cpu = tab.loc["laptop"]
+    assert cpu["step_s"] == 13.0 and pd.isna(cpu["est_step_s"]) and cpu["note"].startswith("no estimate for device cpu")
+    assert tab.loc["old"]["step_s"] == 8.0 and tab.loc["old"]["note"] == "no manifest.json: no device to estimate for"
+    printed = capsys.readouterr().out
+    assert "| Dr. GRPO / r1 / math12k / qwen_math7 / seed 1 | gpu | 1x NVIDIA A100-SXM4-80GB | 4/8 | 2.5 | 4.0 | 1.58x (+58%) | 0.00281 | 0.01 | 3.56x (+256%) | 0.00281 | 0.01 | 3.56x (+256%) |" in printed
+    assert str(out / "cost.md") in printed

@@ -65,6 +65,8 @@ def test_paper_defaults_table6():
     assert cfg.eval.zero_truncated is False  # evaluate_model.py grades truncated answers
     assert cfg.reward.timeout_s == 1.0  # train_zero_math.py MATHOracle: res.get(timeout=1)
     assert compose(config_name="evaluate").reward.timeout_s == 1.0
+    assert cfg.reward.verifier == "fast"  # train_zero_math.py: verifier_version defaults to "fast"
+    assert compose(config_name="evaluate").reward.verifier == "math_verify"  # evaluate_model.py: fast=False
     assert cfg.train.ppo_epochs == 1
     assert cfg.train.lr == 1e-6
     assert list(cfg.train.betas) == [0.9, 0.95]

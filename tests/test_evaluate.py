@@ -136,6 +136,15 @@ def test_eval_grades_truncated_answers_unless_asked():
     # The average skips a benchmark without correct answers: (20) / 1; incorrect: (50 + 30) / 2.
     assert m["eval/average/response_length_correct"] == 20.0
     assert m["eval/average/response_length_incorrect"] == 40.0
+    # Length buckets of eval.max_new_tokens=30: a's 10 (0.33), 30 (truncated), 50 (over the budget: 0.5-1);
+    # b's 20 (0.67), 40 (truncated). The average of an accuracy skips benchmarks with nothing in that bucket.
+    assert (m["eval/a/length_bucket/0.25-0.5/frac"], m["eval/a/length_bucket/0.25-0.5/accuracy"]) == (1 / 3, 1.0)
+    assert (m["eval/b/length_bucket/0.5-1/frac"], m["eval/b/length_bucket/0.5-1/accuracy"]) == (0.5, 0.0)
+    assert "eval/b/length_bucket/0.25-0.5/accuracy" not in m and m["eval/b/length_bucket/0.25-0.5/frac"] == 0.0
+    assert m["eval/average/length_bucket/0.25-0.5/accuracy"] == 1.0  # a only
+    assert m["eval/average/length_bucket/0.25-0.5/frac"] == pytest.approx(1 / 6)  # (1/3 + 0) / 2
+    assert m["eval/average/length_bucket/truncated/accuracy"] == 0.5  # (1 + 0) / 2: graded like any other
+    assert "eval/average/length_bucket/0-0.125/accuracy" not in m
     z = _suite_metrics(zero_truncated=True)
     assert z["eval/a/accuracy"] == pytest.approx(1 / 3) and z["eval/a/truncated_frac"] == pytest.approx(1 / 3)
     assert z["eval/a/response_length_correct"] == 10.0 and z["eval/a/response_length_incorrect"] == 40.0

@@ -18,18 +18,22 @@ from conftest import REPO, compose
 
 SWEEPS = REPO / "sweeps" / "sweep"
 
-# name -> (jobs, fixed settings, swept keys -> values)
+# name -> (jobs, fixed settings, swept keys -> values); reward.verifier: the paper's --verifier_version for that run
+# (train_zero_math.py's default fast for the 1.5B models, math_verify in examples/qwen2.5-math-7b.sh)
 EXPECTED = {
-    "drgrpo_vs_grpo": (2, {"model.name": "qwen15", "template.name": "r1", "data.name": "math12k"},
+    "drgrpo_vs_grpo": (2, {"model.name": "qwen15", "template.name": "r1", "data.name": "math12k",
+                           "reward.verifier": "fast"},
                        {"algo": ["grpo", "drgrpo"]}),
-    "ablation": (12, {"model.name": "qwen_math15", "template.name": "r1", "data.name": "math12k"},
+    "ablation": (12, {"model.name": "qwen_math15", "template.name": "r1", "data.name": "math12k",
+                      "reward.verifier": "fast"},
                  {"algo": ["grpo", "drgrpo", "grpo_no_len_norm", "grpo_no_std_norm"], "seed": ["1", "2", "3"]}),
-    "duet": (12, {"model.name": "qwen_math15", "algo.name": "drgrpo", "train.total_steps": 300},  # Fig. 6: ~300 steps
+    "duet": (12, {"model.name": "qwen_math15", "algo.name": "drgrpo", "train.total_steps": 300,  # Fig. 6: ~300 steps
+                  "reward.verifier": "fast"},
              {"template": ["r1", "qwen_math", "no"], "data": ["orz57k", "math12k", "gsm8k", "asdiv"]}),
     "oat_zero_1.5b": (1, {"model.name": "qwen_math15", "template.name": "qwen_math", "algo.name": "drgrpo",
-                          "data.name": "math_lvl3to5"}, {}),
+                          "data.name": "math_lvl3to5", "reward.verifier": "fast"}, {}),
     "oat_zero_7b": (1, {"model.name": "qwen_math7", "template.name": "qwen_math", "algo.name": "drgrpo",
-                        "data.name": "math_lvl3to5"}, {}),
+                        "data.name": "math_lvl3to5", "reward.verifier": "math_verify"}, {}),  # qwen2.5-math-7b.sh
 }
 
 

@@ -176,9 +176,10 @@ def _cli(*args, timeout=180):
         (["model=tiny", "data=arith", "data.operators=[/]"], "data.operators=['/'] must be a non-empty list of"),
         (["model=tiny", "data=arith", "data.size=5000"], "fewer than 5000 distinct train questions"),
         (["model=tiny", "algo.loss_agg=seq_sum"], "algo.loss_agg='seq_sum' is not one of"),
+        (["model=tiny", "reward.verifier=sympy"], "reward.verifier='sympy' is not one of ['fast', 'math_verify', 'r1zero']"),
     ],
     ids=["model-offline", "data-missing", "paper-data-missing", "field-missing", "bad-operator", "arith-too-small",
-         "bad-agg"],
+         "bad-agg", "bad-verifier"],
 )
 def test_bad_input_fails_with_one_line(tmp_path, overrides, needle):
     _assert_one_line_error(_cli(*overrides, f"hydra.run.dir={tmp_path}", "logger.progress_bar=false"), needle)
@@ -211,9 +212,18 @@ def test_rollout_metrics_log_the_reward_before_truncation():
     results = [GradeResult(r, "x", True) for r in (1.0, 1.0, 0.0, 1.0)]
     batch = SimpleNamespace(response_lengths=torch.tensor([2, 8, 4, 6]), truncated=torch.tensor([False, True, False, False]),
                             extra={"group_size": 2})
-    m = train_mod.rollout_metrics(batch, torch.tensor([1.0, 0.0, 0.0, 1.0]), results)
+    adv = torch.tensor([0.5, -0.5, -0.5, 0.5])  # r - group mean
+    m = train_mod.rollout_metrics(batch, torch.tensor([1.0, 0.0, 0.0, 1.0]), results, adv, max_new_tokens=8)
     assert m["rollout/reward_mean"] == 0.5 and m["rollout/reward_mean_pre_truncation"] == 0.75
     assert m["rollout/response_length_correct"] == 4.0 and m["rollout/truncated_frac"] == 0.25
+    # Both groups ([1, 0] and [0, 1]) are mixed: none without signal. Budget 8: lengths 2 (0.25), 8 (truncated),
+    # 4 and 6 (0.5 and 0.75) land in 0.25-0.5, truncated, 0.5-1, 0.5-1.
+    assert m["rollout/zero_signal_group_frac"] == 0.0
+    assert [m[f"rollout/length_bucket/{b}/frac"] for b in ("0-0.125", "0.125-0.25", "0.25-0.5", "0.5-1", "truncated")] \
+        == [0.0, 0.0, 0.25, 0.5, 0.25]
+    assert (m["rollout/length_bucket/0.5-1/accuracy"], m["rollout/length_bucket/0.5-1/advantage_mean"]) == (0.5, 0.0)
+    assert m["rollout/length_bucket/truncated/advantage_mean"] == -0.5
+    assert "rollout/length_bucket/0-0.125/accuracy" not in m  # empty bucket: no NaN
 
 
 def test_long_prompts_are_dropped_and_counted():

@@ -136,19 +136,23 @@ def build_byte_tokenizer():
 
 
 def build_tiny_model(cfg, tokenizer, dtype: torch.dtype):
-    """A randomly initialised Qwen2 causal LM sized by ``cfg`` (hidden_size, num_layers, ...)."""
+    """A randomly initialised Qwen2 causal LM sized by ``cfg`` (hidden_size, num_layers, ...).
+
+    ``cfg.vocab_size`` (optional) pads the embedding and LM head beyond the byte tokenizer's ids, so a model shaped
+    like Qwen2.5 (151,936 ids) costs what the real one costs per token (``model=qwen05_random``).
+    """
     cfg = typed(TinyModelConfig, cfg)
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), cfg.vocab_size or 0),
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_kv_heads,
         max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=False,
+        tie_word_embeddings=cfg.tie_word_embeddings,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,

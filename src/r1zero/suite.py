@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .data import DataUnavailableError, Question, load_questions
+from .lengths import length_bucket_metrics
 from .errors import ConfigError
 from .rollout import SamplingConfig
 from .schema import DataConfig, EvalConfig, SourceConfig, typed
@@ -97,7 +98,9 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
     ``run_dir`` when given. Per benchmark: ``accuracy``, ``response_length`` (mean tokens) and its
     ``response_length_correct`` / ``_incorrect`` split (Fig. 5), ``formatted_frac``, ``truncated_frac`` (answers
     cut by ``eval.max_new_tokens``; graded like any other unless ``eval.zero_truncated``, as in the paper's
-    ``evaluate_model.py``), ``num_questions``, and ``pass@k`` for k > 1. ``engine`` is a :class:`~r1zero.rollout.RolloutEngine`; ``grader`` a
+    ``evaluate_model.py``), ``num_questions``, ``pass@k`` for k > 1, and per response-length bucket
+    (:mod:`r1zero.lengths`, length / ``eval.max_new_tokens``) ``length_bucket/<bucket>/frac`` and, for buckets
+    with responses, ``length_bucket/<bucket>/accuracy``. ``engine`` is a :class:`~r1zero.rollout.RolloutEngine`; ``grader`` a
     :class:`~r1zero.reward.MathGrader`. ``suite`` is the output of :func:`load_benchmarks` when the caller
     already has it (training evaluates many times; the questions are read once).
     """
@@ -158,6 +161,9 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
                 "formatted_frac": sum(formatted) / len(formatted),
                 "truncated_frac": sum(truncated) / len(truncated),
                 "num_questions": float(len(questions)),
+                # share and accuracy per response-length bucket (length / eval.max_new_tokens; r1zero.lengths)
+                **length_bucket_metrics(torch.tensor(lengths), torch.tensor(truncated), torch.tensor(rewards),
+                                        sampling.max_new_tokens),
             }
             if k > 1:
                 for kk in pass_k_values(k):
@@ -167,12 +173,12 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
     finally:
         if samples_f is not None:
             samples_f.close()
-    # The paper's "Avg." is the unweighted mean over benchmarks, not over questions.
-    avg_keys = [key for key in next(iter(table.values())) if key != "num_questions"]
-    average = {key: sum(r[key] for r in table.values()) / len(table) for key in avg_keys}
-    for key in ("response_length_correct", "response_length_incorrect"):
-        # A benchmark with no correct (or no incorrect) answer has no length: averaged over the others.
-        vals = [r[key] for r in table.values() if not math.isnan(r[key])]
+    # The paper's "Avg." is the unweighted mean over benchmarks, not over questions. A benchmark without a
+    # value (no correct answer has no correct length; an empty length bucket no accuracy) is left out of it.
+    avg_keys = list(dict.fromkeys(key for r in table.values() for key in r if key != "num_questions"))
+    average = {}
+    for key in avg_keys:
+        vals = [r[key] for r in table.values() if key in r and not math.isnan(r[key])]
         average[key] = sum(vals) / len(vals) if vals else float("nan")
     table["average"] = average
     metrics.update({f"eval/average/{key}": v for key, v in average.items()})

@@ -1,5 +1,15 @@
 """Run-directory logging: ``metrics.jsonl`` (one row per step, flushed at step end), ``samples.jsonl``,
-and optionally Weights & Biases (``logger.wandb.mode``).
+and optionally Weights & Biases (``logger.wandb.mode``: disabled | offline | online).
+
+wandb runs (:func:`wandb_settings`): the jobs of one multirun share a group, ``<sweep>:<sweep dir>``
+(``multirun:<sweep dir>`` without ``sweep=``; a single run has none unless ``logger.wandb.group`` is set), and
+carry the tags ``algo:<name>``, ``template:<name>``, ``data:<name>``, ``model:<name>``, ``seed:<n>`` (plus
+``sweep:<name>``, ``experiment:<name>`` when chosen, and ``logger.wandb.tags``). The config is the resolved run
+config with the run's manifest under ``manifest`` (refreshed when the run ends). The run id is drawn once and
+stored in ``<run_dir>/wandb_run_id``; every later segment of the run (a requeued or resumed job) reads it and
+calls ``wandb.init(id=..., resume="allow")``, so it continues the same wandb run. ``mode=offline`` writes
+``<run_dir>/wandb/offline-run-*`` (one per segment, same id), uploaded later, segments in order, by
+``wandb sync <run_dir>/wandb/offline-run-*``.
 """
 
 from __future__ import annotations
@@ -7,8 +17,80 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Iterable
+
+from .config import ConfigError
+
+WANDB_MODES = ("disabled", "offline", "online")
+#: ``<run_dir>/wandb_run_id``: one line, the wandb run id of every segment of the run.
+RUN_ID_FILE = "wandb_run_id"
+_MAX_GROUP, _MAX_TAG = 128, 64  # wandb's limits (characters)
+
+
+def check_wandb_mode(mode) -> str:
+    """``mode`` as a string (None: disabled).
+
+    Raises:
+        ConfigError: not one of :data:`WANDB_MODES` (one line listing them).
+    """
+    mode = "disabled" if mode is None else str(mode)
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"logger.wandb.mode={mode!r} is not one of {', '.join(WANDB_MODES)}")
+    return mode
+
+
+def wandb_run_id(run_dir: Path, previous: str | None = None) -> str:
+    """The run's wandb id: read from ``<run_dir>/wandb_run_id``, else ``previous`` (the id a manifest recorded
+    before the file existed) or a new one (16 hex digits), stored there."""
+    path = Path(run_dir) / RUN_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    run_id = previous or secrets.token_hex(8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(run_id + "\n")
+    os.replace(tmp, path)
+    return run_id
+
+
+def wandb_settings(config: dict, run_dir: Path, *, sweep: str | None = None, sweep_dir: str | None = None,
+                   experiment: str | None = None, manifest: dict | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``wandb.init`` for one run (see the module docstring for the scheme).
+
+    Args:
+        config: the resolved run config (``OmegaConf.to_container(cfg, resolve=True)``); reads ``logger.wandb``
+            (``mode``, ``project``, ``entity``, ``group``, ``name``, ``tags``), the ``name`` of ``algo``,
+            ``template``, ``data``, ``model``, and ``seed``.
+        run_dir: the run directory (wandb writes ``<run_dir>/wandb/``; the id file lives there).
+        sweep: the ``sweep=`` option of a multirun, if any.
+        sweep_dir: ``hydra.sweep.dir`` of a multirun; None for a single run (no default group).
+        experiment: the ``experiment=`` option, if any.
+        manifest: the run's manifest (stored in the config under ``manifest``; its ``wandb_run_id``, if any, is
+            the id of a run dir that has no ``wandb_run_id`` file yet).
+
+    Raises:
+        ConfigError: a bad ``logger.wandb.mode``.
+    """
+    wb = (config.get("logger") or {}).get("wandb") or {}
+    mode = check_wandb_mode(wb.get("mode"))
+    names = {k: str((config.get(k) or {}).get("name")) for k in ("algo", "template", "data", "model")}
+    seed = config.get("seed")
+    group = wb.get("group")
+    if group is None and sweep_dir is not None:
+        group = f"{sweep or 'multirun'}:{sweep_dir}"[-_MAX_GROUP:]
+    tags = [f"{k}:{v}" for k, v in names.items()] + [f"seed:{seed}"]
+    tags += [f"{k}:{v}" for k, v in (("sweep", sweep), ("experiment", experiment)) if v]
+    tags += [str(t) for t in wb.get("tags") or [] if str(t) not in tags]
+    run_id = wandb_run_id(run_dir, (manifest or {}).get("wandb_run_id"))
+    return {
+        "mode": mode, "project": wb.get("project"), "entity": wb.get("entity"),
+        "group": group,
+        "name": wb.get("name") or "-".join([*(names[k] for k in ("model", "template", "algo", "data")), f"s{seed}"]),
+        "tags": [t[:_MAX_TAG] for t in tags], "config": {**config, "manifest": {**(manifest or {}), "wandb_run_id": run_id}},
+        "dir": str(run_dir), "id": run_id, "resume": "allow",
+    }
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -38,17 +120,18 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class MetricsLogger:
-    """Appends metric rows and samples to the run directory; mirrors metrics to wandb when enabled.
+    """Appends metric rows and samples to the run directory; mirrors metrics to wandb once :meth:`start_wandb`.
 
     Args:
         run_dir: the run directory.
-        wandb_cfg: the ``logger.wandb`` node (``mode``: disabled | offline | online).
-        config: the resolved config dict (stored with the wandb run).
         resume_step: when resuming, rows with ``step`` > this are dropped first, so a resumed run has no
-            duplicated steps.
+            duplicated steps (wandb keeps what it already received for a step: it accepts steps in order only).
+
+    Raises:
+        FileExistsError: a fresh run (``resume_step`` None) in a directory that has ``metrics.jsonl``.
     """
 
-    def __init__(self, run_dir: Path, wandb_cfg=None, config: dict | None = None, resume_step: int | None = None):
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -64,17 +147,26 @@ class MetricsLogger:
         self._metrics = open(self.metrics_path, "a", encoding="utf-8")
         self._samples = open(self.samples_path, "a", encoding="utf-8")
         self.wandb = None
-        mode = str(getattr(wandb_cfg, "mode", "disabled") or "disabled") if wandb_cfg is not None else "disabled"
-        if mode not in ("disabled", "offline", "online"):
-            raise ValueError(f"logger.wandb.mode={mode!r}; valid choices: disabled, offline, online")
-        if mode != "disabled":
-            import wandb
 
-            self.wandb = wandb.init(
-                project=wandb_cfg.project, entity=wandb_cfg.entity, group=wandb_cfg.group,
-                name=wandb_cfg.name, tags=list(wandb_cfg.tags or []), mode=mode, config=config,
-                dir=str(self.run_dir), resume="allow", id=_wandb_id(self.run_dir),
-            )
+    def start_wandb(self, settings: dict[str, Any]) -> str | None:
+        """Start (or resume) the wandb run of :func:`wandb_settings`; returns its id, None when disabled.
+
+        Raises:
+            ConfigError: a bad mode, or wandb is not installed.
+        """
+        if check_wandb_mode(settings.get("mode")) == "disabled":
+            return None
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError(f"logger.wandb.mode={settings['mode']} needs wandb: pip install wandb") from None
+        self.wandb = wandb.init(**settings)
+        return self.wandb.id
+
+    def update_config(self, fields: dict[str, Any]) -> None:
+        """Overwrite top-level keys of the wandb run's config (e.g. the final ``manifest``); no-op without wandb."""
+        if self.wandb is not None:
+            self.wandb.config.update(fields, allow_val_change=True)
 
     @staticmethod
     def _truncate_after(path: Path, step: int) -> None:
@@ -117,11 +209,8 @@ class NullLogger:
     def log_samples(self, step: int, rows: Iterable[dict[str, Any]]) -> None:
         pass
 
-    def close(self) -> None:
+    def update_config(self, fields: dict[str, Any]) -> None:
         pass
 
-
-def _wandb_id(run_dir: Path) -> str:
-    import hashlib
-
-    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    def close(self) -> None:
+        pass

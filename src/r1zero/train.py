@@ -24,6 +24,7 @@ from .cli import hydra_entry
 from .data import DataUnavailableError, PromptSampler, load_questions
 from .errors import ConfigError
 from .learner import Learner
+from .lengths import length_bucket_metrics, zero_signal_frac
 from .manifest import Manifest
 from .models import (
     load_model_and_tokenizer,
@@ -39,13 +40,13 @@ from .seeding import set_seed
 from .strategy import Strategy, build_strategy
 from .suite import evaluate_suite, load_benchmarks
 from .templates import PromptTemplate
-from .tracking import MetricsLogger, NullLogger
+from .tracking import MetricsLogger, NullLogger, wandb_settings
 
 log = logging.getLogger("r1zero.train")
 
 
-__all__ = ["R1ZeroRecipe", "drop_long_prompts", "gather_rollout", "main", "rollout_metrics", "run", "set_seed",
-           "validate"]
+__all__ = ["R1ZeroRecipe", "RunComplete", "drop_long_prompts", "gather_rollout", "hydra_job_info", "main", "rollout_metrics", "run",
+           "set_seed", "validate"]
 
 
 def _mean(xs) -> float:
@@ -53,13 +54,18 @@ def _mean(xs) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
 
-def rollout_metrics(batch, rewards: torch.Tensor, results) -> dict[str, float]:
+def rollout_metrics(batch, rewards: torch.Tensor, results, advantages: torch.Tensor,
+                    max_new_tokens: int) -> dict[str, float]:
     """``rollout/...`` statistics of one rollout batch (lengths in tokens).
 
     ``rewards`` (N,) are the training rewards (truncated responses 0); ``results`` the grader's verdicts of
-    the same N responses graded without regard to truncation."""
+    the same N responses graded without regard to truncation; ``advantages`` (N,) their advantages. The
+    ``rollout/length_bucket/<bucket>/...`` metrics bucket responses by length / ``max_new_tokens``
+    (:mod:`r1zero.lengths`)."""
     lengths = batch.response_lengths.float()
     correct = rewards > 0.5
+    G = batch.extra["group_size"]
+    buckets = length_bucket_metrics(lengths, batch.truncated, rewards, max_new_tokens, advantages)
     return {
         "rollout/reward_mean": float(rewards.mean()),
         # the graded reward before truncated responses are zeroed (results were graded without truncation)
@@ -72,8 +78,10 @@ def rollout_metrics(batch, rewards: torch.Tensor, results) -> dict[str, float]:
         "rollout/formatted_frac": _mean(float(r.formatted) for r in results),
         "rollout/grader_timeouts": float(sum(r.timed_out for r in results)),
         # Questions whose G rewards are all equal get zero advantage: no learning signal.
-        "rollout/solve_none_frac": float((rewards.view(-1, batch.extra["group_size"]).max(1).values < 0.5).float().mean()),
-        "rollout/solve_all_frac": float((rewards.view(-1, batch.extra["group_size"]).min(1).values > 0.5).float().mean()),
+        "rollout/solve_none_frac": float((rewards.view(-1, G).max(1).values < 0.5).float().mean()),
+        "rollout/solve_all_frac": float((rewards.view(-1, G).min(1).values > 0.5).float().mean()),
+        "rollout/zero_signal_group_frac": zero_signal_frac(rewards, G),  # any reward scale: all G equal
+        **{f"rollout/{k}": v for k, v in buckets.items()},
     }
 
 
@@ -95,18 +103,36 @@ def drop_long_prompts(questions: list, template: PromptTemplate, tokenizer, max_
     return kept, len(questions) - len(kept)
 
 
-def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results):
-    """``(batch, rewards, results)`` of every rank's share, for :func:`rollout_metrics` (as is in one process)."""
+def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results, advantages: torch.Tensor):
+    """``(batch, rewards, results, advantages)`` of every rank's share, for :func:`rollout_metrics` (as is in one
+    process)."""
     if not strategy.distributed:
-        return batch, rewards, results
+        return batch, rewards, results, advantages
     from types import SimpleNamespace
 
     parts = strategy.all_gather_object((batch.response_lengths.tolist(), batch.truncated.tolist(), rewards.tolist(),
-                                        [(r.formatted, r.timed_out, r.reward) for r in results]))
+                                        [(r.formatted, r.timed_out, r.reward) for r in results],
+                                        advantages.tolist()))
     view = SimpleNamespace(response_lengths=torch.tensor([x for p in parts for x in p[0]]),
                            truncated=torch.tensor([x for p in parts for x in p[1]]), extra=batch.extra)
     graded = [SimpleNamespace(formatted=f, timed_out=t, reward=r) for p in parts for f, t, r in p[3]]
-    return view, torch.tensor([x for p in parts for x in p[2]]), graded
+    return (view, torch.tensor([x for p in parts for x in p[2]]), graded,
+            torch.tensor([x for p in parts for x in p[4]]))
+
+
+def hydra_job_info() -> dict[str, str | None]:
+    """``sweep``, ``experiment`` (the options chosen, or None) and ``sweep_dir`` (``hydra.sweep.dir`` in a
+    multirun, else None) of the Hydra job running this process, for :func:`r1zero.tracking.wandb_settings`;
+    ``{}`` outside Hydra (tests composing a config)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    choices = hc.runtime.choices
+    return {"sweep": choices.get("sweep"), "experiment": choices.get("experiment"),
+            "sweep_dir": str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None}
 
 
 def validate(cfg: DictConfig | RunConfig, world_size: int = 1) -> RunConfig:
@@ -160,7 +186,8 @@ class R1ZeroRecipe:
         if self.strategy.is_main:
             OmegaConf.save(OmegaConf.create(config), self.run_dir / "config.yaml")
         # Grader workers start in the background while the model loads.
-        self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s)
+        self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
+                                 verifier=cfg.reward.verifier)
         self.grader.start()
         self.template = PromptTemplate.from_config(cfg.template)
         self.questions = load_questions(cfg.data, cfg.paths.data_root)
@@ -213,18 +240,20 @@ class R1ZeroRecipe:
         # resume=auto with no checkpoint yet (a job requeued before its first save) starts over at step 0
         # and drops whatever rows that attempt logged, so no step appears twice.
         resuming = ckpt is not None or cfg.resume == "auto"
-        self.logger = MetricsLogger(
-            self.run_dir, cfg.logger.wandb, config,
-            resume_step=self.step if resuming else None,
-        ) if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
+        self.logger = MetricsLogger(self.run_dir, resume_step=self.step if resuming else None) \
+            if self.strategy.is_main else NullLogger()  # only rank 0 writes metrics and samples
         if self.strategy.is_main and resuming:  # the evaluations after the resume step are made again
             truncate_after(self.run_dir / "eval_samples.jsonl", self.step)
         if self.strategy.is_main:  # after the logger accepted the run dir: never overwrites another run's
             # what produced this run: command, commit, versions, hardware, seeds, ids, time used
             self.manifest = Manifest(self.run_dir, seed=int(cfg.seed), world_size=self.strategy.world_size,
                                      t0=t_setup)
-            if getattr(self.logger, "wandb", None) is not None:
-                self.manifest.update(wandb_run_id=self.logger.wandb.id)
+            if cfg.logger.wandb.mode != "disabled":  # the schema checked the mode
+                # one group per multirun, tags per config, the manifest as config, the same run after a requeue
+                settings = wandb_settings(config, self.run_dir,
+                                          manifest=self.manifest.data, **hydra_job_info())
+                self.manifest.update(wandb_run_id=settings["id"])
+                self.logger.start_wandb(settings)
 
     def _reference_model(self, ckpt: Path | None):
         """The frozen initial policy for the KL term.
@@ -297,7 +326,8 @@ class R1ZeroRecipe:
             t_update = time.perf_counter() - t0
 
             # 4. log, evaluate, checkpoint
-            metrics.update(rollout_metrics(*gather_rollout(self.strategy, batch, rewards, results)))
+            metrics.update(rollout_metrics(*gather_rollout(self.strategy, batch, rewards, results, advantages),
+                                           max_new_tokens=self.sampling.max_new_tokens))
             n_tokens, n_response_tokens = self.strategy.all_reduce([  # all ranks' tokens
                 float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum()),
                 float(batch.response_mask.sum())])
@@ -306,6 +336,8 @@ class R1ZeroRecipe:
                 "time/rollout_s": t_rollout, "time/reward_s": t_reward, "time/update_s": t_update,
                 "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
                 "perf/rollout_tokens_per_s": n_response_tokens / max(t_rollout, 1e-9),
+                # prompt + response tokens through the update's forward and backward, per second of update
+                "perf/learner_tokens_per_s": n_tokens / max(t_update, 1e-9),
                 "data/epoch": float(self.sampler.epoch),
                 "data/dropped_long_prompts": float(self.dropped_long),  # questions over train.prompt_max_length
             })
@@ -392,6 +424,7 @@ class R1ZeroRecipe:
             self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")
         if getattr(self, "manifest", None) is not None:
             self.manifest.update(finished=self.step >= int(self.cfg.train.total_steps))
+            self.logger.update_config({"manifest": self.manifest.data})  # wandb: the final time used
         for closer in ("logger", "grader", "preemption"):
             obj = getattr(self, closer, None)
             if obj is not None:

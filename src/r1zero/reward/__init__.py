@@ -13,15 +13,24 @@ reproduced here by ``extract_answer``:
   ``<answer> ... </answer>``; a ``\\boxed{}`` inside the tag is unwrapped. As in the paper's code, the literal
   ``"</think> <answer>"`` must appear; ``answer_format: answer_tag_lenient`` accepts any whitespace instead.
 
-Equivalence is decided by HF ``math_verify``; a shortcut first settles answers that are identical after
-cosmetic normalisation, numerically equal plain numbers, and two different plain integers (most wrong
-answers in an RL batch), and identical answers within a batch are verified once.
-``math_verify``/sympy can run for minutes on adversarial answers (``\\boxed{9^{9^{9}}}``) and times out via
-SIGALRM, which only works on a process's main thread, so grading runs in worker subprocesses with two layers
-of per-answer timeout: a SIGALRM in the worker (cheap, the worker survives) and a hard deadline after which
-the parent kills and replaces a worker stuck in C code. A timeout scores 0 and is counted.
+Equivalence is decided by the verifier ``reward.verifier`` names (``VERIFIERS``, ``verifiers.py``):
 
-Layout: ``extract`` (string code run in the caller), ``pool`` (``MathGrader``), ``worker`` (the subprocess).
+* ``fast``: the paper's ``math_grader.grade(fast=True)``, Hendrycks MATH normalisation + the PRM800K sympy
+  equality, re-implemented in ``fast.py`` (LaTeX rendering in ``latex_text.py``, an ``eval``-free sympy parser
+  in ``safe_sympy.py``). The paper's 1.5B / 3B runs (``train_zero_math.py``'s default ``--verifier_version``).
+* ``math_verify``: ``grade(fast=False)``, ``fast`` else the paper's math-verify call (``is_latex_equal``); the
+  paper's 7B runs and ``evaluate_model.py``.
+* ``r1zero``: r1zero's earlier checker, HF ``math_verify`` behind a shortcut that settles answers identical
+  after cosmetic normalisation, numerically equal plain numbers, and two different plain integers.
+
+Identical answers within a batch are verified once. ``math_verify``/sympy can run for minutes on adversarial
+answers (``\\boxed{9^{9^{9}}}``) and times out via SIGALRM, which only works on a process's main thread, so
+grading runs in worker subprocesses with two layers of per-answer timeout: a SIGALRM in the worker (cheap,
+the worker survives) and a hard deadline after which the parent kills and replaces a worker stuck in C code.
+A timeout scores 0 and is counted.
+
+Layout: ``extract`` (string code run in the caller), ``pool`` (``MathGrader``), ``worker`` (the subprocess),
+``verifiers`` / ``fast`` / ``latex_text`` / ``safe_sympy`` (the checkers, run in the subprocess).
 """
 
 from __future__ import annotations
@@ -32,11 +41,14 @@ import threading
 
 from .extract import ANSWER_FORMATS, check_answer_format, extract_answer, normalize_reference, reference_alternatives
 from .pool import GradeResult, MathGrader
+from .verifiers import VERIFIERS, check_verifier
 
 __all__ = [
     "ANSWER_FORMATS",
     "GradeResult",
+    "VERIFIERS",
     "check_answer_format",
+    "check_verifier",
     "MathGrader",
     "extract_answer",
     "grade_batch",
@@ -66,10 +78,13 @@ def grade_batch_detailed(
     *,
     truncated: list[bool] | None = None,
     timeout_s: float = 5.0,
+    verifier: str = "r1zero",
 ) -> list[GradeResult]:
     """``MathGrader.grade`` on the shared module-level grader (workers: ``$R1ZERO_GRADER_WORKERS`` or
-    min(4, CPUs)). Raises ValueError for an unknown answer format or mismatched lengths."""
-    return _default_grader().grade(responses, references, answer_format, truncated, timeout_s=timeout_s)
+    min(4, CPUs)) with ``verifier`` (one of ``VERIFIERS``). Raises ValueError for an unknown answer format or
+    verifier, or mismatched lengths."""
+    return _default_grader().grade(responses, references, answer_format, truncated, timeout_s=timeout_s,
+                                   verifier=verifier)
 
 
 def grade_batch(
@@ -79,11 +94,14 @@ def grade_batch(
     *,
     truncated: list[bool] | None = None,
     timeout_s: float = 5.0,
+    verifier: str = "r1zero",
 ) -> list[float]:
     """Rewards in {0.0, 1.0}, one per response; see ``grade_batch_detailed``.
 
     Raises:
-        ValueError: unknown answer format (valid: ``ANSWER_FORMATS``) or mismatched lengths.
+        ValueError: unknown answer format (valid: ``ANSWER_FORMATS``) or verifier (valid: ``VERIFIERS``), or
+            mismatched lengths.
     """
-    results = grade_batch_detailed(responses, references, answer_format, truncated=truncated, timeout_s=timeout_s)
+    results = grade_batch_detailed(responses, references, answer_format, truncated=truncated, timeout_s=timeout_s,
+                                   verifier=verifier)
     return [r.reward for r in results]

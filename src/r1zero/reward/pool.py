@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -14,10 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .extract import _shortcut, check_answer_format, extract_answer, reference_alternatives
+from .verifiers import check_verifier
 
 # Longer answers are scored 0 without math_verify, which needs seconds for them. The longest reference in
 # the paper's benchmarks has 204 characters (OlympiadBench); MATH500's has 53.
 MAX_ANSWER_CHARS = 1000
+
+
+_PLAIN_INT = re.compile(r"-?\d{1,15}")  # exact in a float, so the paper's float() comparisons agree too
+
+
+def _paper_shortcut(pred: str, gold: str) -> bool | None:
+    """A ``fast`` / ``math_verify`` verdict that needs no worker, else None: True for an answer identical to
+    the reference (both of the paper's normalisations are deterministic), False for two plain integers of
+    different value (of at most 15 digits, so float rounding cannot make them equal)."""
+    p, g = pred.strip(), gold.strip()
+    if "\\boxed" in g:
+        return None  # the reference is unboxed before the comparison
+    if p == g:
+        return True
+    if _PLAIN_INT.fullmatch(p) and _PLAIN_INT.fullmatch(g) and int(p) != int(g):
+        return False
+    return None
 
 
 @dataclass(frozen=True)
@@ -68,8 +87,8 @@ class _Worker:
         self.task: int | None = None
         self.started = 0.0
 
-    def send(self, task: int, pred: str, gold: str, timeout_s: float) -> bool:
-        msg = json.dumps({"id": task, "pred": pred, "gold": gold, "timeout": timeout_s}) + "\n"
+    def send(self, task: int, pred: str, gold: str, verifier: str, timeout_s: float) -> bool:
+        msg = json.dumps({"id": task, "pred": pred, "gold": gold, "verifier": verifier, "timeout": timeout_s}) + "\n"
         try:
             self.proc.stdin.write(msg.encode())
             self.proc.stdin.flush()
@@ -105,7 +124,7 @@ class MathGrader:
     """Grades batches of responses in a pool of worker processes, with per-answer timeouts.
 
     Each worker is a fresh ``python`` subprocess (not a fork of the caller, which may hold CUDA state and
-    threads) that imports only ``math_verify``. Workers start on the first ``grade`` call (again in a forked
+    threads) that imports only ``math_verify`` and sympy. Workers start on the first ``grade`` call (again in a forked
     child, which cannot share its parent's pipes). A worker killed by the hard timeout or by the OS is
     replaced; its answer scores 0. Calls from several threads are serialised.
 
@@ -114,14 +133,20 @@ class MathGrader:
         timeout_s: per-answer time budget in seconds (> 0); past it the answer scores 0, ``timed_out``.
         memory_limit_mb: address space each worker may add before allocations fail (None: no limit), so a
             giant integer raises MemoryError in the worker instead of exhausting the machine.
-        exact_match_shortcut: decide string-identical answers (after cosmetic normalisation) and plain
-            numbers without calling math_verify; off only to measure math_verify itself.
+        exact_match_shortcut: settle the sure cases in the caller without a worker round trip. ``r1zero``:
+            string-identical answers (after cosmetic normalisation) and plain numbers (``extract._shortcut``);
+            ``fast`` / ``math_verify``: only verdicts the paper's grader cannot differ on (``_paper_shortcut``:
+            an answer identical to the reference; two different plain integers). Off only to measure the
+            checker itself.
+        verifier: the equivalence check, one of ``VERIFIERS`` (``r1zero.reward.verifiers``): ``fast`` and
+            ``math_verify`` are the paper's two modes, ``r1zero`` r1zero's earlier checker.
 
     Attributes:
         timeouts: running count of responses that scored 0 because their check timed out.
 
     Raises:
-        ValueError: ``num_workers`` < 1 or ``timeout_s`` <= 0.
+        ValueError: ``num_workers`` < 1, ``timeout_s`` <= 0, or an unknown ``verifier`` (the message lists the
+            valid ones).
     """
 
     STARTUP_TIMEOUT_S = 120.0
@@ -133,11 +158,14 @@ class MathGrader:
         *,
         memory_limit_mb: int | None = 4096,
         exact_match_shortcut: bool = True,
+        verifier: str = "r1zero",
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        check_verifier(verifier)
+        self.verifier = verifier
         self.num_workers = int(num_workers)
         self.timeout_s = float(timeout_s)
         self.memory_limit_mb = memory_limit_mb
@@ -167,6 +195,7 @@ class MathGrader:
         truncated: list[bool] | None = None,
         *,
         timeout_s: float | None = None,
+        verifier: str | None = None,
     ) -> list[GradeResult]:
         """Grade ``responses[i]`` against ``references[i]``.
 
@@ -177,16 +206,20 @@ class MathGrader:
             answer_format: where the answer is, a template's ``answer_format`` (one of ``ANSWER_FORMATS``).
             truncated: per response, True if generation hit the length limit (scores 0 ungraded).
             timeout_s: per-answer timeout for this call (default: the grader's).
+            verifier: the equivalence check for this call (default: the grader's), one of ``VERIFIERS``.
 
         Returns:
             One ``GradeResult`` per response, in order.
 
         Raises:
-            ValueError: unknown answer format, or the list lengths differ.
+            ValueError: unknown answer format or verifier, or the list lengths differ.
             TypeError: a reference of an unsupported type.
             RuntimeError: the worker processes cannot start (e.g. ``math_verify`` is not importable).
         """
         check_answer_format(answer_format)
+        verifier = self.verifier if verifier is None else verifier
+        check_verifier(verifier)
+        shortcut = _shortcut if verifier == "r1zero" else _paper_shortcut
         n = len(responses)
         truncated = [False] * n if truncated is None else list(truncated)
         if len(references) != n or len(truncated) != n:
@@ -203,7 +236,7 @@ class MathGrader:
                 results[i] = GradeResult(0.0, pred, pred is not None, truncated=bool(truncated[i]))
                 continue
             golds = reference_alternatives(references[i])
-            verdicts = [_shortcut(pred, g) if self.exact_match_shortcut else None for g in golds]
+            verdicts = [shortcut(pred, g) if self.exact_match_shortcut else None for g in golds]
             if True in verdicts or None not in verdicts or len(pred) > MAX_ANSWER_CHARS:
                 results[i] = GradeResult(float(True in verdicts), pred, True)
                 continue
@@ -213,7 +246,7 @@ class MathGrader:
 
         if pending:
             with self._lock:
-                verdicts_run = self._run(list(pending), budget)
+                verdicts_run = self._run(list(pending), budget, verifier)
             ok: dict[int, bool] = {}
             late: dict[int, bool] = {}
             for key, (k_ok, k_late) in zip(pending, verdicts_run, strict=True):
@@ -229,7 +262,7 @@ class MathGrader:
             self.timeouts += n_timeouts
         return results  # type: ignore[return-value]
 
-    def _run(self, pairs: list[tuple[str, str]], budget: float) -> list[tuple[bool, bool]]:
+    def _run(self, pairs: list[tuple[str, str]], budget: float, verifier: str) -> list[tuple[bool, bool]]:
         self._spawn()
         # The in-worker alarm fires at ``budget``; the kill is for a worker stuck in C code.
         hard = budget + max(1.0, 0.5 * budget)
@@ -242,7 +275,7 @@ class MathGrader:
                 for k, w in enumerate(self._workers):
                     if w.ready and w.task is None and todo:
                         i = todo.popleft()
-                        if not w.send(i, *pairs[i], budget):
+                        if not w.send(i, *pairs[i], verifier, budget):
                             todo.appendleft(i)  # dead; noticed below via EOF
                     msgs = w.read()
                     late = w.task is not None and now - w.started > hard

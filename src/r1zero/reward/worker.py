@@ -1,7 +1,9 @@
-"""Worker-process side of the grader: math_verify behind a SIGALRM timeout, driven over stdin/stdout.
+"""Worker-process side of the grader: the equivalence check behind a SIGALRM timeout, over stdin/stdout.
 
-SIGALRM only works on a process's main thread, hence a process per worker; ``python -c "from
-r1zero.reward.worker import main; main()"`` is what ``MathGrader`` launches.
+Each request names its verifier (``r1zero.reward.verifiers``): ``r1zero`` (math_verify, ``_equivalent``
+below), or the paper's ``fast`` / ``math_verify`` (``verifiers.paper_grade``). SIGALRM only works on a
+process's main thread, hence a process per worker; ``python -c "from r1zero.reward.worker import main;
+main()"`` is what ``MathGrader`` launches.
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ def _worker_init(memory_limit_mb: int | None) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
         except (ImportError, OSError, ValueError, StopIteration):
             pass
-    # math_verify imports parts of sympy/ANTLR on first use; pay that before the first answer is timed.
+    # math_verify imports parts of sympy/ANTLR on first use, sympy's parser and simplify too; pay that before
+    # the first answer is timed.
+    from .verifiers import guard_math_verify_expr
+
+    guard_math_verify_expr()
     _verify_pair("\\frac{1}{2}", "0.5", 30.0)
+    _verify_pair("x+1", "1+x", 30.0, "math_verify")
+    _verify_pair("\\frac{2}{4}", "\\frac12", 30.0, "math_verify")
 
 
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
@@ -77,8 +85,17 @@ def _equivalent(pred: str, gold: str) -> bool:
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
 
 
-def _verify_pair(pred: str, gold: str, timeout_s: float) -> tuple[bool, bool]:
-    """(equivalent, timed_out) for one answer; runs on a worker's main thread (SIGALRM).
+def _check(pred: str, gold: str, verifier: str) -> bool:
+    if verifier == "r1zero":
+        return _equivalent(pred, gold)
+    from .verifiers import paper_grade
+
+    return paper_grade(pred, gold, verifier)
+
+
+def _verify_pair(pred: str, gold: str, timeout_s: float, verifier: str = "r1zero") -> tuple[bool, bool]:
+    """(equivalent, timed_out) for one answer under ``verifier`` (``r1zero.reward.VERIFIERS``); runs on a
+    worker's main thread (SIGALRM). An error inside the check (incl. an unknown verifier) scores False.
 
     Raises:
         _SoftTimeout: only if the alarm lands after the computation, in the cleanup below.
@@ -90,7 +107,7 @@ def _verify_pair(pred: str, gold: str, timeout_s: float) -> tuple[bool, bool]:
     _alarm_armed = True
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
-        ok = _equivalent(pred, gold)
+        ok = _check(pred, gold, verifier)
     except _SoftTimeout:
         timed_out = True
     except Exception:  # noqa: BLE001, S110 - any grader error (incl. MemoryError) scores 0; the worker lives on
@@ -114,7 +131,7 @@ def main() -> None:
     for line in sys.stdin:
         msg = json.loads(line)
         try:
-            ok, timed_out = _verify_pair(msg["pred"], msg["gold"], msg["timeout"])
+            ok, timed_out = _verify_pair(msg["pred"], msg["gold"], msg["timeout"], msg.get("verifier", "r1zero"))
         except _SoftTimeout:
             ok, timed_out = False, True
         proto.write(json.dumps({"id": msg["id"], "ok": ok, "to": timed_out}) + "\n")

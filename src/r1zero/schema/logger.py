@@ -8,12 +8,12 @@ from ._check import at_least, one_of
 
 @dataclass
 class WandbConfig:
-    mode: str = "disabled"                   # disabled | offline | online
+    mode: str = "disabled"                   # disabled | offline (sync later: wandb sync <run_dir>/wandb/offline-run-*) | online
     project: str = "r1zero"                  # wandb project
     entity: Optional[str] = None             # wandb team/user; null: your default
-    group: Optional[str] = None              # wandb group; null: the algo name
+    group: Optional[str] = None              # wandb group; null: <sweep>:<sweep dir> for the jobs of a multirun, none for a single run
     name: Optional[str] = None               # run name; null: <model>-<template>-<algo>-<data>-s<seed>
-    tags: list[str] = field(default_factory=list)  # extra tags
+    tags: list[str] = field(default_factory=list)  # extra tags, after algo:/template:/data:/model:/seed: (and sweep:, experiment:)
 
     def __post_init__(self) -> None:
         one_of("logger.wandb.mode", self.mode, ("disabled", "offline", "online"))

@@ -35,6 +35,8 @@ class TinyModelConfig(ModelConfig):
     num_heads: int = 4                       # attention heads
     num_kv_heads: int = 2                    # grouped-query KV heads
     max_position_embeddings: int = 8192      # longest prompt + response
+    vocab_size: Optional[int] = None         # embedding / LM-head rows beyond the byte tokenizer's (Qwen2.5: 151936); null: its own
+    tie_word_embeddings: bool = False        # share the embedding with the LM head (as Qwen2.5-0.5B)
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import bad_value
-from ._check import above, at_least, between
+from ._check import above, at_least, between, registered
 
 
 @dataclass
@@ -59,7 +59,16 @@ class TrainConfig:
 class RewardConfig:
     num_workers: int = 2                     # grader subprocesses (math-verify needs SIGALRM: a main thread of its own)
     timeout_s: float = 1.0                   # per-answer grading budget (the paper's 1 s); a timeout scores 0
+    # The equivalence check, for the rewards and the in-training evals (as the paper's oracle does both):
+    #   fast        the paper's default (train_zero_math.py --verifier_version fast; its 1.5B / 3B scripts): Hendrycks
+    #               MATH normalisation + the PRM800K sympy equality, no math-verify (r1zero.reward.fast)
+    #   math_verify fast, else HF math-verify (the paper's 7B scripts and evaluate_model.py)
+    #   r1zero      r1zero's earlier checker: math-verify behind a string / number shortcut
+    verifier: str = "fast"                   # r1zero.reward.VERIFIERS
 
     def __post_init__(self) -> None:
+        from ..reward.verifiers import VERIFIERS
+
         at_least("reward.num_workers", self.num_workers, 1)
         above("reward.timeout_s", self.timeout_s, 0.0, what="seconds")
+        registered("reward.verifier", self.verifier, VERIFIERS, "verifiers")
