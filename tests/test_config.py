@@ -40,7 +40,8 @@ def test_option_composes_and_resolves(group, option):
 
 def test_every_field_of_every_group_file_is_commented():
     missing = []
-    for group in ("model", "template", "algo", "data", "rollout", "logger", "eval", "strategy", "paths", "experiment"):
+    for group in ("model", "template", "algo", "data", "reward", "rollout", "logger", "eval", "strategy", "paths",
+                  "experiment"):
         for path in (CONF / group).glob("*.yaml"):
             for line in path.read_text().splitlines():
                 stripped = line.strip()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -122,8 +122,19 @@ def _read_file(local: Path, path: str, split: str | None) -> list[dict]:
 
 @dataclass(frozen=True)
 class Question:
+    """One training or evaluation question.
+
+    Attributes:
+        question: the text the template's ``{question}`` slot gets.
+        answer: the reference as the data has it: str, int, float or a list of alternatives.
+        row: the raw record it was read from (every field of the file's row, or the generator's record, e.g.
+            countdown's ``nums`` / ``target``), which ``reward=fn`` functions get as ``rows``; None when built by
+            hand. Not part of equality.
+    """
+
     question: str
-    answer: object  # the reference as the data has it: str, int, float or a list of alternatives
+    answer: object
+    row: dict | None = field(default=None, compare=False, repr=False)
 
 
 def _final_after_hash(answer: str) -> str | None:
@@ -178,11 +189,24 @@ def _arith(cfg) -> list[Question]:
                       heldout_percent=cfg.heldout_percent)
     except ValueError as err:
         raise DataUnavailableError(str(err)) from None
-    return [Question(q.question, q.answer) for q in qs]
+    return [Question(q.question, q.answer, row={"question": q.question, "answer": q.answer, "operator": q.operator})
+            for q in qs]
+
+
+def _countdown(cfg) -> list[Question]:
+    from .countdown import generate
+
+    try:
+        qs = generate(split=str(cfg.split), size=int(cfg.size), seed=int(cfg.seed), count=int(cfg.count),
+                      min_number=int(cfg.min_number), max_number=int(cfg.max_number),
+                      max_target=int(cfg.max_target), heldout_percent=int(cfg.heldout_percent))
+    except ValueError as err:
+        raise DataUnavailableError(str(err)) from None
+    return [Question(q.question, q.target, row=q.row()) for q in qs]
 
 
 #: ``data.generator``: question sets made in code from the data node's own fields (no files).
-GENERATORS = {"arith": _arith}
+GENERATORS = {"arith": _arith, "countdown": _countdown}
 
 # The schema validates names before anything loads; it cannot import this module (it would be a cycle).
 if set(ANSWER_FROM) - {None} != set(ANSWER_FROM_NAMES) or set(GENERATORS) != set(GENERATOR_NAMES):
@@ -224,8 +248,8 @@ def load_questions(cfg, data_root: str | None = None) -> list[Question]:
     questions in code (``generator``: a :data:`GENERATORS` name, with that generator's fields). Rows become
     ``Question(question, answer)``: the question from ``question_key`` (or ``question_format``, a
     ``str.format`` pattern over the row's fields, e.g. ``"{body} {question}"``), the answer from
-    ``answer_key`` read through ``answer_from`` (:data:`ANSWER_FROM`; rows it cannot read are dropped).
-    Evaluation benchmarks are data nodes too (``eval.sources``).
+    ``answer_key`` read through ``answer_from`` (:data:`ANSWER_FROM`; rows it cannot read are dropped), and
+    the row itself as ``Question.row`` (what a ``reward=fn`` function gets as ``rows``). Evaluation benchmarks are data nodes too (``eval.sources``).
 
     Args:
         data_root: the paper's release directory (``paths.data_root``); a missing source under it gets a
@@ -272,6 +296,7 @@ def _read_questions(cfg: DataConfig, data_root: str | None) -> list[Question]:
         if src.exclude:
             excluded = {str(r.get(qkey, "")).strip() for r in read_rows(src.exclude, None)}
         for i, row in enumerate(rows):
+            record = row
             raw = bool(prefer) and all(row.get(k) is not None for k in prefer.values())
             if raw:  # the row carries the raw question and final answer: read them, nothing to strip
                 row = {**row, qkey: row[prefer["question"]], akey: row[prefer["answer"]]}
@@ -292,7 +317,7 @@ def _read_questions(cfg: DataConfig, data_root: str | None) -> list[Question]:
                 if ans is None:
                     continue  # e.g. a MATH solution without \boxed{}, an ASDiv answer that is no number
             # References keep their shape (142.0, "['9.6\\n']", lists): the grader normalises every one.
-            out.append(Question(q, ans))
+            out.append(Question(q, ans, row=record))
     return out
 
 

@@ -33,6 +33,7 @@ from .models import (
 )
 from .preemption import PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
+from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
 from .rollout import SamplingConfig, build_engine
 from .rundir import check_same_config, finished_run, saved_config, truncate_after
 from .schema import RunConfig, run_config
@@ -66,6 +67,7 @@ def rollout_metrics(batch, rewards: torch.Tensor, results, advantages: torch.Ten
     correct = rewards > 0.5
     G = batch.extra["group_size"]
     buckets = length_bucket_metrics(lengths, batch.truncated, rewards, max_new_tokens, advantages)
+    formatted = [r.formatted for r in results if r.formatted is not None]  # None: reward=fn, no answer format
     return {
         "rollout/reward_mean": float(rewards.mean()),
         # the graded reward before truncated responses are zeroed (results were graded without truncation)
@@ -75,13 +77,16 @@ def rollout_metrics(batch, rewards: torch.Tensor, results, advantages: torch.Ten
         "rollout/response_length_correct": _mean(lengths[correct].tolist()),
         "rollout/response_length_incorrect": _mean(lengths[~correct].tolist()),
         "rollout/truncated_frac": float(batch.truncated.float().mean()),
-        "rollout/formatted_frac": _mean(float(r.formatted) for r in results),
         "rollout/grader_timeouts": float(sum(r.timed_out for r in results)),
+        # reward=fn: responses whose call raised or returned bad values (scored 0); 0 under the math grader
+        "rollout/reward_errors": float(sum(bool(getattr(r, "error", None)) for r in results)),
         # Questions whose G rewards are all equal get zero advantage: no learning signal.
         "rollout/solve_none_frac": float((rewards.view(-1, G).max(1).values < 0.5).float().mean()),
         "rollout/solve_all_frac": float((rewards.view(-1, G).min(1).values > 0.5).float().mean()),
         "rollout/zero_signal_group_frac": zero_signal_frac(rewards, G),  # any reward scale: all G equal
         **{f"rollout/{k}": v for k, v in buckets.items()},
+        # only where the grader reads an answer format (reward=math); a reward.fn returns numbers only
+        **({"rollout/formatted_frac": _mean(float(f) for f in formatted)} if formatted else {}),
     }
 
 
@@ -111,11 +116,12 @@ def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results, ad
     from types import SimpleNamespace
 
     parts = strategy.all_gather_object((batch.response_lengths.tolist(), batch.truncated.tolist(), rewards.tolist(),
-                                        [(r.formatted, r.timed_out, r.reward) for r in results],
+                                        [(r.formatted, r.timed_out, r.reward, getattr(r, "error", None))
+                                         for r in results],
                                         advantages.tolist()))
     view = SimpleNamespace(response_lengths=torch.tensor([x for p in parts for x in p[0]]),
                            truncated=torch.tensor([x for p in parts for x in p[1]]), extra=batch.extra)
-    graded = [SimpleNamespace(formatted=f, timed_out=t, reward=r) for p in parts for f, t, r in p[3]]
+    graded = [SimpleNamespace(formatted=f, timed_out=t, reward=r, error=e) for p in parts for f, t, r, e in p[3]]
     return (view, torch.tensor([x for p in parts for x in p[2]]), graded,
             torch.tensor([x for p in parts for x in p[4]]))
 
@@ -144,6 +150,10 @@ def validate(cfg: DictConfig | RunConfig, world_size: int = 1) -> RunConfig:
     """
     cfg = run_config(cfg)
     cfg.check_batches(world_size)
+    try:  # reward=fn: import the user's function now, before the model loads
+        check_reward_config(OmegaConf.structured(cfg.reward))
+    except RewardFnError as err:
+        raise ConfigError(str(err)) from None
     return cfg
 
 
@@ -186,8 +196,17 @@ class R1ZeroRecipe:
         if self.strategy.is_main:
             OmegaConf.save(OmegaConf.create(config), self.run_dir / "config.yaml")
         # Grader workers start in the background while the model loads.
-        self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
-                                 verifier=cfg.reward.verifier)
+        # reward=fn: the same pool, whose workers also import the user's reward function (r1zero.reward.custom)
+        try:
+            self.reward_fn = check_reward_config(OmegaConf.structured(cfg.reward))
+        except RewardFnError as err:
+            raise ConfigError(str(err)) from None
+        if self.reward_fn is None:
+            self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
+                                     verifier=cfg.reward.verifier)
+        else:
+            self.grader = RewardFnGrader(self.reward_fn, num_workers=cfg.reward.num_workers,
+                                         timeout_s=cfg.reward.timeout_s, answers_per_call=cfg.reward.answers_per_call)
         self.grader.start()
         self.template = PromptTemplate.from_config(cfg.template)
         self.questions = load_questions(cfg.data, cfg.paths.data_root)
@@ -305,12 +324,18 @@ class R1ZeroRecipe:
             self.engine.sleep()  # free the engine's memory (vLLM on GPU) for the learner
             t_rollout = time.perf_counter() - t0
 
-            # 2. reward: rule-based grading; truncated responses score 0
+            # 2. reward: rule-based grading (or reward.fn); truncated responses score 0
             t0 = time.perf_counter()
             references = [questions[i].answer for i in batch.prompt_index.tolist()]
             # Truncated responses are graded too (rollout/reward_mean_pre_truncation, which the paper logs),
             # then scored 0 for training.
-            results = self.grader.grade(batch.responses, references, self.template.answer_format)
+            if self.reward_fn is None:
+                results = self.grader.grade(batch.responses, references, self.template.answer_format)
+            else:  # the question's raw record, or its two fields for a hand-built Question
+                rows = [questions[i].row if questions[i].row is not None else
+                        {"question": questions[i].question, "answer": questions[i].answer}
+                        for i in batch.prompt_index.tolist()]
+                results = self.grader.grade_fn(batch.responses, references, rows)
             rewards = torch.tensor([r.reward for r in results], dtype=torch.float32) * (~batch.truncated).float()
             t_reward = time.perf_counter() - t0
 

@@ -71,12 +71,12 @@ def _wait_readable(fds: list[int], timeout_s: float) -> None:
 class _Worker:
     """One grading subprocess; at most one answer in flight."""
 
-    def __init__(self, memory_limit_mb: int | None):
+    def __init__(self, memory_limit_mb: int | None, setup: str = ""):
         src = str(Path(__file__).resolve().parents[2])  # importable even when r1zero is not installed
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from r1zero.reward.worker import main; main()",
-             str(memory_limit_mb or "")],
+             str(memory_limit_mb or ""), setup],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )  # fmt: skip
         self.fd = self.proc.stdout.fileno()
@@ -87,8 +87,8 @@ class _Worker:
         self.task: int | None = None
         self.started = 0.0
 
-    def send(self, task: int, pred: str, gold: str, verifier: str, timeout_s: float) -> bool:
-        msg = json.dumps({"id": task, "pred": pred, "gold": gold, "verifier": verifier, "timeout": timeout_s}) + "\n"
+    def send(self, task: int, payload: dict, timeout_s: float) -> bool:
+        msg = json.dumps({**payload, "id": task, "timeout": timeout_s}) + "\n"
         try:
             self.proc.stdin.write(msg.encode())
             self.proc.stdin.flush()
@@ -140,6 +140,8 @@ class MathGrader:
             checker itself.
         verifier: the equivalence check, one of ``VERIFIERS`` (``r1zero.reward.verifiers``): ``fast`` and
             ``math_verify`` are the paper's two modes, ``r1zero`` r1zero's earlier checker.
+        worker_setup: what every worker sets up at start besides math_verify, from
+            :func:`r1zero.reward.custom.worker_setup_arg` (the ``reward.fn`` it imports); "" for none.
 
     Attributes:
         timeouts: running count of responses that scored 0 because their check timed out.
@@ -159,6 +161,7 @@ class MathGrader:
         memory_limit_mb: int | None = 4096,
         exact_match_shortcut: bool = True,
         verifier: str = "r1zero",
+        worker_setup: str = "",
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -170,6 +173,7 @@ class MathGrader:
         self.timeout_s = float(timeout_s)
         self.memory_limit_mb = memory_limit_mb
         self.exact_match_shortcut = exact_match_shortcut
+        self.worker_setup = worker_setup  # r1zero.reward.custom: the reward.fn every worker imports at start
         self.timeouts = 0
         self._workers: list[_Worker] = []
         self._pid = os.getpid()
@@ -185,7 +189,10 @@ class MathGrader:
         if self._pid != os.getpid():  # forked child: the pipes belong to the parent
             self._workers, self._pid = [], os.getpid()
         while len(self._workers) < self.num_workers:
-            self._workers.append(_Worker(self.memory_limit_mb))
+            self._workers.append(self._new_worker())
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self.memory_limit_mb, self.worker_setup)
 
     def grade(
         self,
@@ -246,7 +253,8 @@ class MathGrader:
 
         if pending:
             with self._lock:
-                verdicts_run = self._run(list(pending), budget, verifier)
+                replies = self._run([{"pred": p, "gold": g, "verifier": verifier} for p, g in pending], budget)
+            verdicts_run = [(bool(m["ok"]), bool(m["to"])) for m in replies]
             ok: dict[int, bool] = {}
             late: dict[int, bool] = {}
             for key, (k_ok, k_late) in zip(pending, verdicts_run, strict=True):
@@ -262,12 +270,14 @@ class MathGrader:
             self.timeouts += n_timeouts
         return results  # type: ignore[return-value]
 
-    def _run(self, pairs: list[tuple[str, str]], budget: float, verifier: str) -> list[tuple[bool, bool]]:
+    def _run(self, payloads: list[dict], budget: float) -> list[dict]:
+        """Each payload's reply from a worker (``{"ok", "to", ...}``), in order; a worker killed or dead on a
+        payload gives ``{"ok": False, "to": <killed for time>, "died": True}``."""
         self._spawn()
         # The in-worker alarm fires at ``budget``; the kill is for a worker stuck in C code.
         hard = budget + max(1.0, 0.5 * budget)
-        todo = deque(range(len(pairs)))
-        out: list[tuple[bool, bool] | None] = [None] * len(pairs)
+        todo = deque(range(len(payloads)))
+        out: list[dict | None] = [None] * len(payloads)
         failed_starts = 0
         try:
             while todo or any(w.task is not None for w in self._workers):
@@ -275,14 +285,14 @@ class MathGrader:
                 for k, w in enumerate(self._workers):
                     if w.ready and w.task is None and todo:
                         i = todo.popleft()
-                        if not w.send(i, *pairs[i], verifier, budget):
+                        if not w.send(i, payloads[i], budget):
                             todo.appendleft(i)  # dead; noticed below via EOF
                     msgs = w.read()
                     late = w.task is not None and now - w.started > hard
                     if msgs is None or late or (not w.ready and now - w.born > self.STARTUP_TIMEOUT_S):
                         if w.task is not None:
                             # Only a kill for time is a timeout; a crash (e.g. OOM-killed) is just a 0.
-                            out[w.task] = (False, late)
+                            out[w.task] = {"ok": False, "to": late, "died": True}
                         if not w.ready:
                             failed_starts += 1
                             if failed_starts > 3 * self.num_workers:
@@ -291,13 +301,13 @@ class MathGrader:
                                     f"{sys.executable}?"
                                 )
                         w.kill()
-                        self._workers[k] = _Worker(self.memory_limit_mb)
+                        self._workers[k] = self._new_worker()
                         continue
                     for m in msgs:
                         if m.get("ready"):
                             w.ready = True
                         elif m.get("id") == w.task:
-                            out[w.task], w.task = (bool(m["ok"]), bool(m["to"])), None
+                            out[w.task], w.task = m, None
                 if todo and any(w.ready and w.task is None for w in self._workers):
                     continue  # a worker just came free: hand it the next answer before waiting
                 busy = [w.fd for w in self._workers if w.task is not None or not w.ready]
@@ -309,7 +319,7 @@ class MathGrader:
             for k, w in enumerate(self._workers):
                 if w.task is not None:
                     w.kill()
-                    self._workers[k] = _Worker(self.memory_limit_mb)
+                    self._workers[k] = self._new_worker()
         return out  # type: ignore[return-value]
 
     def close(self) -> None:

@@ -127,9 +127,16 @@ def main() -> None:
     os.dup2(2, 1)  # a stray print() in a library must not corrupt the protocol
     limit = sys.argv[1] if len(sys.argv) > 1 else ""
     _worker_init(int(limit) if limit.isdigit() else None)
+    if len(sys.argv) > 2 and sys.argv[2]:  # reward=fn: import the user's function before the first answer
+        from .custom import worker_call, worker_setup
+
+        worker_setup(sys.argv[2])
     proto.write('{"ready": true}\n')
     for line in sys.stdin:
         msg = json.loads(line)
+        if "responses" in msg:  # a reward.fn call (r1zero.reward.custom)
+            proto.write(json.dumps(worker_call(msg)) + "\n")
+            continue
         try:
             ok, timed_out = _verify_pair(msg["pred"], msg["gold"], msg["timeout"], msg.get("verifier", "r1zero"))
         except _SoftTimeout:

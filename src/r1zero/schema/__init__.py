@@ -29,7 +29,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from ..errors import ConfigError, bad_value, config_error_from
 from ._check import registered
 from .algo import AlgoConfig
-from .data import ArithDataConfig, DataConfig, SourceConfig
+from .data import ArithDataConfig, CountdownDataConfig, DataConfig, SourceConfig
 from .eval import EvalConfig
 from .logger import LoggerConfig, PathsConfig, WandbConfig
 from .model import ModelConfig, TinyModelConfig
@@ -140,7 +140,8 @@ SCHEMAS: dict[tuple[Optional[str], str], type] = {
     ("eval", "base_eval"): EvalConfig, ("rollout", "base_hf_rollout"): HFRolloutConfig,
     ("rollout", "base_vllm_rollout"): VLLMRolloutConfig, ("strategy", "base_strategy"): StrategyConfig,
     ("strategy", "base_ddp_strategy"): DDPStrategyConfig, ("strategy", "base_deepspeed_strategy"): DeepSpeedStrategyConfig,
-    ("logger", "base_logger"): LoggerConfig, ("paths", "base_paths"): PathsConfig,
+    ("logger", "base_logger"): LoggerConfig, ("reward", "base_reward"): RewardConfig,
+    ("data", "base_countdown_data"): CountdownDataConfig, ("paths", "base_paths"): PathsConfig,
 }
 
 

@@ -11,7 +11,7 @@ from .template import TemplateConfig
 
 #: The keys of r1zero.data.ANSWER_FROM and GENERATORS (r1zero.data checks at import that they agree).
 ANSWER_FROM_NAMES = ("last_boxed", "all_boxed", "after_hash", "strip_unit")
-GENERATOR_NAMES = ("arith",)
+GENERATOR_NAMES = ("arith", "countdown")
 
 
 @dataclass
@@ -39,7 +39,7 @@ class DataConfig:
 
     @staticmethod
     def schema_for(node) -> type:
-        return ArithDataConfig if node.get("generator") == "arith" else DataConfig
+        return {"arith": ArithDataConfig, "countdown": CountdownDataConfig}.get(node.get("generator"), DataConfig)
 
     def __post_init__(self) -> None:
         one_of("data.answer_from", self.answer_from, ANSWER_FROM_NAMES, none_ok=True)
@@ -67,4 +67,25 @@ class ArithDataConfig(DataConfig):
         at_least("data.min_value", self.min_value, 0)
         at_least("data.max_value", self.max_value, self.min_value)
         at_least("data.max_factor", self.max_factor, 2)
+        between("data.heldout_percent", self.heldout_percent, 0, 100)
+
+
+@dataclass
+class CountdownDataConfig(DataConfig):
+    """``generator: countdown``: Countdown equations made by :mod:`r1zero.countdown` from these fields."""
+
+    generator: Optional[str] = "countdown"   # r1zero.data.GENERATORS
+    size: int = 2000                         # distinct questions in the set
+    seed: int = 0                            # draws the numbers and the solution
+    count: int = 3                           # numbers per question, each used exactly once
+    min_number: int = 1                      # numbers are drawn from min_number..max_number (inclusive)
+    max_number: int = 50                     # (inclusive)
+    max_target: int = 100                    # targets lie in 1..max_target
+    heldout_percent: int = 10                # share of all possible questions (by hash) reserved for the test split
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("data.size", self.size, 1)
+        at_least("data.count", self.count, 2)
+        at_least("data.max_number", self.max_number, self.min_number)
         between("data.heldout_percent", self.heldout_percent, 0, 100)

@@ -57,6 +57,9 @@ class TrainConfig:
 
 @dataclass
 class RewardConfig:
+    name: str = "math"                       # conf/reward: math (the paper's grader) | fn (your function)
+    fn: Optional[str] = None                 # reward=fn: package.module:function (docs/rewards.md)
+    answers_per_call: int = 1                # reward=fn: responses per call (a failure zeroes the whole call)
     num_workers: int = 2                     # grader subprocesses (math-verify needs SIGALRM: a main thread of its own)
     timeout_s: float = 1.0                   # per-answer grading budget (the paper's 1 s); a timeout scores 0
     # The equivalence check, for the rewards and the in-training evals (as the paper's oracle does both):
@@ -72,3 +75,4 @@ class RewardConfig:
         at_least("reward.num_workers", self.num_workers, 1)
         above("reward.timeout_s", self.timeout_s, 0.0, what="seconds")
         registered("reward.verifier", self.verifier, VERIFIERS, "verifiers")
+        at_least("reward.answers_per_call", self.answers_per_call, 1)
