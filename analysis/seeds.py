@@ -86,7 +86,7 @@ def protocol(run_dir: str) -> dict[str, str]:
     decoding = "greedy" if not temp else f"T={temp}, {k} samples"
     zero = _lookup(cfg, "eval.zero_truncated")
     return {"decoding": decoding, "max_new_tokens": str(_lookup(cfg, "eval.max_new_tokens") or "?"),
-            "verifier": str(_lookup(cfg, "reward.verifier") or "math_verify"),
+            "verifier": str(_lookup(cfg, "reward.verifier") or "r1zero"),
             "truncated": "scored 0" if zero in (None, True) else "graded"}
 
 

@@ -653,7 +653,7 @@ def test_seed_table_means_intervals_and_protocol(tmp_path):
     assert r["c"] == 100 and r["c_lo"] == 100 and r["c_hi"] == 100  # no variation, no width
     assert r["average"] == pytest.approx((r["b"] + 100) / 2)
     assert 0 <= r["b_lo"] < r["b"] < r["b_hi"] <= 100 and r["average_lo"] < r["average"] < r["average_hi"]
-    assert (r["decoding"], r["verifier"], r["truncated"]) == ("greedy", "math_verify", "scored 0")
+    assert (r["decoding"], r["verifier"], r["truncated"]) == ("greedy", "r1zero", "scored 0")  # runs from before reward.verifier: its only checker
     out = seeds.write(tab, tmp_path / "out")
     assert "43.8 [" in out["seeds_md"].read_text() and r"\begin{tabular}" in out["seeds_tex"].read_text()
 
