@@ -176,7 +176,7 @@ def _cli(*args, timeout=180):
         (["model=tiny", "data=arith", "data.operators=[/]"], "data.operators=['/'] must be a non-empty list of"),
         (["model=tiny", "data=arith", "data.size=5000"], "fewer than 5000 distinct train questions"),
         (["model=tiny", "algo.loss_agg=seq_sum"], "algo.loss_agg='seq_sum' is not one of"),
-        (["model=tiny", "reward.verifier=sympy"], "reward.verifier='sympy' is not one of ['fast', 'math_verify', 'r1zero']"),
+        (["model=tiny", "reward.verifier=sympy"], "reward.verifier='sympy' is not one of the registered verifiers; valid: fast, math_verify, r1zero"),
     ],
     ids=["model-offline", "data-missing", "paper-data-missing", "field-missing", "bad-operator", "arith-too-small",
          "bad-agg", "bad-verifier"],
