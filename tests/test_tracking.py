@@ -62,7 +62,8 @@ def test_bad_mode_lists_the_valid_ones(tmp_path):
                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("r1zero: error:")]
-    assert errors == ["r1zero: error: logger.wandb.mode='bogus' is not one of disabled, offline, online"]
+    # the preflight (r1zero.launch) rejects it before the run starts, in the schema's words
+    assert errors == ["r1zero: error: logger.wandb.mode: 'bogus' is not a valid choice; valid: disabled, offline, online"]
 
 
 def _segment(run_dir: Path, steps, resume_step=None) -> str:
