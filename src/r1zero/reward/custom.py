@@ -294,10 +294,12 @@ def check_rewards(out: Any, n: int) -> list[float]:
     return values
 
 
-def worker_call(msg: dict) -> dict:
+def worker_call(msg: dict, w) -> dict:
     """One call of the function on a message ``{"id", "timeout", "responses", "references", "rows"}``, under a
-    SIGALRM of ``timeout`` seconds; the reply ``{"id", "ok", "to", "rewards" (None on failure), "err"}``."""
-    from . import worker as w
+    SIGALRM of ``timeout`` seconds; the reply ``{"id", "ok", "to", "rewards" (None on failure), "err"}``.
+
+    ``w`` is the calling worker module (:mod:`r1zero.reward.worker`, its alarm handler and ``_SoftTimeout``),
+    passed in rather than imported so the two modules do not import each other."""
 
     reply = {"id": msg["id"], "ok": True, "to": False, "rewards": None, "err": None}
     if _fn is None:

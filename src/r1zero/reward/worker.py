@@ -135,7 +135,7 @@ def main() -> None:
     for line in sys.stdin:
         msg = json.loads(line)
         if "responses" in msg:  # a reward.fn call (r1zero.reward.custom)
-            proto.write(json.dumps(worker_call(msg)) + "\n")
+            proto.write(json.dumps(worker_call(msg, sys.modules[__name__])) + "\n")
             continue
         try:
             ok, timed_out = _verify_pair(msg["pred"], msg["gold"], msg["timeout"], msg.get("verifier", "r1zero"))
