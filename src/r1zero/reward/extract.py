@@ -50,20 +50,31 @@ def _boxed_at(text: str, i: int) -> str | None:
         if not rest[:1].isspace():
             return None
         return rest.strip().split("$")[0].split("\n")[0].strip() or None
+    j = closing_brace(text, i)
+    if j is None:
+        return None  # the last box is never closed (usually a truncated response)
+    return text[i + 1 : j].strip() or None
+
+
+def closing_brace(text: str, i: int) -> int | None:
+    """Index of the ``}`` that closes the ``{`` at ``text[i]``, or None when it is never closed.
+
+    Escaped braces (``\\{``, ``\\}``) neither open nor close a group. One pass, O(len(text)).
+    """
     depth, j = 0, i
     while j < len(text):
         c = text[j]
         if c == "\\":
-            j += 2  # an escaped brace (``\{``) does not open or close the box
+            j += 2
             continue
         if c == "{":
             depth += 1
         elif c == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1 : j].strip() or None
+                return j
         j += 1
-    return None  # the last box is never closed (usually a truncated response)
+    return None
 
 
 def extract_answer(response: str, answer_format: str) -> str | None:

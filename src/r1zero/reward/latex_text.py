@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from .extract import closing_brace
+
 
 class LatexTextError(ValueError):
     """Raised where pylatexenc's renderer fails (missing ``\\sqrt`` argument, unclosed environment)."""
@@ -154,20 +156,8 @@ class _Renderer:
 
     def _group_end(self, i: int) -> int:
         """Index of the ``}`` closing the ``{`` at ``i`` (escaped braces skipped); n when unclosed."""
-        depth, j = 0, i
-        while j < self.n:
-            c = self.s[j]
-            if c == "\\":
-                j += 2
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return j
-            j += 1
-        return self.n
+        j = closing_brace(self.s, i)
+        return self.n if j is None else j
 
     def _arg(self, i: int) -> tuple[str | None, int]:
         """Rendered mandatory argument starting at (or after blanks from) ``i``: a group, macro or char."""
