@@ -43,6 +43,20 @@ def _draw(rng: random.Random, op: str, min_value: int, max_value: int, max_facto
     return f"What is {a} + {b}?", a + b
 
 
+def draw_new(draw, seen: set[str], heldout_percent: int, want_test: bool, attempts: int = 20_000):
+    """Call ``draw()`` until it returns a tuple whose first item is a question text not in ``seen`` and in the wanted
+    split (:func:`heldout`); add that text to ``seen`` and return the tuple. A first item of None is a rejected draw.
+    None after ``attempts`` draws: near exhaustion a new question is rare, past this the space is used up.
+    Shared by the generated sets (``arith``, ``countdown``)."""
+    for _ in range(attempts):
+        item = draw()
+        q = item[0]
+        if q is not None and q not in seen and heldout(q, heldout_percent) == want_test:
+            seen.add(q)
+            return item
+    return None
+
+
 def generate(*, split: str, size: int, seed: int, operators, min_value: int, max_value: int, max_factor: int,
              heldout_percent: int) -> list[ArithQuestion]:
     """``size`` distinct questions of one split, the operators taking turns (question ``i`` uses
@@ -75,16 +89,12 @@ def generate(*, split: str, size: int, seed: int, operators, min_value: int, max
     want_test = split == "test"
     seen: set[str] = set()
     out: list[ArithQuestion] = []
-    attempts = 20_000  # per question: near exhaustion a new one is rare, past this the space is used up
     for i in range(size):
         op = ops[i % len(ops)]
-        for _ in range(attempts):
-            q, a = _draw(rng, op, min_value, max_value, max_factor)
-            if q not in seen and heldout(q, heldout_percent) == want_test:
-                break
-        else:
+        drawn = draw_new(lambda op=op: _draw(rng, op, min_value, max_value, max_factor), seen, heldout_percent, want_test)
+        if drawn is None:
             raise ValueError(f"data=arith: the ranges give fewer than {size} distinct {split} questions for "
                              f"operator {op!r}; lower data.size or widen min_value/max_value/max_factor")
-        seen.add(q)
+        q, a = drawn
         out.append(ArithQuestion(q, str(a), op))
     return out

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .arith import SPLITS, heldout
+from .arith import SPLITS, draw_new
 
 #: Longest equation parsed (characters) and longest integer literal (digits): bounds the work on model text.
 MAX_EQUATION_CHARS = 200
@@ -110,17 +110,17 @@ def generate(*, split: str, size: int, seed: int, count: int, min_number: int, m
     want_test = split == "test"
     seen: set[str] = set()
     out: list[CountdownQuestion] = []
-    attempts = 20_000  # per question
+    def draw():
+        nums, target, solution = _draw(rng, count, min_number, max_number)
+        q = question_text(nums, target) if target and 1 <= target <= max_target else None
+        return q, nums, target, solution
+
     for _ in range(size):
-        for _ in range(attempts):
-            nums, target, solution = _draw(rng, count, min_number, max_number)
-            q = question_text(nums, target) if target and 1 <= target <= max_target else None
-            if q is not None and q not in seen and heldout(q, heldout_percent) == want_test:
-                break
-        else:
+        drawn = draw_new(draw, seen, heldout_percent, want_test)
+        if drawn is None:
             raise ValueError(f"data=countdown: the ranges give fewer than {size} distinct {split} questions; lower "
                              f"data.size or widen min_number/max_number/max_target")
-        seen.add(q)
+        q, nums, target, solution = drawn
         out.append(CountdownQuestion(q, tuple(nums), int(target), solution))
     return out
 
