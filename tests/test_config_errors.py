@@ -138,3 +138,16 @@ def test_composed_defaults_are_the_schemas():
     assert cfg.rollout.name == "hf" and compose(["rollout=vllm"]).rollout.enable_sleep_mode is True
     assert compose(["strategy=zero3"]).strategy.stage == 3 and compose(["strategy=zero2"]).strategy.stage == 2
     assert cfg.train.total_steps == 200 and cfg.reward.num_workers == 2 and cfg.seed == 42
+
+
+def test_an_engine_schema_takes_a_plain_dict_without_its_name():
+    """The vLLM engine builds its config with ``typed(VLLMRolloutConfig, {...})`` and no ``name``: the result is
+    that schema (its fields accepted), not the base it inherits ``schema_for`` from."""
+    from r1zero.schema import typed
+    from r1zero.schema.rollout import HFRolloutConfig, RolloutConfig, VLLMRolloutConfig
+
+    cfg = typed(VLLMRolloutConfig, {"dtype": "float32", "kv_cache_memory_gb": 1, "seed": 0})
+    assert type(cfg) is VLLMRolloutConfig and cfg.dtype == "float32" and cfg.kv_cache_memory_gb == 1.0
+    assert type(typed(RolloutConfig, {"name": "vllm"})) is VLLMRolloutConfig
+    with pytest.raises(ConfigError, match="dtype: unknown key .*HFRolloutConfig"):
+        typed(HFRolloutConfig, {"dtype": "float32"})

@@ -161,7 +161,10 @@ def _schema_of(cls: type, node: DictConfig) -> type:
         if isinstance(entry, str) and entry in by_name:
             return by_name[entry]
     pick = getattr(cls, "schema_for", None)
-    return pick(node) if pick else cls
+    chosen = pick(node) if pick else cls
+    # A subclass asked for by name (``typed(VLLMRolloutConfig, {...})`` without ``name``) is never widened back
+    # to its base: the base's ``schema_for`` only picks among ``cls``'s own subclasses.
+    return chosen if issubclass(chosen, cls) else cls
 
 
 def _no_extra_keys(node: DictConfig, prefix: str = "") -> None:
