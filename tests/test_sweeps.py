@@ -185,3 +185,24 @@ def test_cost_estimate_of_the_7b_recipe_is_the_papers_27_hours():
         assert 0 < estimate(cfg, gpus=8, gpu="h100").wall_s < estimate(cfg, gpus=8, gpu="a100").wall_s
     with pytest.raises(ValueError, match="unknown GPU type 'v100'"):
         estimate(cfg, gpus=8, gpu="v100")
+
+
+def test_dryrun_private_submitit_use_is_pinned_and_fails_in_one_line():
+    """r1zero.dryrun renders the sbatch script through private submitit members: the installed submitit is in the
+    range pyproject.toml pins, and one without them gives a one-line ConfigError instead of an AttributeError."""
+    import re
+    import types
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+
+    from r1zero.dryrun import _submission_text
+    from r1zero.errors import ConfigError
+
+    pins = dict(re.findall(r'"(submitit|hydra-submitit-launcher)([^"]+)"', (REPO / "pyproject.toml").read_text()))
+    assert set(pins) == {"submitit", "hydra-submitit-launcher"} and all("<" in p for p in pins.values()), pins
+    for dist, spec in pins.items():
+        assert version(dist) in SpecifierSet(spec), (dist, version(dist), spec)
+    moved = types.SimpleNamespace(_executor=types.SimpleNamespace(parameters={}))
+    with pytest.raises(ConfigError, match=r"^r1zero.dryrun: submitit .* valid: submitit>=1.5,<1.6"):
+        _submission_text(moved, 3)

@@ -34,14 +34,37 @@ def sbatch_header(cfg: DictConfig, n_jobs: int) -> list[str]:
     finally:
         HydraConfig.instance().cfg = None
     folder = Path(str(params.pop("submitit_folder")))
+    # The same executor the hydra-submitit launcher builds (hydra_plugins/.../submitit_launcher.py): AutoExecutor,
+    # base fields as they are, the rest prefixed ``slurm_``.
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
                                      slurm_max_num_timeout=params.pop("max_num_timeout", 0))
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-    if n_jobs > 1:  # submitit submits the jobs of one launch as one job array (SlurmExecutor._internal_process_submissions)
-        executor._executor.parameters["map_count"] = n_jobs
-    text = executor._executor._make_submission_file_text("python -u -m submitit.core._submit <folder>", "<uid>")
+    text = _submission_text(executor, n_jobs)
     return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+
+
+def _submission_text(executor, n_jobs: int) -> str:
+    """The sbatch script submitit would write for ``n_jobs`` jobs of one launch.
+
+    submitit has no public call that renders the script without submitting it, so this uses two private members
+    of ``submitit.slurm.slurm.SlurmExecutor`` (the pinned range in pyproject.toml; tests/test_sweeps.py checks
+    the header): ``parameters["map_count"]`` (how ``_internal_process_submissions`` turns a launch into one job
+    array) and ``_make_submission_file_text(command, uid)``.
+
+    Raises:
+        ConfigError: the installed submitit no longer has them (one line naming the version).
+    """
+    inner = getattr(executor, "_executor", None)
+    render = getattr(inner, "_make_submission_file_text", None)
+    if render is None or not isinstance(getattr(inner, "parameters", None), dict):
+        import submitit
+
+        raise ConfigError(f"r1zero.dryrun: submitit {submitit.__version__} has no SlurmExecutor."
+                          f"_make_submission_file_text; valid: submitit>=1.5,<1.6 (pyproject.toml)")
+    if n_jobs > 1:
+        inner.parameters["map_count"] = n_jobs
+    return render("python -u -m submitit.core._submit <folder>", "<uid>")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,15 +90,18 @@ def load_reward_fn(path: str) -> Callable:
 
 
 def check_reward_config(reward_cfg) -> str | None:
-    """The ``reward.fn`` path of a ``reward`` config node, imported and checked; None for ``reward=math``.
+    """The ``reward.fn`` path of a ``reward`` config (a :class:`~r1zero.schema.RewardConfig`, or a node / dict
+    :func:`~r1zero.schema.typed` turns into one), imported and checked; None for ``reward=math``.
 
     Raises:
+        ConfigError: a field of the wrong type or out of range (``reward.answers_per_call`` < 1, ...).
         RewardFnError: ``reward.name`` is neither ``math`` nor ``fn``, ``reward=fn`` without ``reward.fn``,
-            ``reward.fn`` set under ``reward=math``, a bad ``reward.answers_per_call``, or see
-            :func:`load_reward_fn`.
+            ``reward.fn`` set under ``reward=math``, or see :func:`load_reward_fn`.
     """
-    name = str(reward_cfg.get("name", "math"))
-    fn = reward_cfg.get("fn")
+    from ..schema import RewardConfig, typed
+
+    reward_cfg = typed(RewardConfig, reward_cfg)
+    name, fn = reward_cfg.name, reward_cfg.fn
     if name == "math":
         if fn:
             raise RewardFnError(f"reward.fn={fn!r} is set but reward=math grades with the math grader; add reward=fn")
@@ -108,9 +111,6 @@ def check_reward_config(reward_cfg) -> str | None:
     if not fn:
         raise RewardFnError(f"reward=fn needs reward.fn=package.module:function, a function taking "
                             f"{REWARD_FN_SIGNATURE}")
-    per_call = reward_cfg.get("answers_per_call", 1)
-    if not isinstance(per_call, int) or per_call < 1:
-        raise RewardFnError(f"reward.answers_per_call must be an integer >= 1, got {per_call!r}")
     load_reward_fn(str(fn))
     return str(fn)
 
