@@ -144,6 +144,14 @@ def _worker(rank: int, world: int, port: int, strategy_name: str, rows_per_rank:
                          "metrics": {k: [got_metrics[k], want_metrics[k]] for k in
                                      ("train/loss", "train/grad_norm", "train/pg_clipfrac", "train/ratio_max",
                                       "train/advantage_mean")}}
+    # The weight push into a rollout engine carries the updated weights; under ZeRO-3 it streams them
+    # (``weights=``, one gathered module at a time) instead of handing over a module whose parameters are shards.
+    engine = _CopyingEngine()
+    strategy.sync_weights(engine)
+    names = [n for n, _ in _tiny_model().named_parameters()]
+    pushed = torch.cat([engine.state[n] for n in names]) if set(engine.state) == set(names) else torch.zeros(0)
+    results["sync"] = {"streamed": engine.streamed, "names_match": set(engine.state) == set(names),
+                       "max_abs_diff": float((pushed - got).abs().max()) if pushed.numel() == got.numel() else 1e9}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(results, f)
     strategy.cleanup()
@@ -151,6 +159,18 @@ def _worker(rank: int, world: int, port: int, strategy_name: str, rows_per_rank:
 
 def _flat0() -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in _tiny_model().parameters()])
+
+
+class _CopyingEngine:
+    """Stands in for vLLM's engine: copies each pushed tensor as it arrives, as vLLM's weight loader does."""
+
+    def __init__(self):
+        self.state, self.streamed = {}, False
+
+    def sync_weights(self, model, weights=None):
+        self.streamed = weights is not None
+        for name, tensor in (model.named_parameters() if weights is None else weights):
+            self.state[name] = tensor.detach().float().flatten().cpu().clone()
 
 
 def _run_grad_check(tmp_path, strategy_name, rows_per_rank, micro):
@@ -169,6 +189,9 @@ def _run_grad_check(tmp_path, strategy_name, rows_per_rank, micro):
         assert upd["moved"] > 1e-5 and upd["max_abs_diff"] < 1e-5, (rank, upd)
         for key, (got, want) in upd["metrics"].items():
             assert abs(got - want) < 1e-6 * max(1.0, abs(want)), (rank, key, got, want)
+        sync = results["sync"]
+        assert sync["names_match"] and sync["max_abs_diff"] == 0.0, (rank, sync)
+        assert sync["streamed"] == (strategy_name == "zero3"), (rank, sync)
 
 
 def test_ddp_gradient_equals_single_process_gradient(tmp_path):

@@ -52,6 +52,19 @@ def test_format_table_average_row():
     assert "| aime | 20.0 | 100.0 | 0.0 | 100 |" in table and "| average | 20.0 |" in table
 
 
+def test_accuracy_line_reads_the_benchmark_accuracy_not_a_length_bucket():
+    from r1zero.suite import accuracy_line
+
+    # the quickstart's step-0 row: the last "/accuracy" key is a length bucket's (it printed 0.056 for 0.492)
+    one = {"eval/arith/accuracy": 0.4917, "eval/arith/length_bucket/0.25-0.5/accuracy": 0.595,
+           "eval/arith/length_bucket/truncated/accuracy": 0.0556, "eval/average/accuracy": 0.4917,
+           "eval/average/length_bucket/truncated/accuracy": 0.0556}
+    assert accuracy_line(0, one) == "r1zero: step 0 eval accuracy arith=0.492"
+    two = {"eval/gsm8k/accuracy": 0.25, "eval/math500/accuracy": 0.125, "eval/average/accuracy": 0.1875,
+           "eval/gsm8k/length_bucket/0-0.125/accuracy": 1.0}
+    assert accuracy_line(7, two) == "r1zero: step 7 eval accuracy gsm8k=0.250 math500=0.125 average=0.188"
+
+
 def test_evaluate_cli_on_tiny_checkpoint_with_pass_at_k(tmp_path, data_root):
     # A run directory's final/ works as the model; k samples with a temperature give pass@k.
     from r1zero.models import build_byte_tokenizer, build_tiny_model

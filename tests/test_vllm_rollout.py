@@ -97,8 +97,9 @@ def test_sync_weights_changes_outputs_to_the_new_policy(checks):
     _assert_mostly_agree(checks["b_vllm"], checks["b_hf"], "vllm after sync_weights vs transformers (perturbed)")
     stale = _agreement(checks["b_vllm"], checks["a_vllm"])
     assert sum(k == MAX_NEW for k in stale) <= 1, f"vllm still decodes like the old weights: {stale}"
-    # Syncing the original weights back restores the original outputs exactly (same engine, same kernels;
-    # also shows the prefix cache was not serving KV computed with the perturbed weights).
+    # Syncing the original weights back, streamed through ``weights=`` one tensor at a time as ZeRO-3 does (each
+    # spoilt once the next is read), restores the original outputs exactly (same engine, same kernels; also shows
+    # the prefix cache was not serving KV computed with the perturbed weights, and each tensor was copied in time).
     assert checks["b_restored_vllm"] == checks["a_vllm"]
 
 

@@ -178,9 +178,21 @@ def run_checks(model_dir: str, max_new_tokens: int) -> dict:
     res["timings"]["sync_weights_s"] = engine.last_sync_s
     res["b_vllm"] = engine_greedy(engine, PROMPTS, max_new_tokens)
     res["b_hf"] = hf_greedy(model, tokenizer, PROMPTS, max_new_tokens)
-    # ... and back: the original outputs return (prefix cache was reset, nothing stale)
+    # ... and back: the original outputs return (prefix cache was reset, nothing stale). Pushed through
+    # ``weights=`` the way ZeRO-3 streams them: one tensor at a time, each spoilt as soon as the next is asked for,
+    # while ``model`` itself still holds the perturbed weights (so the stream, not the module, must be read).
+    def one_module_at_a_time():
+        held = None
+        for name, _ in model.named_parameters():
+            if held is not None:
+                held.fill_(float("nan"))
+            held = original[name].clone()
+            yield name, held
+        if held is not None:
+            held.fill_(float("nan"))
+
+    engine.sync_weights(model, weights=one_module_at_a_time())
     model.load_state_dict(original)
-    engine.sync_weights(model)
     res["b_restored_vllm"] = engine_greedy(engine, PROMPTS, max_new_tokens)
     res["timings"]["sync_weights_restore_s"] = engine.last_sync_s
 

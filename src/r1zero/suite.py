@@ -208,3 +208,17 @@ def format_table(metrics: dict[str, float]) -> str:
                  f"{row.get('response_length', float('nan')):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def accuracy_line(step: int, metrics: dict[str, float]) -> str:
+    """``r1zero: step <step> eval accuracy <bench>=<acc> ...``: one line per evaluation, from ``eval/<bench>/accuracy``
+    only (not ``eval/<bench>/length_bucket/<bucket>/accuracy``); with one benchmark its ``average`` is left out."""
+    accs = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "eval" and parts[2] == "accuracy":
+            accs[parts[1]] = value
+    if len(accs) == 2:
+        accs.pop("average", None)  # one benchmark: its average is itself
+    return f"r1zero: step {step} eval accuracy " + " ".join(f"{b}={v:.3f}" for b, v in accs.items())
+

@@ -39,7 +39,7 @@ from .rundir import check_same_config, finished_run, saved_config, truncate_afte
 from .schema import RunConfig, run_config
 from .seeding import set_seed
 from .strategy import Strategy, build_strategy
-from .suite import evaluate_suite, load_benchmarks
+from .suite import accuracy_line, evaluate_suite, load_benchmarks
 from .templates import PromptTemplate
 from .tracking import MetricsLogger, NullLogger, wandb_settings
 
@@ -404,11 +404,7 @@ class R1ZeroRecipe:
     def _evaluate(self) -> dict[str, float]:
         metrics = self._evaluate_suite()
         if self.strategy.is_main:  # one line per evaluation, between the progress bar's updates
-            accs = {k.split("/")[1]: v for k, v in metrics.items() if k.endswith("/accuracy")}
-            if len(accs) == 2:
-                accs.pop("average", None)  # one benchmark: its average is itself
-            print(f"r1zero: step {self.step} eval accuracy " + " ".join(f"{b}={v:.3f}" for b, v in accs.items()),
-                  flush=True)
+            print(accuracy_line(self.step, metrics), flush=True)
         return metrics
 
     def _evaluate_suite(self) -> dict[str, float]:

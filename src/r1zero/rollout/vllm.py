@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -314,24 +314,43 @@ class VLLMRolloutEngine:
     # weights and memory
     # ----------------------------------------------------------------------------------------------
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Copy ``model``'s current parameters into the engine and drop the (now stale) prefix cache.
+    def sync_weights(self, model: torch.nn.Module,
+                     weights: Iterable[tuple[str, torch.Tensor]] | None = None) -> None:
+        """Copy the policy's current parameters into the engine and drop the (now stale) prefix cache.
+
+        Args:
+            model: the policy; its ``named_parameters()`` are pushed when ``weights`` is None (a sharded policy,
+                FSDP or ZeRO-3, must then be gathered first).
+            weights: ``(hf_name, tensor)`` pairs to push instead, consumed lazily in one pass, each tensor copied
+                before the next is asked for (:meth:`Strategy.named_parameters_for_sync`: ZeRO-3 gathers one
+                module at a time and frees it again, so the extra memory is one module, not the model).
 
         Names are the HF checkpoint names (``model.layers.0.self_attn.q_proj.weight``, ...); vLLM's
         ``load_weights`` fuses q/k/v and gate/up itself and re-ties tied embeddings. The tensors are read in
-        place (no copy on our side); vLLM copies them into its own parameters, casting to its dtype.
-        A sharded policy (FSDP, ZeRO-3) must be gathered first: this reads ``named_parameters()``.
+        place (no copy on our side); vLLM copies them into its own parameters, casting to its dtype. The engine
+        runs in-process, so the iterator reaches vLLM's loader as it is (no pickling, no list).
         """
         if self.asleep:
             self.wake_up()
         t0 = time.perf_counter()
-        weights = [(name, p.detach()) for name, p in _unwrap(model).named_parameters()]
+        count = [0]
+
+        def counted(pairs):
+            for pair in pairs:
+                count[0] += 1
+                yield pair
+
+        if weights is None:
+            weights = ((name, p.detach()) for name, p in _unwrap(model).named_parameters())
+        stream = counted(weights)
         try:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream})
         except (AttributeError, NotImplementedError) as err:  # older vLLM: no Worker.reload_weights
+            if count[0]:  # the stream is half consumed: a second pass cannot replay it
+                raise
             log.debug("vllm: reload_weights unavailable (%s); calling the model's load_weights", err)
 
-            def _load(worker, weights=weights):
+            def _load(worker, weights=stream):
                 runner = getattr(worker, "model_runner", worker)
                 runner.model.load_weights(weights)
 
@@ -341,7 +360,7 @@ class VLLMRolloutEngine:
         self.llm.reset_prefix_cache()
         self.weights_discarded = False
         self.last_sync_s = time.perf_counter() - t0
-        log.debug("vllm: synced %d tensors in %.2f s", len(weights), self.last_sync_s)
+        log.debug("vllm: synced %d tensors in %.2f s", count[0], self.last_sync_s)
 
     def sleep(self) -> None:
         """Free the engine's GPU memory (level 1: offload weights to CPU; level 2: discard them)."""
