@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 
 from .base import RolloutBatch, SamplingConfig, encode_prompts
+from ..schema.rollout import DECODERS
+from .decode import sample_responses
 
 
 def find_response_end(
@@ -65,6 +67,9 @@ class HFRolloutEngine:
         model: the policy (a transformers causal LM); generation runs in eval mode under ``no_grad``.
         tokenizer: its tokenizer, with a pad token.
         batch_size: sequences generated together (bounds the KV cache).
+        decoder: ``loop`` (:func:`r1zero.rollout.decode.sample_responses`: one prefill per distinct prompt,
+            finished rows leave the batch) or ``generate`` (transformers ``generate`` on ``n`` copies of each
+            prompt); the same sampling distribution.
         autocast: zero-argument callable returning the context generation runs in; training passes
             :meth:`Strategy.autocast <r1zero.strategy.Strategy.autocast>` so fp32 master weights generate in bf16.
     """
@@ -72,10 +77,13 @@ class HFRolloutEngine:
     @classmethod
     def from_config(cls, cfg, model, tokenizer, *, model_dir=None, seed=0, scratch_dir=None, autocast=None):
         """The engine of a ``rollout=hf`` config (:class:`~r1zero.schema.HFRolloutConfig`)."""
-        return cls(model, tokenizer, batch_size=cfg.batch_size, autocast=autocast)
+        return cls(model, tokenizer, batch_size=cfg.batch_size, autocast=autocast, decoder=cfg.decoder)
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, autocast=None):
+    def __init__(self, model, tokenizer, batch_size: int = 64, autocast=None, decoder: str = "loop"):
+        if decoder not in DECODERS:
+            raise ValueError(f"rollout.decoder={decoder!r}; valid: {', '.join(DECODERS)}")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, max(1, int(batch_size))
+        self.decoder = decoder
         self.autocast = autocast or contextlib.nullcontext
         gc = getattr(model, "generation_config", None)
         eos = getattr(gc, "eos_token_id", None) if gc is not None else None
@@ -118,7 +126,14 @@ class HFRolloutEngine:
         model.eval()
         responses: list[list[int]] = []
         try:
-            for s in range(0, prompt_ids.shape[0], self.batch_size):
+            if self.decoder == "loop":
+                per_chunk = max(1, self.batch_size // n)  # prompts whose n responses fit in one batch
+                for s in range(0, enc_ids.shape[0], per_chunk):
+                    with self.autocast():
+                        responses.extend(sample_responses(
+                            model, enc_ids[s : s + per_chunk].to(device), enc_mask[s : s + per_chunk].to(device),
+                            n, sampling, self.eos_ids, tok))
+            for s in range(0, prompt_ids.shape[0] if self.decoder == "generate" else 0, self.batch_size):
                 ids = prompt_ids[s : s + self.batch_size].to(device)
                 mask = prompt_mask[s : s + self.batch_size].to(device)
                 with self.autocast():

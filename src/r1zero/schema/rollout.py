@@ -17,13 +17,19 @@ class RolloutConfig:
         return ROLLOUT_SCHEMAS.get(node.get("name"), RolloutConfig)
 
 
+DECODERS = ("loop", "generate")  # rollout.decoder of rollout=hf (r1zero.rollout.hf)
+
+
 @dataclass
 class HFRolloutConfig(RolloutConfig):
     name: str = "hf"                         # r1zero.rollout.ENGINES
     batch_size: int = 64                     # prompts x samples generated together; bounds the KV-cache memory
+    decoder: str = "loop"                    # loop: r1zero.rollout.decode (one prefill per prompt, finished rows
+                                             # leave the batch) | generate: transformers generate; same distribution
 
     def __post_init__(self) -> None:
         at_least("rollout.batch_size", self.batch_size, 1)
+        one_of("rollout.decoder", self.decoder, DECODERS)
 
 
 @dataclass
