@@ -162,11 +162,22 @@ class RunComplete(Exception):
 
 
 class R1ZeroRecipe:
-    """setup → train → cleanup for one run; everything it writes goes to ``cfg.paths.run_dir``."""
+    """setup → train → cleanup for one run; everything it writes goes to ``cfg.paths.run_dir``.
 
-    def __init__(self, cfg: DictConfig | RunConfig):
+    Args:
+        cfg: the composed run config.
+        grader: grades the rollouts instead of the grader ``cfg.reward`` builds (``MathGrader``, or
+            ``RewardFnGrader`` under ``reward=fn``): ``start()``, ``grade(responses, references, answer_format)``
+            (``grade_fn(responses, references, rows)`` under ``reward=fn``), ``close()``, each returning one
+            ``GradeResult`` per response. Started in :meth:`setup`, closed in :meth:`cleanup`.
+        engine: samples the rollouts instead of the engine ``cfg.rollout`` builds (the
+            :class:`~r1zero.rollout.base.RolloutEngine` protocol); weights are synced to it after every update.
+    """
+
+    def __init__(self, cfg: DictConfig | RunConfig, grader=None, engine=None):
         self.cfg = cfg = run_config(cfg)  # typed and checked (r1zero.schema) before anything loads
         self.run_dir = Path(cfg.paths.run_dir)
+        self._grader, self._engine = grader, engine  # collaborators given instead of built (tests' fakes)
         self.step = 0
         self._eval_suite = None  # benchmark questions, read at the first evaluation
 
@@ -201,7 +212,9 @@ class R1ZeroRecipe:
             self.reward_fn = check_reward_config(OmegaConf.structured(cfg.reward))
         except RewardFnError as err:
             raise ConfigError(str(err)) from None
-        if self.reward_fn is None:
+        if self._grader is not None:
+            self.grader = self._grader
+        elif self.reward_fn is None:
             self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
                                      verifier=cfg.reward.verifier)
         else:
@@ -242,9 +255,9 @@ class R1ZeroRecipe:
             top_k=cfg.sampling.top_k, stop=self.template.stop,
         )
         model_dir = str(ckpt) if ckpt else (None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model))
-        self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir,
-                                   seed=int(cfg.seed), scratch_dir=str(self.run_dir / "rollout_init"),
-                                   autocast=self.strategy.autocast)
+        self.engine = self._engine or build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir,
+                                                   seed=int(cfg.seed), scratch_dir=str(self.run_dir / "rollout_init"),
+                                                   autocast=self.strategy.autocast)
 
         if ckpt is not None:
             state = load_trainer_state(ckpt)
@@ -458,9 +471,10 @@ class R1ZeroRecipe:
             self.strategy.cleanup()
 
 
-def run(cfg: DictConfig | RunConfig) -> Path:
-    """Run one training job from a composed config; returns the run directory."""
-    recipe = R1ZeroRecipe(cfg)
+def run(cfg: DictConfig | RunConfig, grader=None, engine=None) -> Path:
+    """Run one training job from a composed config; returns the run directory. ``grader``, ``engine``: as
+    :class:`R1ZeroRecipe` takes them (None: built from the config)."""
+    recipe = R1ZeroRecipe(cfg, grader=grader, engine=engine)
     try:
         try:
             recipe.setup()
