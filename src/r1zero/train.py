@@ -10,6 +10,7 @@ The recipe has torchtune's shape: :meth:`R1ZeroRecipe.setup`, :meth:`R1ZeroRecip
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -19,10 +20,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .algos import compute_advantages
-from .checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    DISK_ERRNOS,
+    latest_checkpoint,
+    load_trainer_state,
+    remove_partial,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .cli import hydra_entry
 from .data import DataUnavailableError, PromptSampler, load_questions
-from .errors import ConfigError
+from .errors import ConfigError, OutputUnwritableError
 from .learner import Learner
 from .lengths import length_bucket_metrics, zero_signal_frac
 from .manifest import Manifest
@@ -35,13 +44,13 @@ from .preemption import PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
 from .rollout import SamplingConfig, build_engine
-from .rundir import check_same_config, finished_run, saved_config, truncate_after
+from .rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
 from .schema import RunConfig, run_config
 from .seeding import set_seed
 from .strategy import Strategy, build_strategy
 from .suite import evaluate_suite, load_benchmarks
 from .templates import PromptTemplate
-from .tracking import MetricsLogger, NullLogger, wandb_settings
+from .tracking import MetricsLogger, NullLogger, check_wandb_login, wandb_settings
 
 log = logging.getLogger("r1zero.train")
 
@@ -185,6 +194,8 @@ class R1ZeroRecipe:
     def setup(self) -> None:
         cfg = self.cfg
         t_setup = time.perf_counter()  # the manifest's wall time counts model loading too
+        check_writable(self.run_dir, "paths.run_dir")  # read-only or a file in the way: one line, nothing loaded
+        check_wandb_login(cfg.logger.wandb.mode)  # online without a key: one line now, not a prompt after loading
         # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
         self.strategy = build_strategy(cfg.strategy)
         self.device = self.strategy.setup(cfg.device)
@@ -196,6 +207,8 @@ class R1ZeroRecipe:
         self.param_dtype = self.strategy.param_dtype(self.dtype)  # single/ddp + bf16: fp32 master weights
 
         cfg.check_batches(self.strategy.world_size)  # the schema's checks ran in run_config
+        if self.strategy.is_main and (partial := remove_partial(self.run_dir)):  # a run killed mid-save
+            log.info("removed %d unfinished checkpoint saves: %s", len(partial), ", ".join(p.name for p in partial))
         ckpt = self._checkpoint_to_resume()
         continuing = ckpt is not None or (cfg.resume == "auto" and (self.run_dir / "metrics.jsonl").exists())
         config = OmegaConf.to_container(OmegaConf.structured(cfg))
@@ -460,31 +473,51 @@ class R1ZeroRecipe:
     def cleanup(self) -> None:
         if self.cfg.train.save_final and self.step >= int(self.cfg.train.total_steps):
             self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")
-        if getattr(self, "manifest", None) is not None:
-            self.manifest.update(finished=self.step >= int(self.cfg.train.total_steps))
-            self.logger.update_config({"manifest": self.manifest.data})  # wandb: the final time used
+        try:
+            if getattr(self, "manifest", None) is not None:
+                self.manifest.update(finished=self.step >= int(self.cfg.train.total_steps))
+                self.logger.update_config({"manifest": self.manifest.data})  # wandb: the final time used
+        except OSError as err:  # a full disk: the error that stopped the run is the one to report
+            log.warning("manifest not updated: %s", err)
         for closer in ("logger", "grader", "preemption"):
             obj = getattr(self, closer, None)
             if obj is not None:
-                obj.close()
+                try:
+                    obj.close()
+                except OSError as err:  # the last flush on a full disk; the other closers still run
+                    log.warning("closing the %s: %s", closer, err)
         if getattr(self, "strategy", None) is not None:
             self.strategy.cleanup()
+
+
+@contextlib.contextmanager
+def _unwritable_as_one_line(run_dir: Path):
+    """A write refused for room or permission (metrics, samples, the final model) as :class:`OutputUnwritableError`."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        raise OutputUnwritableError(f"{err.filename or run_dir}: cannot be written ({err.strerror}); what the run "
+                                    f"wrote before stays; valid: free space or a writable {run_dir}, then rerun "
+                                    f"the same command (resume=auto)") from None
 
 
 def run(cfg: DictConfig | RunConfig, grader=None, engine=None) -> Path:
     """Run one training job from a composed config; returns the run directory. ``grader``, ``engine``: as
     :class:`R1ZeroRecipe` takes them (None: built from the config)."""
     recipe = R1ZeroRecipe(cfg, grader=grader, engine=engine)
-    try:
+    with _unwritable_as_one_line(recipe.run_dir):
         try:
-            recipe.setup()
-        except RunComplete as done:
-            print(done, flush=True)
-            return recipe.run_dir
-        print(f"r1zero: run directory {recipe.run_dir.resolve()}", flush=True)
-        recipe.train()
-    finally:
-        recipe.cleanup()
+            try:
+                recipe.setup()
+            except RunComplete as done:
+                print(done, flush=True)
+                return recipe.run_dir
+            print(f"r1zero: run directory {recipe.run_dir.resolve()}", flush=True)
+            recipe.train()
+        finally:
+            recipe.cleanup()
     print(f"r1zero: done, {recipe.step} steps; metrics in {recipe.run_dir.resolve() / 'metrics.jsonl'}", flush=True)
     return recipe.run_dir
 
