@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -40,7 +42,7 @@ from .models import (
     resolve_dtype,
     resolve_model_dir,
 )
-from .preemption import PreemptionHandler, launcher_grace_s
+from .preemption import Interrupted, PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
 from .rollout import SamplingConfig, build_engine
@@ -189,6 +191,8 @@ class R1ZeroRecipe:
         self._grader, self._engine = grader, engine  # collaborators given instead of built (tests' fakes)
         self.step = 0
         self._eval_suite = None  # benchmark questions, read at the first evaluation
+        self._saving = False
+        self._consistent = None
 
     # ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -326,18 +330,32 @@ class R1ZeroRecipe:
 
     # ----------------------------------------------------------------------------------------------
     def train(self) -> None:
-        cfg, G = self.cfg, int(self.cfg.sampling.group_size)
+        cfg = self.cfg
         total = int(cfg.train.total_steps)
         bar = None
         if cfg.logger.progress_bar and self.strategy.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc="r1zero", unit="step", dynamic_ncols=True)
-        # SIGUSR2/SIGTERM (SLURM preemption, time limit) only set a flag, acted on at the end of a step.
+        # SIGUSR2/SIGTERM/SIGINT (SLURM preemption, time limit, Ctrl-C) only set a flag, acted on at the end of a
+        # step; a second one in a plain run raises Interrupted mid-step (_stop_now).
         self.preemption = PreemptionHandler(grace_s=launcher_grace_s()).install()
+        try:
+            self._train_steps(total, bar)
+        except Interrupted as stop:
+            self._stop_now(stop)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _train_steps(self, total: int, bar) -> None:
+        cfg, G = self.cfg, int(self.cfg.sampling.group_size)
+        self._consistent = None  # (step, sampler state, RNG state) a mid-step stop can checkpoint, or None
         if self.step == 0 and cfg.eval.at_start:
             self.logger.log(0, self._evaluate())
         while self.step < total:
+            # until the update starts, the weights and optimizer are still the previous step's
+            self._consistent = (self.step, self.sampler.state_dict(), rng_state())
             self.step += 1
             t_step = time.perf_counter()
 
@@ -367,6 +385,7 @@ class R1ZeroRecipe:
 
             # 3. advantages and the policy update
             t0 = time.perf_counter()
+            self._consistent = None  # the weights change from here until the step is logged
             advantages = compute_advantages(
                 str(cfg.algo.adv_estimator), rewards, G,
                 scale_by_std=bool(cfg.algo.scale_by_std), eps=float(cfg.algo.adv_eps),
@@ -395,6 +414,7 @@ class R1ZeroRecipe:
             metrics.update(self._maybe_evaluate(final=self.step == total))
             metrics["time/step_s"] = time.perf_counter() - t_step
             self.logger.log(self.step, metrics)
+            self._consistent = (self.step, self.sampler.state_dict(), rng_state())
             self._log_samples(questions, prompts, batch, rewards, references)
             self._maybe_checkpoint()
             if bar is not None:
@@ -404,8 +424,27 @@ class R1ZeroRecipe:
                                 loss=f"{metrics['train/loss']:.4f}")
             if self.strategy.any(self.preemption.requested) and self.step < total:  # checkpoint, then requeue (SLURM) or exit
                 self.preemption.hand_over(self.save_checkpoint(), self.step)
-        if bar is not None:
-            bar.close()
+
+    def _stop_now(self, stop: Interrupted) -> NoReturn:
+        """A second signal mid-step: checkpoint the last completed step unless it is saved already (one process
+        only: a collective save cannot start mid-step), print one line, exit with status 128 + signal."""
+        in_flight, saved = self.step, None
+        if self._consistent is not None and not self._saving and not self.strategy.distributed:
+            step, sampler_state, rng = self._consistent
+            path = self.run_dir / "checkpoints" / f"step_{step:06d}"
+            if step > 0 and not (path / "trainer_state.pt").exists():
+                self.step = step
+                self.sampler.load_state_dict(sampler_state)
+                set_rng_state(rng)  # resuming repeats the interrupted step as it would have run
+                saved = self.save_checkpoint()
+        latest = latest_checkpoint(self.run_dir)
+        self.step = max(0, self._consistent[0] if self._consistent is not None else in_flight - 1)  # completed
+        what = f"saved checkpoint {saved}" if saved else (
+            f"newest checkpoint {latest}" if latest else "no checkpoint (a new run starts over)")
+        print(f"r1zero: stopped by a second {stop} during step {in_flight}; {what}; metrics.jsonl keeps the steps "
+              f"logged before. The same command with hydra.run.dir={self.run_dir} (resume=auto) continues the run.",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + stop.signum)
 
     def _log_samples(self, questions, prompts, batch, rewards, references) -> None:
         k = min(self.cfg.logger.samples_per_step, len(batch))
@@ -454,6 +493,13 @@ class R1ZeroRecipe:
 
     def save_checkpoint(self) -> Path:
         """Called on every rank (DeepSpeed shards and ZeRO-3 gathers are collective); rank 0 writes the files."""
+        self._saving = True  # a second signal mid-save does not save again (_stop_now)
+        try:
+            return self._save_checkpoint()
+        finally:
+            self._saving = False
+
+    def _save_checkpoint(self) -> Path:
         if self.manifest is not None:
             self.manifest.update()  # the time used so far survives a kill after this checkpoint
         s = self.strategy
