@@ -48,6 +48,52 @@ class AlternatingGrader:
         pass
 
 
+class ScriptedEngine:
+    """Answers each prompt with G responses taken in turn from ``responses``; records its calls and syncs."""
+
+    def __init__(self, responses):
+        self.responses, self.calls, self.syncs = list(responses), [], 0
+
+    def generate(self, prompts, sampling):
+        from r1zero.rollout import RolloutBatch
+
+        self.calls.append(list(prompts))
+        rows = [self.responses[j % len(self.responses)] for _ in prompts for j in range(sampling.n)]
+        ids = [[3 + ord(c) % 100 for c in r] for r in rows]  # token ids inside the tiny model's vocabulary
+        T = max(map(len, ids))
+        mask = torch.tensor([[1.0] * len(x) + [0.0] * (T - len(x)) for x in ids])
+        return RolloutBatch(input_ids=torch.tensor([[1] + x + [0] * (T - len(x)) for x in ids]),
+                            attention_mask=torch.cat([torch.ones(len(rows), 1, dtype=torch.long), mask.long()], 1),
+                            response_mask=mask, prompt_len=1, responses=rows,
+                            truncated=torch.zeros(len(rows), dtype=torch.bool),
+                            prompt_index=torch.arange(len(prompts)).repeat_interleave(sampling.n))
+
+    def sync_weights(self, model):
+        self.syncs += 1
+
+    def sleep(self):
+        pass
+
+    def wake_up(self):
+        pass
+
+
+def test_the_recipe_samples_with_an_injected_engine(tmp_path):
+    engine = ScriptedEngine(["ab", "abcdef"])
+    recipe = train_mod.R1ZeroRecipe(compose(TINY, run_dir=tmp_path), grader=AlternatingGrader(), engine=engine)
+    try:
+        recipe.setup()
+        assert recipe.engine is engine
+        recipe.train()
+    finally:
+        recipe.cleanup()
+    assert len(engine.calls) == 2 and engine.syncs == 2  # one rollout per step, the update pushed after each
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["rollout/response_length_mean"] for r in rows] == [4.0, 4.0]  # lengths 2 and 6, in turn
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert samples and {s["response"] for s in samples} <= {"ab", "abcdef"}
+
+
 @pytest.mark.parametrize("algo", ["grpo", "drgrpo", "grpo_no_len_norm", "grpo_no_std_norm", "token_mean"])
 def test_two_steps_change_every_parameter(tmp_path, algo):
     cfg = compose(TINY + [f"algo={algo}"], run_dir=tmp_path)
