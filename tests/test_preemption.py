@@ -132,7 +132,8 @@ def test_a_step_longer_than_the_grace_is_handed_over_mid_step(restore_signals):
 
 
 def test_grader_workers_survive_the_slurm_warning_signal():
-    """SLURM signals every process of the job step; a grader worker must not die of USR2 mid-answer."""
+    """SLURM signals every process of the job step, Ctrl-C the terminal's process group; a grader worker must not
+    die of USR2 or SIGINT mid-answer."""
     from r1zero.reward import MathGrader
 
     grader = MathGrader(num_workers=1)
@@ -140,6 +141,9 @@ def test_grader_workers_survive_the_slurm_warning_signal():
         assert grader.grade(["\\boxed{1/2}"], ["0.5"], "boxed")[0].reward == 1.0  # starts the worker
         worker = grader._workers[0].proc
         os.kill(worker.pid, signal.SIGUSR2)
+        time.sleep(0.5)
+        assert worker.poll() is None
+        os.kill(worker.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
         time.sleep(0.5)
         assert worker.poll() is None
         assert grader.grade(["\\boxed{2/4}"], ["0.5"], "boxed")[0].reward == 1.0
