@@ -156,8 +156,15 @@ def check_outputs(cfg: DictConfig, multirun: bool) -> None:
     """
     from .rundir import check_writable
 
+    from omegaconf.errors import OmegaConfBaseException
+
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    check_writable(str(OmegaConf.select(cfg, key)), key)
+    try:
+        target = OmegaConf.select(cfg, key)
+    except OmegaConfBaseException:  # an interpolation only a running job resolves: Hydra's own mkdir checks it
+        target = None
+    if target is not None:
+        check_writable(str(target), key)
     run_dir = OmegaConf.to_container(cfg.paths, resolve=False).get("run_dir")
     if isinstance(run_dir, str) and "${" not in run_dir:
         check_writable(run_dir, "paths.run_dir")
