@@ -19,7 +19,7 @@ from r1zero.preemption import PreemptionHandler
 
 @pytest.fixture
 def restore_signals():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)}
     yield
     for s, h in saved.items():
         signal.signal(s, h)
@@ -76,6 +76,36 @@ def test_plain_run_exits_cleanly(restore_signals, capsys, tmp_path, sig):
     assert signal.getsignal(sig) == signal.SIG_DFL
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_in_a_plain_run_stops_mid_step(restore_signals, sig):
+    """The first asks for a checkpoint at the step's end (Ctrl-C too: no KeyboardInterrupt); the second raises
+    Interrupted at once, and the previous handlers are back, so a third gets the default action."""
+    from r1zero.preemption import Interrupted
+
+    signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    previous = signal.getsignal(sig)
+    handler = PreemptionHandler().install()
+    _deliver(sig)
+    assert handler.requested
+    with pytest.raises(Interrupted) as info:
+        _deliver(sig)
+        time.sleep(5)  # the rest of the step: not waited for
+    assert info.value.signum == sig and str(info.value) == signal.Signals(sig).name
+    assert signal.getsignal(sig) is previous
+
+
+def test_a_second_signal_under_submitit_still_waits_for_the_step_end(restore_signals):
+    calls = []
+    signal.signal(signal.SIGTERM, lambda s, f: calls.append(s))  # submitit's SIGTERM handler only logs
+    handler = PreemptionHandler().install()
+    _deliver(signal.SIGTERM)
+    _deliver(signal.SIGTERM)  # no Interrupted: SLURM sends USR2 next, and the requeue needs the checkpoint
+    assert handler.received == [signal.SIGTERM] and calls == []
+    handler.hand_over(None, step=1)
+    assert calls == [signal.SIGTERM]
+    handler.close()
+
+
 def test_ignored_signals_stay_ignored(restore_signals):
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     PreemptionHandler().install()
@@ -102,7 +132,8 @@ def test_a_step_longer_than_the_grace_is_handed_over_mid_step(restore_signals):
 
 
 def test_grader_workers_survive_the_slurm_warning_signal():
-    """SLURM signals every process of the job step; a grader worker must not die of USR2 mid-answer."""
+    """SLURM signals every process of the job step, Ctrl-C the terminal's process group; a grader worker must not
+    die of USR2 or SIGINT mid-answer."""
     from r1zero.reward import MathGrader
 
     grader = MathGrader(num_workers=1)
@@ -110,6 +141,9 @@ def test_grader_workers_survive_the_slurm_warning_signal():
         assert grader.grade(["\\boxed{1/2}"], ["0.5"], "boxed")[0].reward == 1.0  # starts the worker
         worker = grader._workers[0].proc
         os.kill(worker.pid, signal.SIGUSR2)
+        time.sleep(0.5)
+        assert worker.poll() is None
+        os.kill(worker.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
         time.sleep(0.5)
         assert worker.poll() is None
         assert grader.grade(["\\boxed{2/4}"], ["0.5"], "boxed")[0].reward == 1.0

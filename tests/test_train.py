@@ -48,15 +48,56 @@ class AlternatingGrader:
         pass
 
 
-@pytest.fixture
-def mixed_rewards(monkeypatch):
-    monkeypatch.setattr(train_mod, "MathGrader", AlternatingGrader)
+class ScriptedEngine:
+    """Answers each prompt with G responses taken in turn from ``responses``; records its calls and syncs."""
+
+    def __init__(self, responses):
+        self.responses, self.calls, self.syncs = list(responses), [], 0
+
+    def generate(self, prompts, sampling):
+        from r1zero.rollout import RolloutBatch
+
+        self.calls.append(list(prompts))
+        rows = [self.responses[j % len(self.responses)] for _ in prompts for j in range(sampling.n)]
+        ids = [[3 + ord(c) % 100 for c in r] for r in rows]  # token ids inside the tiny model's vocabulary
+        T = max(map(len, ids))
+        mask = torch.tensor([[1.0] * len(x) + [0.0] * (T - len(x)) for x in ids])
+        return RolloutBatch(input_ids=torch.tensor([[1] + x + [0] * (T - len(x)) for x in ids]),
+                            attention_mask=torch.cat([torch.ones(len(rows), 1, dtype=torch.long), mask.long()], 1),
+                            response_mask=mask, prompt_len=1, responses=rows,
+                            truncated=torch.zeros(len(rows), dtype=torch.bool),
+                            prompt_index=torch.arange(len(prompts)).repeat_interleave(sampling.n))
+
+    def sync_weights(self, model):
+        self.syncs += 1
+
+    def sleep(self):
+        pass
+
+    def wake_up(self):
+        pass
+
+
+def test_the_recipe_samples_with_an_injected_engine(tmp_path):
+    engine = ScriptedEngine(["ab", "abcdef"])
+    recipe = train_mod.R1ZeroRecipe(compose(TINY, run_dir=tmp_path), grader=AlternatingGrader(), engine=engine)
+    try:
+        recipe.setup()
+        assert recipe.engine is engine
+        recipe.train()
+    finally:
+        recipe.cleanup()
+    assert len(engine.calls) == 2 and engine.syncs == 2  # one rollout per step, the update pushed after each
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["rollout/response_length_mean"] for r in rows] == [4.0, 4.0]  # lengths 2 and 6, in turn
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert samples and {s["response"] for s in samples} <= {"ab", "abcdef"}
 
 
 @pytest.mark.parametrize("algo", ["grpo", "drgrpo", "grpo_no_len_norm", "grpo_no_std_norm", "token_mean"])
-def test_two_steps_change_every_parameter(tmp_path, mixed_rewards, algo):
+def test_two_steps_change_every_parameter(tmp_path, algo):
     cfg = compose(TINY + [f"algo={algo}"], run_dir=tmp_path)
-    recipe = train_mod.R1ZeroRecipe(cfg)
+    recipe = train_mod.R1ZeroRecipe(cfg, grader=AlternatingGrader())
     try:
         recipe.setup()
         before = {n: p.detach().clone() for n, p in recipe.model.named_parameters() if p.requires_grad}
@@ -80,10 +121,10 @@ def test_two_steps_change_every_parameter(tmp_path, mixed_rewards, algo):
     assert (tmp_path / "final" / "config.json").exists() and (tmp_path / "config.yaml").exists()
 
 
-def test_run_writes_its_manifest(tmp_path, mixed_rewards):
+def test_run_writes_its_manifest(tmp_path):
     from r1zero.manifest import read_manifest
 
-    train_mod.run(compose(TINY + ["seed=5"], run_dir=tmp_path))
+    train_mod.run(compose(TINY + ["seed=5"], run_dir=tmp_path), grader=AlternatingGrader())
     m = read_manifest(tmp_path)
     assert m["finished"] is True and m["segments"] == 1 and m["seed"] == 5 and m["world_size"] == 1
     assert m["versions"]["torch"] == torch.__version__ and m["versions"]["python"] == sys.version.split()[0]
@@ -93,27 +134,29 @@ def test_run_writes_its_manifest(tmp_path, mixed_rewards):
     assert len(m["git"]["commit"]) == 40 and isinstance(m["git"]["dirty"], bool)  # the test runs in a checkout
 
 
-def test_training_is_seeded(tmp_path, mixed_rewards):
+def test_training_is_seeded(tmp_path):
     finals = []
     for run in ("a", "b"):
         cfg = compose(TINY + ["train.total_steps=1"], run_dir=tmp_path / run)
-        train_mod.run(cfg)
+        train_mod.run(cfg, grader=AlternatingGrader())
         finals.append((tmp_path / run / "metrics.jsonl").read_text())
     strip = lambda text: [{k: v for k, v in json.loads(t).items() if not k.startswith(("time/", "perf/"))}  # noqa: E731
                           for t in text.splitlines()]
     assert strip(finals[0]) == strip(finals[1])
 
 
-def test_resume_matches_uninterrupted_run(tmp_path, mixed_rewards):
+def test_resume_matches_uninterrupted_run(tmp_path):
     """A run stopped after its step-2 checkpoint and resumed with resume=auto ends with identical weights."""
     common = TINY + ["train.total_steps=4", "train.save_every=2", "train.keep_checkpoints=null"]
-    full = train_mod.R1ZeroRecipe(compose(common, run_dir=tmp_path / "full"))
+    full = train_mod.R1ZeroRecipe(compose(common, run_dir=tmp_path / "full"), grader=AlternatingGrader())
     full.setup(); full.train(); full.cleanup()  # noqa: E702
 
     first = train_mod.R1ZeroRecipe(compose(common[:-3] + ["train.total_steps=2", "train.save_every=2",
-                                                         "train.save_final=false"], run_dir=tmp_path / "cut"))
+                                                         "train.save_final=false"], run_dir=tmp_path / "cut"),
+                                   grader=AlternatingGrader())
     first.setup(); first.train(); first.save_checkpoint(); first.cleanup()  # noqa: E702
-    resumed = train_mod.R1ZeroRecipe(compose(common + ["resume=auto"], run_dir=tmp_path / "cut"))
+    resumed = train_mod.R1ZeroRecipe(compose(common + ["resume=auto"], run_dir=tmp_path / "cut"),
+                                     grader=AlternatingGrader())
     resumed.setup()
     assert resumed.step == 2
     resumed.train(); resumed.cleanup()  # noqa: E702
@@ -125,14 +168,15 @@ def test_resume_matches_uninterrupted_run(tmp_path, mixed_rewards):
     assert steps == [1, 2, 3, 4]
 
 
-def test_resumed_kl_reference_is_the_initial_policy(tmp_path, mixed_rewards):
+def test_resumed_kl_reference_is_the_initial_policy(tmp_path):
     """With algo.kl_coef > 0 the reference is the policy at step 0, also after a resume (not the checkpoint)."""
     common = TINY + ["algo.kl_coef=0.1", "train.save_final=false"]
-    first = train_mod.R1ZeroRecipe(compose(common, run_dir=tmp_path))
+    first = train_mod.R1ZeroRecipe(compose(common, run_dir=tmp_path), grader=AlternatingGrader())
     first.setup()
     initial = {n: p.detach().clone() for n, p in first.model.named_parameters()}
     first.train(); first.save_checkpoint(); first.cleanup()  # noqa: E702
-    resumed = train_mod.R1ZeroRecipe(compose(common + ["train.total_steps=3", "resume=auto"], run_dir=tmp_path))
+    resumed = train_mod.R1ZeroRecipe(compose(common + ["train.total_steps=3", "resume=auto"], run_dir=tmp_path),
+                                     grader=AlternatingGrader())
     resumed.setup()
     try:
         assert resumed.step == 2
@@ -197,10 +241,10 @@ def test_bad_split_of_the_papers_data_fails_with_one_line(tmp_path, data_root):
     _assert_one_line_error(out, "split 'train' not found; available splits: ['eval']")
 
 
-def test_fresh_run_refuses_to_mix_with_existing_metrics(tmp_path, mixed_rewards):
+def test_fresh_run_refuses_to_mix_with_existing_metrics(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
     with pytest.raises(FileExistsError, match="resume=auto"):
-        train_mod.run(compose(TINY + ["resume=null"], run_dir=tmp_path))
+        train_mod.run(compose(TINY + ["resume=null"], run_dir=tmp_path), grader=AlternatingGrader())
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'  # nothing already written is lost
 
 

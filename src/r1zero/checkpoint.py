@@ -1,12 +1,15 @@
 """Checkpoints for ``resume=auto``: model + tokenizer (HF format) and the trainer state.
 
 Layout: ``<run_dir>/checkpoints/step_000050/`` holding the HF files and ``trainer_state.pt`` (optimizer,
-scheduler, data position, RNG states, step). A checkpoint is written under a temporary name and renamed,
-so a run killed mid-save never leaves a half checkpoint that ``resume=auto`` would pick.
+scheduler, data position, RNG states, step). A checkpoint is written under a temporary name
+(``.tmp_step_000050``) and renamed, so a run killed mid-save never leaves a half checkpoint that ``resume=auto``
+would pick; a save that fails (a full disk) removes its temporary directory, and the leftovers of a killed run
+are removed when the next run in the directory starts (:func:`remove_partial`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -16,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import OutputUnwritableError
+
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+#: Directories of unfinished saves: the checkpoint itself, and each rank's DeepSpeed shards before they move in.
+_PARTIAL = (".tmp_step_*", ".strategy_step_*")
+#: errno of a write refused for room or permission: the disk's or the user's problem, not a bug.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+_LOW_SPACE = 64 << 20  # bytes: a write that failed with less free than this failed for room (torch.save says
+#                        "unexpected pos ...", safetensors "I/O error", neither with an errno)
 
 
 def rng_state() -> dict:
@@ -48,14 +59,22 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
     tmp = root / f".tmp_step_{step:06d}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    if state_dict is not None:
-        model.save_pretrained(tmp, state_dict=state_dict)
-    else:
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    for name, src in (move_in or {}).items():
-        os.replace(src, tmp / name)
-    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
+    try:
+        if state_dict is not None:
+            model.save_pretrained(tmp, state_dict=state_dict)
+        else:
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for name, src in (move_in or {}).items():
+            os.replace(src, tmp / name)
+        torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
+    except BaseException as err:  # a second signal mid-save too: no half checkpoint stays behind
+        low = _free_bytes(root) < _LOW_SPACE  # measured before the partial files are freed
+        for partial in (tmp, *(move_in or {}).values()):
+            shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(err, Exception) and (low or getattr(err, "errno", None) in DISK_ERRNOS):
+            raise save_failed(final, err, latest_checkpoint(run_dir)) from None
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -63,6 +82,33 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
         for old in list_checkpoints(run_dir)[:-int(keep)]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
+
+
+def save_failed(final: Path, err: BaseException, latest: Path | None) -> OutputUnwritableError:
+    """The one line for a checkpoint that could not be written: why, and what ``resume=auto`` will use."""
+    why = getattr(err, "strerror", None) or (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if _free_bytes(final.parent) < _LOW_SPACE and "space" not in why.lower():
+        why = f"{why}; the disk is full"
+    resume = f"continues from {latest.name}" if latest else "starts over (no complete checkpoint)"
+    return OutputUnwritableError(
+        f"{final}: checkpoint not written ({why}), none half-written kept; resume=auto {resume}; valid: free space "
+        f"under {final.parent.parent} (fewer checkpoints: train.keep_checkpoints=1), then rerun the same command")
+
+
+def remove_partial(run_dir: Path) -> list[Path]:
+    """Remove what unfinished saves left in ``<run_dir>/checkpoints`` (a run killed mid-save); returns them."""
+    root = Path(run_dir) / "checkpoints"
+    found = [p for pattern in _PARTIAL for p in sorted(root.glob(pattern))] if root.is_dir() else []
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+    return found
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

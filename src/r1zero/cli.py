@@ -26,8 +26,8 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], object]) -> Callab
     """A ``main()`` that composes ``conf/<config_name>.yaml`` with Hydra and calls ``run(cfg)``.
 
     Before Hydra starts, :func:`r1zero.launch.preflight` composes and checks the command line (every job of a
-    multirun): a bad value, an unknown key or option prints one ``r1zero: error:`` line and exits with status 2
-    before any job starts or model loads. A :data:`USER_ERRORS` exception during the run does the same;
+    multirun): a bad value, an unknown key or option, or an output directory that cannot be written prints one
+    ``r1zero: error:`` line and exits with status 2 before any job starts or model loads. A :data:`USER_ERRORS` exception during the run does the same;
     whatever the run already wrote (metrics, checkpoints) stays in its run directory.
     """
 
@@ -44,7 +44,7 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], object]) -> Callab
 
         try:
             preflight(config_name, sys.argv[1:])
-        except ConfigError as err:
+        except USER_ERRORS as err:
             report_error(err)
             sys.exit(2)
         hydra.main(version_base="1.3", config_path=str(_config.config_dir()), config_name=config_name)(task)()

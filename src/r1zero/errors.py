@@ -1,6 +1,7 @@
 """Every user-error class of r1zero, in one place.
 
-A user error is bad input (a config value, a missing model or data set, a run directory in use): the entry
+A user error is bad input (a config value, a missing model or data set, a run directory in use) or an
+environment the run cannot write to or log from (a read-only or full output directory, wandb unreachable): the entry
 points print it as one line, ``r1zero: error: <message>``, and exit with status 2. Anything else is a bug and
 keeps its traceback. This module imports nothing of r1zero, so every module can raise these.
 """
@@ -20,8 +21,18 @@ class ModelUnavailableError(RuntimeError):
     """A model or tokenizer could not be found locally and the hub could not provide it."""
 
 
+class OutputUnwritableError(RuntimeError):
+    """Where the run writes cannot be written: a read-only directory or file system, a file where a directory
+    should be, a full disk; the message names the path."""
+
+
+class TrackingUnavailableError(RuntimeError):
+    """``logger.wandb.mode=online`` cannot reach wandb: no API key, or ``wandb.init`` failed (network)."""
+
+
 #: Bad input, reported as one line without a traceback.
-USER_ERRORS = (ModelUnavailableError, DataUnavailableError, ConfigError, FileExistsError)
+USER_ERRORS = (ModelUnavailableError, DataUnavailableError, ConfigError, FileExistsError, OutputUnwritableError,
+               TrackingUnavailableError)
 
 
 def bad_value(key: str, what: str, valid: str) -> ConfigError:

@@ -113,6 +113,7 @@ def preflight(config_name: str, argv: list[str]) -> None:
 
     Raises:
         ConfigError: the first bad value, unknown key or unknown option, as one line naming it.
+        OutputUnwritableError: the run (or sweep) directory cannot be written (:func:`check_outputs`).
     """
     from .schema import EvaluateRunConfig, RunConfig
 
@@ -120,14 +121,16 @@ def preflight(config_name: str, argv: list[str]) -> None:
     if flags & _NO_PREFLIGHT:
         return
     schema = RunConfig if config_name == "train" else EvaluateRunConfig
+    multirun = bool(flags & {"-m", "--multirun"})
     try:
-        if flags & {"-m", "--multirun"}:
+        if multirun:
             cfg, jobs = plan(overrides, config_name)
             remote = "slurm" in str(OmegaConf.select(cfg, "hydra.launcher._target_") or "").lower()
             for job in jobs:
                 check_job(compose_job(job, config_name), schema, env_checks=not remote)
         else:
             check_job(_compose(config_name, overrides), schema)
+            cfg = _compose(config_name, overrides, hydra=True)  # hydra.run.dir (check_job takes no hydra node)
     except ConfigError:
         raise
     except Exception as err:  # Hydra's composition / override-parser errors
@@ -140,6 +143,31 @@ def preflight(config_name: str, argv: list[str]) -> None:
         if isinstance(err, (HydraException, OmegaConfBaseException)):
             raise config_error_from(err) from None
         raise
+    check_outputs(cfg, multirun)
+
+
+def check_outputs(cfg: DictConfig, multirun: bool) -> None:
+    """Refuse a launch whose output directory cannot be written (Hydra would fail creating it, in a traceback):
+    ``hydra.sweep.dir`` (multirun) or ``hydra.run.dir`` of ``cfg`` (composed with its ``hydra`` node), and
+    ``paths.run_dir`` when set to a path of its own.
+
+    Raises:
+        OutputUnwritableError: one line naming the key and the directory that refused.
+    """
+    from .rundir import check_writable
+
+    from omegaconf.errors import OmegaConfBaseException
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        target = OmegaConf.select(cfg, key)
+    except OmegaConfBaseException:  # an interpolation only a running job resolves: Hydra's own mkdir checks it
+        target = None
+    if target is not None:
+        check_writable(str(target), key)
+    run_dir = OmegaConf.to_container(cfg.paths, resolve=False).get("run_dir")
+    if isinstance(run_dir, str) and "${" not in run_dir:
+        check_writable(run_dir, "paths.run_dir")
 
 
 def _parse_error(overrides: list[str]) -> ConfigError:

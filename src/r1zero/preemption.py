@@ -14,8 +14,11 @@ handler that was installed before ours:
 
 * submitit's USR2 handler: requeue, then exit (``SystemExit``; submitit's exit status is 255);
 * submitit's SIGTERM handler only logs (SLURM sends SIGTERM before USR2 on preemption): training goes on;
-* no Python handler (a plain ``python -m r1zero.train``): print where the checkpoint is and exit with status 0.
-  Running the same command with ``hydra.run.dir=<run dir>`` (``resume=auto``) continues the run.
+* no Python handler (a plain ``python -m r1zero.train``; Ctrl-C counts as SIGINT): print where the checkpoint is
+  and exit with status 0. Running the same command with ``hydra.run.dir=<run dir>`` (``resume=auto``) continues
+  the run. A second signal before the step ends raises :class:`Interrupted` in the main thread, mid-step: the
+  trainer saves what is consistent (the last completed step) and exits with status 128 + the signal number; a
+  third gets the signal's default action.
 
 Grace time: the step in flight, the evaluation when one is due, and the checkpoint save must finish within the
 launcher's ``signal_delay_s``. If the step is still running ``signal_delay_s - min(30, signal_delay_s / 2)``
@@ -35,7 +38,23 @@ from pathlib import Path
 
 log = logging.getLogger("r1zero.preemption")
 
-SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(BaseException):
+    """A second signal where there is no handler to hand over to: stop now, mid-step.
+
+    A BaseException (like KeyboardInterrupt), so no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _hands_over(handler) -> bool:
+    # Python's own SIGINT handler (KeyboardInterrupt) is no handler to hand over to: a plain run.
+    return callable(handler) and handler is not signal.default_int_handler
 
 
 def launcher_grace_s() -> float | None:
@@ -52,7 +71,7 @@ def launcher_grace_s() -> float | None:
 
 
 class PreemptionHandler:
-    """Records SIGUSR2 / SIGTERM so the trainer can checkpoint at a step boundary, then hands them over.
+    """Records SIGUSR2 / SIGTERM / SIGINT so the trainer can checkpoint at a step boundary, then hands them over.
 
     Args:
         signals: signals to take over (those currently ignored, SIG_IGN, are left alone).
@@ -101,15 +120,19 @@ class PreemptionHandler:
         if self._overdue:  # the step did not end in time: hand over now, mid-step
             previous = self._previous.get(signum)
             self.close()
-            if callable(previous):
+            if _hands_over(previous):
                 previous(signum, frame)
             return
         name = signal.Signals(signum).name
+        previous = self._previous.get(signum)
+        if self.received and not _hands_over(previous):  # asked twice in a plain run: stop now
+            self.close()  # a third signal: its default action
+            raise Interrupted(signum)
         if signum not in self.received:
             self.received.append(signum)
-            log.warning("%s received: saving a checkpoint when the current step ends", name)
-        previous = self._previous.get(signum)
-        if self.max_wait_s is not None and self._timer is None and callable(previous):
+            log.warning("%s received: saving a checkpoint when the current step ends%s", name,
+                        "" if _hands_over(previous) else " (signal again to stop now)")
+        if self.max_wait_s is not None and self._timer is None and _hands_over(previous):
             self._timer = threading.Timer(self.max_wait_s, self._deadline, args=(signum,))
             self._timer.daemon = True
             self._timer.start()
@@ -145,7 +168,7 @@ class PreemptionHandler:
         stop = False
         for sig in pending:
             handler = previous.get(sig)
-            if callable(handler):
+            if _hands_over(handler):
                 log.info("handing %s over to %s", signal.Signals(sig).name, getattr(handler, "__qualname__", handler))
                 handler(sig, None)  # submitit's USR2 handler: scontrol requeue + sys.exit
             else:

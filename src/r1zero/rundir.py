@@ -3,17 +3,20 @@
 A run directory belongs to one experiment: continuing it with another config would mix two experiments in one
 ``metrics.jsonl``, so :func:`check_same_config` refuses, naming the changed keys (``allow_config_change=true``
 overrides). Rerunning a finished run is a no-op (:func:`finished_run`), not a second training over its results.
+:func:`check_writable` refuses, before anything starts, a run directory that cannot be created or written.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from .errors import bad_value
+from .errors import OutputUnwritableError, bad_value
 
 #: Keys a continued run may change: where it writes and logs, how long it runs, when it saves and evaluates.
 MAY_CHANGE_ON_RESUME = ("resume", "allow_config_change", "paths.", "logger.", "device", "reward.num_workers",
@@ -28,6 +31,32 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flat(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: node}
+
+
+def check_writable(path: str | Path, key: str) -> None:
+    """Refuse an output directory ``path`` (the value of config key ``key``) that cannot be created or written.
+
+    Probes the nearest existing directory on the way to ``path`` by creating and removing a directory in it:
+    permission bits alone do not stop root, and ``os.access`` passes a read-only ``/proc`` or ``/sys``.
+
+    Raises:
+        OutputUnwritableError: one line naming ``key``, the path, and the directory that refused (the current
+            directory for a relative path under a read-only cwd).
+    """
+    given = Path(path).expanduser()
+    target = given if given.is_absolute() else Path.cwd() / given
+    existing = target
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    where = f"{existing} (the current directory)" if existing == Path.cwd() and not given.is_absolute() else existing
+    valid = f"a directory this user can write (run from one, or set {key}=<writable dir>)"
+    if not existing.is_dir():
+        raise OutputUnwritableError(f"{key}={given}: {where} is a file, not a directory; valid: {valid}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".r1zero_probe_", dir=existing))
+    except OSError as err:
+        raise OutputUnwritableError(f"{key}={given}: cannot write in {where} ({err.strerror or err}); "
+                                    f"valid: {valid}") from None
 
 
 def saved_config(run_dir: Path) -> dict | None:

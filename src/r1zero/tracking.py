@@ -9,7 +9,8 @@ config with the run's manifest under ``manifest`` (refreshed when the run ends).
 stored in ``<run_dir>/wandb_run_id``; every later segment of the run (a requeued or resumed job) reads it and
 calls ``wandb.init(id=..., resume="allow")``, so it continues the same wandb run. ``mode=offline`` writes
 ``<run_dir>/wandb/offline-run-*`` (one per segment, same id), uploaded later, segments in order, by
-``wandb sync <run_dir>/wandb/offline-run-*``.
+``wandb sync <run_dir>/wandb/offline-run-*``. ``mode=online`` needs an API key (:func:`check_wandb_login`, before
+the model loads) and a reachable server (a failing ``wandb.init`` is one line, :class:`TrackingUnavailableError`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import ConfigError
+from .errors import TrackingUnavailableError
 
 WANDB_MODES = ("disabled", "offline", "online")
 #: ``<run_dir>/wandb_run_id``: one line, the wandb run id of every segment of the run.
@@ -39,6 +41,52 @@ def check_wandb_mode(mode) -> str:
     if mode not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={mode!r} is not one of {', '.join(WANDB_MODES)}")
     return mode
+
+
+def wandb_credentials(environ: dict[str, str] | None = None) -> str | None:
+    """Where ``wandb.init`` would find an API key without asking or going online, or None.
+
+    Looks where wandb looks: ``WANDB_API_KEY`` / ``WANDB_IDENTITY_TOKEN_FILE``, the netrc file (``NETRC``, else
+    ``~/.netrc``) entry for the host of ``WANDB_BASE_URL`` (default ``api.wandb.ai``; ``wandb login`` writes it),
+    and an ``api_key`` in wandb's settings file (``WANDB_CONFIG_DIR``, else ``~/.config/wandb``).
+    """
+    import configparser
+    import netrc
+    from urllib.parse import urlsplit
+
+    env = os.environ if environ is None else environ
+    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
+        if env.get(var):
+            return var
+    home = Path(env.get("HOME") or Path.home())
+    host = urlsplit(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    for path in ([Path(env["NETRC"])] if env.get("NETRC") else [home / ".netrc", home / "_netrc"]):
+        try:
+            if netrc.netrc(str(path)).authenticators(host):
+                return str(path)
+        except (OSError, netrc.NetrcParseError):
+            continue
+    settings = Path(env.get("WANDB_CONFIG_DIR") or home / ".config" / "wandb") / "settings"
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(settings)
+    except configparser.Error:
+        return None
+    return str(settings) if parser.get("default", "api_key", fallback=None) else None
+
+
+def check_wandb_login(mode) -> None:
+    """Refuse ``logger.wandb.mode=online`` without an API key, before anything loads (wandb would prompt, or
+    fail after the model loaded).
+
+    Raises:
+        TrackingUnavailableError: one line pointing at ``wandb login`` and ``logger.wandb.mode=offline``.
+    """
+    if check_wandb_mode(mode) == "online" and wandb_credentials() is None:
+        raise TrackingUnavailableError(
+            "logger.wandb.mode: online needs a wandb API key and none is set (no WANDB_API_KEY, no api.wandb.ai "
+            "entry in ~/.netrc); valid: wandb login (or WANDB_API_KEY=<key>), or logger.wandb.mode=offline "
+            "(upload later: wandb sync <run_dir>/wandb/offline-run-*) or disabled")
 
 
 def wandb_run_id(run_dir: Path, previous: str | None = None) -> str:
@@ -153,6 +201,7 @@ class MetricsLogger:
 
         Raises:
             ConfigError: a bad mode, or wandb is not installed.
+            TrackingUnavailableError: ``wandb.init`` failed (no network, a rejected key).
         """
         if check_wandb_mode(settings.get("mode")) == "disabled":
             return None
@@ -160,7 +209,13 @@ class MetricsLogger:
             import wandb
         except ImportError:
             raise ConfigError(f"logger.wandb.mode={settings['mode']} needs wandb: pip install wandb") from None
-        self.wandb = wandb.init(**settings)
+        try:
+            self.wandb = wandb.init(**settings)
+        except Exception as err:  # noqa: BLE001 - wandb's own errors (CommError, UsageError, timeouts) vary by version
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise TrackingUnavailableError(
+                f"logger.wandb.mode: {settings['mode']}: wandb.init failed ({first}); valid: a reachable wandb "
+                f"server and a valid key, or logger.wandb.mode=offline (sync later) or disabled") from None
         return self.wandb.id
 
     def update_config(self, fields: dict[str, Any]) -> None:

@@ -10,19 +10,30 @@ The recipe has torchtune's shape: :meth:`R1ZeroRecipe.setup`, :meth:`R1ZeroRecip
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .algos import compute_advantages
-from .checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    DISK_ERRNOS,
+    latest_checkpoint,
+    load_trainer_state,
+    remove_partial,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .cli import hydra_entry
 from .data import DataUnavailableError, PromptSampler, load_questions
-from .errors import ConfigError
+from .errors import ConfigError, OutputUnwritableError
 from .learner import Learner
 from .lengths import length_bucket_metrics, zero_signal_frac
 from .manifest import Manifest
@@ -31,17 +42,17 @@ from .models import (
     resolve_dtype,
     resolve_model_dir,
 )
-from .preemption import PreemptionHandler, launcher_grace_s
+from .preemption import Interrupted, PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
 from .rollout import SamplingConfig, build_engine
-from .rundir import check_same_config, finished_run, saved_config, truncate_after
+from .rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
 from .schema import RunConfig, run_config
 from .seeding import set_seed
 from .strategy import Strategy, build_strategy
 from .suite import accuracy_line, evaluate_suite, load_benchmarks
 from .templates import PromptTemplate
-from .tracking import MetricsLogger, NullLogger, wandb_settings
+from .tracking import MetricsLogger, NullLogger, check_wandb_login, wandb_settings
 
 log = logging.getLogger("r1zero.train")
 
@@ -162,18 +173,33 @@ class RunComplete(Exception):
 
 
 class R1ZeroRecipe:
-    """setup → train → cleanup for one run; everything it writes goes to ``cfg.paths.run_dir``."""
+    """setup → train → cleanup for one run; everything it writes goes to ``cfg.paths.run_dir``.
 
-    def __init__(self, cfg: DictConfig | RunConfig):
+    Args:
+        cfg: the composed run config.
+        grader: grades the rollouts instead of the grader ``cfg.reward`` builds (``MathGrader``, or
+            ``RewardFnGrader`` under ``reward=fn``): ``start()``, ``grade(responses, references, answer_format)``
+            (``grade_fn(responses, references, rows)`` under ``reward=fn``), ``close()``, each returning one
+            ``GradeResult`` per response. Started in :meth:`setup`, closed in :meth:`cleanup`.
+        engine: samples the rollouts instead of the engine ``cfg.rollout`` builds (the
+            :class:`~r1zero.rollout.base.RolloutEngine` protocol); weights are synced to it after every update.
+    """
+
+    def __init__(self, cfg: DictConfig | RunConfig, grader=None, engine=None):
         self.cfg = cfg = run_config(cfg)  # typed and checked (r1zero.schema) before anything loads
         self.run_dir = Path(cfg.paths.run_dir)
+        self._grader, self._engine = grader, engine  # collaborators given instead of built (tests' fakes)
         self.step = 0
         self._eval_suite = None  # benchmark questions, read at the first evaluation
+        self._saving = False
+        self._consistent = None
 
     # ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
         t_setup = time.perf_counter()  # the manifest's wall time counts model loading too
+        check_writable(self.run_dir, "paths.run_dir")  # read-only or a file in the way: one line, nothing loaded
+        check_wandb_login(cfg.logger.wandb.mode)  # online without a key: one line now, not a prompt after loading
         # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
         self.strategy = build_strategy(cfg.strategy)
         self.device = self.strategy.setup(cfg.device)
@@ -185,6 +211,8 @@ class R1ZeroRecipe:
         self.param_dtype = self.strategy.param_dtype(self.dtype)  # single/ddp + bf16: fp32 master weights
 
         cfg.check_batches(self.strategy.world_size)  # the schema's checks ran in run_config
+        if self.strategy.is_main and (partial := remove_partial(self.run_dir)):  # a run killed mid-save
+            log.info("removed %d unfinished checkpoint saves: %s", len(partial), ", ".join(p.name for p in partial))
         ckpt = self._checkpoint_to_resume()
         continuing = ckpt is not None or (cfg.resume == "auto" and (self.run_dir / "metrics.jsonl").exists())
         config = OmegaConf.to_container(OmegaConf.structured(cfg))
@@ -201,7 +229,9 @@ class R1ZeroRecipe:
             self.reward_fn = check_reward_config(OmegaConf.structured(cfg.reward))
         except RewardFnError as err:
             raise ConfigError(str(err)) from None
-        if self.reward_fn is None:
+        if self._grader is not None:
+            self.grader = self._grader
+        elif self.reward_fn is None:
             self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
                                      verifier=cfg.reward.verifier)
         else:
@@ -242,9 +272,9 @@ class R1ZeroRecipe:
             top_k=cfg.sampling.top_k, stop=self.template.stop,
         )
         model_dir = str(ckpt) if ckpt else (None if cfg.model.path == "tiny" else resolve_model_dir(cfg.model))
-        self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir,
-                                   seed=int(cfg.seed), scratch_dir=str(self.run_dir / "rollout_init"),
-                                   autocast=self.strategy.autocast)
+        self.engine = self._engine or build_engine(cfg.rollout, self.model, self.tokenizer, model_dir=model_dir,
+                                                   seed=int(cfg.seed), scratch_dir=str(self.run_dir / "rollout_init"),
+                                                   autocast=self.strategy.autocast)
 
         if ckpt is not None:
             state = load_trainer_state(ckpt)
@@ -300,18 +330,32 @@ class R1ZeroRecipe:
 
     # ----------------------------------------------------------------------------------------------
     def train(self) -> None:
-        cfg, G = self.cfg, int(self.cfg.sampling.group_size)
+        cfg = self.cfg
         total = int(cfg.train.total_steps)
         bar = None
         if cfg.logger.progress_bar and self.strategy.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc="r1zero", unit="step", dynamic_ncols=True)
-        # SIGUSR2/SIGTERM (SLURM preemption, time limit) only set a flag, acted on at the end of a step.
+        # SIGUSR2/SIGTERM/SIGINT (SLURM preemption, time limit, Ctrl-C) only set a flag, acted on at the end of a
+        # step; a second one in a plain run raises Interrupted mid-step (_stop_now).
         self.preemption = PreemptionHandler(grace_s=launcher_grace_s()).install()
+        try:
+            self._train_steps(total, bar)
+        except Interrupted as stop:
+            self._stop_now(stop)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _train_steps(self, total: int, bar) -> None:
+        cfg, G = self.cfg, int(self.cfg.sampling.group_size)
+        self._consistent = None  # (step, sampler state, RNG state) a mid-step stop can checkpoint, or None
         if self.step == 0 and cfg.eval.at_start:
             self.logger.log(0, self._evaluate())
         while self.step < total:
+            # until the update starts, the weights and optimizer are still the previous step's
+            self._consistent = (self.step, self.sampler.state_dict(), rng_state())
             self.step += 1
             t_step = time.perf_counter()
 
@@ -341,6 +385,7 @@ class R1ZeroRecipe:
 
             # 3. advantages and the policy update
             t0 = time.perf_counter()
+            self._consistent = None  # the weights change from here until the step is logged
             advantages = compute_advantages(
                 str(cfg.algo.adv_estimator), rewards, G,
                 scale_by_std=bool(cfg.algo.scale_by_std), eps=float(cfg.algo.adv_eps),
@@ -369,6 +414,7 @@ class R1ZeroRecipe:
             metrics.update(self._maybe_evaluate(final=self.step == total))
             metrics["time/step_s"] = time.perf_counter() - t_step
             self.logger.log(self.step, metrics)
+            self._consistent = (self.step, self.sampler.state_dict(), rng_state())
             self._log_samples(questions, prompts, batch, rewards, references)
             self._maybe_checkpoint()
             if bar is not None:
@@ -378,8 +424,27 @@ class R1ZeroRecipe:
                                 loss=f"{metrics['train/loss']:.4f}")
             if self.strategy.any(self.preemption.requested) and self.step < total:  # checkpoint, then requeue (SLURM) or exit
                 self.preemption.hand_over(self.save_checkpoint(), self.step)
-        if bar is not None:
-            bar.close()
+
+    def _stop_now(self, stop: Interrupted) -> NoReturn:
+        """A second signal mid-step: checkpoint the last completed step unless it is saved already (one process
+        only: a collective save cannot start mid-step), print one line, exit with status 128 + signal."""
+        in_flight, saved = self.step, None
+        if self._consistent is not None and not self._saving and not self.strategy.distributed:
+            step, sampler_state, rng = self._consistent
+            path = self.run_dir / "checkpoints" / f"step_{step:06d}"
+            if step > 0 and not (path / "trainer_state.pt").exists():
+                self.step = step
+                self.sampler.load_state_dict(sampler_state)
+                set_rng_state(rng)  # resuming repeats the interrupted step as it would have run
+                saved = self.save_checkpoint()
+        latest = latest_checkpoint(self.run_dir)
+        self.step = max(0, self._consistent[0] if self._consistent is not None else in_flight - 1)  # completed
+        what = f"saved checkpoint {saved}" if saved else (
+            f"newest checkpoint {latest}" if latest else "no checkpoint (a new run starts over)")
+        print(f"r1zero: stopped by a second {stop} during step {in_flight}; {what}; metrics.jsonl keeps the steps "
+              f"logged before. The same command with hydra.run.dir={self.run_dir} (resume=auto) continues the run.",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + stop.signum)
 
     def _log_samples(self, questions, prompts, batch, rewards, references) -> None:
         k = min(self.cfg.logger.samples_per_step, len(batch))
@@ -424,6 +489,13 @@ class R1ZeroRecipe:
 
     def save_checkpoint(self) -> Path:
         """Called on every rank (DeepSpeed shards and ZeRO-3 gathers are collective); rank 0 writes the files."""
+        self._saving = True  # a second signal mid-save does not save again (_stop_now)
+        try:
+            return self._save_checkpoint()
+        finally:
+            self._saving = False
+
+    def _save_checkpoint(self) -> Path:
         if self.manifest is not None:
             self.manifest.update()  # the time used so far survives a kill after this checkpoint
         s = self.strategy
@@ -443,30 +515,51 @@ class R1ZeroRecipe:
     def cleanup(self) -> None:
         if self.cfg.train.save_final and self.step >= int(self.cfg.train.total_steps):
             self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")
-        if getattr(self, "manifest", None) is not None:
-            self.manifest.update(finished=self.step >= int(self.cfg.train.total_steps))
-            self.logger.update_config({"manifest": self.manifest.data})  # wandb: the final time used
+        try:
+            if getattr(self, "manifest", None) is not None:
+                self.manifest.update(finished=self.step >= int(self.cfg.train.total_steps))
+                self.logger.update_config({"manifest": self.manifest.data})  # wandb: the final time used
+        except OSError as err:  # a full disk: the error that stopped the run is the one to report
+            log.warning("manifest not updated: %s", err)
         for closer in ("logger", "grader", "preemption"):
             obj = getattr(self, closer, None)
             if obj is not None:
-                obj.close()
+                try:
+                    obj.close()
+                except OSError as err:  # the last flush on a full disk; the other closers still run
+                    log.warning("closing the %s: %s", closer, err)
         if getattr(self, "strategy", None) is not None:
             self.strategy.cleanup()
 
 
-def run(cfg: DictConfig | RunConfig) -> Path:
-    """Run one training job from a composed config; returns the run directory."""
-    recipe = R1ZeroRecipe(cfg)
+@contextlib.contextmanager
+def _unwritable_as_one_line(run_dir: Path):
+    """A write refused for room or permission (metrics, samples, the final model) as :class:`OutputUnwritableError`."""
     try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        raise OutputUnwritableError(f"{err.filename or run_dir}: cannot be written ({err.strerror}); what the run "
+                                    f"wrote before stays; valid: free space or a writable {run_dir}, then rerun "
+                                    f"the same command (resume=auto)") from None
+
+
+def run(cfg: DictConfig | RunConfig, grader=None, engine=None) -> Path:
+    """Run one training job from a composed config; returns the run directory. ``grader``, ``engine``: as
+    :class:`R1ZeroRecipe` takes them (None: built from the config)."""
+    recipe = R1ZeroRecipe(cfg, grader=grader, engine=engine)
+    with _unwritable_as_one_line(recipe.run_dir):
         try:
-            recipe.setup()
-        except RunComplete as done:
-            print(done, flush=True)
-            return recipe.run_dir
-        print(f"r1zero: run directory {recipe.run_dir.resolve()}", flush=True)
-        recipe.train()
-    finally:
-        recipe.cleanup()
+            try:
+                recipe.setup()
+            except RunComplete as done:
+                print(done, flush=True)
+                return recipe.run_dir
+            print(f"r1zero: run directory {recipe.run_dir.resolve()}", flush=True)
+            recipe.train()
+        finally:
+            recipe.cleanup()
     print(f"r1zero: done, {recipe.step} steps; metrics in {recipe.run_dir.resolve() / 'metrics.jsonl'}", flush=True)
     return recipe.run_dir
 
