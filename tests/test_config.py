@@ -97,7 +97,7 @@ def test_experiment_overrides_the_defaults():
     assert (cfg.model.name, cfg.data.name, cfg.template.name, cfg.algo.name) == (
         "smollm2_135m", "arith", "chatml_fewshot", "drgrpo")
     assert cfg.eval.benchmarks == ["arith"] and cfg.eval.sources.arith.split == "test" and cfg.data.split == "train"
-    assert cfg.train.total_steps == 32 and cfg.sampling.max_new_tokens == 64 and cfg.sampling.group_size == 6
+    assert cfg.train.total_steps == 16 and cfg.sampling.max_new_tokens == 64 and cfg.sampling.group_size == 6
     # command-line overrides still win over the experiment
     assert compose(["experiment=quickstart", "train.total_steps=3"]).train.total_steps == 3
 
