@@ -76,6 +76,23 @@ def test_extract_answer(response, answer_format, expected):
     assert extract_answer(response, answer_format) == expected
 
 
+@pytest.mark.parametrize("answer_format", ["boxed", "answer_tag", "answer_tag_lenient"])
+def test_extraction_is_linear_on_repeated_unclosed_tags(answer_format):
+    """Extraction runs in the trainer process: 20k unclosed ``</think> <answer>`` openers (~100k / 400k
+    characters) took the lenient regex 4.4 s / ~70 s (it rescanned to the end from every opener); now one pass."""
+    for n in (6_000, 24_000):
+        opened = "</think> <answer>" * n + "x"  # 102k / 408k characters
+        t0 = time.perf_counter()
+        assert extract_answer(opened, answer_format) is None
+        many = "</think> <answer>" * n + "\\boxed{" * n + "x</answer>"
+        got = extract_answer(many, answer_format)
+        elapsed = time.perf_counter() - t0
+        assert got == (None if answer_format == "boxed" else "" if answer_format == "answer_tag" else None)
+        assert elapsed < 1.0, (n, elapsed)
+    text = "a </think> <answer> 4 </answer> " * 5000 + "</think>\n<answer> 5 </answer>" + " </think> <answer>" * 5000
+    assert extract_answer(text, "answer_tag_lenient") == "5"  # the last closed one, as re.findall(...)[-1]
+
+
 @pytest.mark.parametrize(
     "ref, expected",
     [
