@@ -76,6 +76,23 @@ def test_extract_answer(response, answer_format, expected):
     assert extract_answer(response, answer_format) == expected
 
 
+@pytest.mark.parametrize("answer_format", ["boxed", "answer_tag", "answer_tag_lenient"])
+def test_extraction_is_linear_on_repeated_unclosed_tags(answer_format):
+    """Extraction runs in the trainer process: 20k unclosed ``</think> <answer>`` openers (~100k / 400k
+    characters) took the lenient regex 4.4 s / ~70 s (it rescanned to the end from every opener); now one pass."""
+    for n in (6_000, 24_000):
+        opened = "</think> <answer>" * n + "x"  # 102k / 408k characters
+        t0 = time.perf_counter()
+        assert extract_answer(opened, answer_format) is None
+        many = "</think> <answer>" * n + "\\boxed{" * n + "x</answer>"
+        got = extract_answer(many, answer_format)
+        elapsed = time.perf_counter() - t0
+        assert got == (None if answer_format == "boxed" else "" if answer_format == "answer_tag" else None)
+        assert elapsed < 1.0, (n, elapsed)
+    text = "a </think> <answer> 4 </answer> " * 5000 + "</think>\n<answer> 5 </answer>" + " </think> <answer>" * 5000
+    assert extract_answer(text, "answer_tag_lenient") == "5"  # the last closed one, as re.findall(...)[-1]
+
+
 @pytest.mark.parametrize(
     "ref, expected",
     [
@@ -315,6 +332,45 @@ def _busy_worker(g: MathGrader, deadline_s: float = 30.0):
                 return w
         time.sleep(0.005)
     raise AssertionError("no worker picked up the task")
+
+
+def test_pathological_batch_costs_about_one_timeout(grader):
+    """20 distinct answers that each run into a 1 s timeout would queue up for 10 s on 2 workers; the batch's
+    default budget (hard deadline 2 s + 0.02 s per answer) stops them: all score 0 and count as timeouts."""
+    timeout, n = 1.0, 20
+    grader.grade(["\\boxed{1}"], ["\\frac{1}{1}"], "boxed")  # workers up before timing
+    before = grader.timeouts
+    t0 = time.monotonic()
+    res = grader.grade(["\\boxed{\\frac{2}{4}}"] + [PATHOLOGICAL] * n, ["0.5"] + [str(k) for k in range(n)], "boxed",
+                       timeout_s=timeout)
+    elapsed = time.monotonic() - t0
+    assert (res[0].reward, res[0].timed_out) == (1.0, False)  # checked before the budget ran out
+    assert all(r.reward == 0.0 and r.timed_out and r.formatted for r in res[1:])
+    assert grader.timeouts == before + n
+    assert elapsed < 3 * timeout + 1.5, elapsed  # budget 2.4 s; without it n / 2 = 10 timeouts
+
+
+def test_batch_timeout_caps_the_alarm_and_skips_the_rest():
+    with MathGrader(num_workers=1, timeout_s=30.0, batch_timeout_s=1.0) as g:
+        g.grade(["\\boxed{1}"], ["\\frac{1}{1}"], "boxed")
+        t0 = time.monotonic()
+        res = g.grade([PATHOLOGICAL, "\\boxed{\\frac{2}{4}}"], ["1", "0.5"], "boxed")
+        elapsed = time.monotonic() - t0
+        # The first answer's alarm is the batch's 1 s, not the answer's 30 s; the second is never checked.
+        assert [(r.reward, r.timed_out) for r in res] == [(0.0, True), (0.0, True)]
+        assert g.timeouts == 2 and elapsed < 2.5 + 1.0, elapsed
+        assert g.grade(["\\boxed{\\frac{2}{4}}"], ["0.5"], "boxed")[0].reward == 1.0  # a new batch, a new budget
+    with pytest.raises(ValueError, match="batch_timeout_s"):
+        MathGrader(batch_timeout_s=0)
+
+
+def test_reward_config_checks_batch_timeout():
+    from r1zero.errors import ConfigError
+    from r1zero.schema import RewardConfig
+
+    assert RewardConfig().batch_timeout_s is None
+    with pytest.raises(ConfigError, match="reward.batch_timeout_s"):
+        RewardConfig(batch_timeout_s=-1.0)
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,7 @@ class R1ZeroRecipe:
             self.grader = self._grader
         elif self.reward_fn is None:
             self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
-                                     verifier=cfg.reward.verifier)
+                                     verifier=cfg.reward.verifier, batch_timeout_s=cfg.reward.batch_timeout_s)
         else:
             self.grader = RewardFnGrader(self.reward_fn, num_workers=cfg.reward.num_workers,
                                          timeout_s=cfg.reward.timeout_s, answers_per_call=cfg.reward.answers_per_call)

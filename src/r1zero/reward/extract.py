@@ -24,7 +24,7 @@ def check_answer_format(answer_format: str) -> None:
 
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_R1_RE = re.compile(r"</think>\s*<answer>(.*?)</answer>", re.DOTALL)
+_R1_OPEN = re.compile(r"</think>\s*<answer>")
 
 
 def _last_boxed(text: str) -> str | None:
@@ -42,14 +42,16 @@ def all_boxed(text: str) -> list[str]:
 
 def _boxed_at(text: str, i: int) -> str | None:
     """The box whose command ends at ``i`` (braces matched), or None when unclosed or empty."""
-    if text[i:].lstrip(" ")[:1] == "{":  # ``\boxed {17}``: a space before the brace
-        i = len(text) - len(text[i:].lstrip(" "))
+    j = i
+    while text[j : j + 1] == " ":  # no copy of the rest per box: all_boxed calls this for every box
+        j += 1
+    if text[j : j + 1] == "{":  # ``\boxed {17}``: a space before the brace
+        i = j
     if text[i : i + 1] != "{":
         # ``\boxed 5``: the MATH convention is that the answer runs to the closing ``$``.
-        rest = text[i:]
-        if not rest[:1].isspace():
+        if not text[i : i + 1].isspace():
             return None
-        return rest.strip().split("$")[0].split("\n")[0].strip() or None
+        return text[i:].strip().split("$")[0].split("\n")[0].strip() or None
     j = closing_brace(text, i)
     if j is None:
         return None  # the last box is never closed (usually a truncated response)
@@ -101,13 +103,29 @@ def extract_answer(response: str, answer_format: str) -> str | None:
         return _last_boxed(response)
     if answer_format == "answer_tag":
         return _strict_answer_tag(response)
-    matches = _R1_RE.findall(response)
-    if not matches:
+    answer = _last_r1_answer(response)
+    if answer is None:
         return None
-    answer = matches[-1]
     if _BOX_RE.search(answer):
         return _last_boxed(answer)
     return answer.strip() or None
+
+
+def _last_r1_answer(response: str) -> str | None:
+    """The last match of ``</think>\\s*<answer>(.*?)</answer>`` (``re.findall(...)[-1]``, DOTALL), or None.
+
+    The same matches as the regex, in O(len(response)): the regex retries its lazy ``(.*?)`` from every
+    ``<answer>`` opener and rescans to the end for each unclosed one (5 s on 100k characters of repeated
+    ``</think> <answer>``); here a missing ``</answer>`` after the first remaining opener ends the search, as no
+    later opener can be closed either.
+    """
+    answer, pos = None, 0
+    while (m := _R1_OPEN.search(response, pos)) is not None:
+        close = response.find("</answer>", m.end())
+        if close < 0:
+            break
+        answer, pos = response[m.end() : close], close + len("</answer>")
+    return answer
 
 
 def _strict_answer_tag(response: str) -> str | None:
@@ -116,7 +134,7 @@ def _strict_answer_tag(response: str) -> str | None:
     # template stops generation at ``</answer>``, so there is none in practice).
     if "</think> <answer>" not in response or "</answer>" not in response:
         return None
-    answer = response.split("<answer>")[-1].replace("</answer>", "")
+    answer = response.rpartition("<answer>")[2].replace("</answer>", "")  # = split("<answer>")[-1]
     if "\\boxed" in answer:
         return _last_boxed(answer) or ""
     return answer.strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import select
@@ -20,6 +21,24 @@ from .verifiers import check_verifier
 # Longer answers are scored 0 without math_verify, which needs seconds for them. The longest reference in
 # the paper's benchmarks has 204 characters (OlympiadBench); MATH500's has 53.
 MAX_ANSWER_CHARS = 1000
+# A batch's default wall-time budget (``_default_batch_s``) allows one answer its whole hard deadline plus this
+# much per answer sent to the workers: a batch checked at >= 50 answers/s (the workers do 200-1000) with one
+# stuck answer never reaches it, while N answers that each run into their timeout cost one to two timeouts in
+# all instead of N / num_workers timeouts.
+BATCH_S_PER_ANSWER = 0.02
+
+
+def _hard_limit(alarm_s: float) -> float:
+    """Seconds after which a worker whose in-worker alarm is ``alarm_s`` is killed (stuck in C code)."""
+    return alarm_s + max(1.0, 0.5 * alarm_s)
+
+
+def _default_batch_s(timeout_s: float, n: int) -> float:
+    """The batch budget when ``batch_timeout_s`` is None, for ``n`` answers sent to the workers."""
+    return _hard_limit(timeout_s) + BATCH_S_PER_ANSWER * n
+
+
+log = logging.getLogger(__name__)
 
 
 _PLAIN_INT = re.compile(r"-?\d{1,15}")  # exact in a float, so the paper's float() comparisons agree too
@@ -86,6 +105,7 @@ class _Worker:
         self.born = time.monotonic()
         self.task: int | None = None
         self.started = 0.0
+        self.limit = 0.0  # the in-worker alarm of the task in flight, seconds
 
     def send(self, task: int, payload: dict, timeout_s: float) -> bool:
         msg = json.dumps({**payload, "id": task, "timeout": timeout_s}) + "\n"
@@ -94,7 +114,7 @@ class _Worker:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return False
-        self.task, self.started = task, time.monotonic()
+        self.task, self.started, self.limit = task, time.monotonic(), timeout_s
         return True
 
     def read(self) -> list[dict] | None:
@@ -142,13 +162,20 @@ class MathGrader:
             ``math_verify`` are the paper's two modes, ``r1zero`` r1zero's earlier checker.
         worker_setup: what every worker sets up at start besides math_verify, from
             :func:`r1zero.reward.custom.worker_setup_arg` (the ``reward.fn`` it imports); "" for none.
+        batch_timeout_s: wall-time budget in seconds of one ``grade`` call's worker checks, counted from the first
+            answer handed to a worker (so worker startup is not charged); an answer's alarm is cut to what is left
+            of it, and once it is spent the answers not yet checked score 0 and count as timed out, so a batch of
+            answers that all run into their timeout costs about one timeout, not N / ``num_workers`` of them.
+            None: one answer's hard deadline (``timeout_s`` + max(1 s, ``timeout_s`` / 2)) + ``BATCH_S_PER_ANSWER``
+            (0.02 s) per answer sent to the workers.
 
     Attributes:
-        timeouts: running count of responses that scored 0 because their check timed out.
+        timeouts: running count of responses that scored 0 because their check timed out (or was never run for
+            want of batch budget).
 
     Raises:
-        ValueError: ``num_workers`` < 1, ``timeout_s`` <= 0, or an unknown ``verifier`` (the message lists the
-            valid ones).
+        ValueError: ``num_workers`` < 1, ``timeout_s`` <= 0, ``batch_timeout_s`` <= 0, or an unknown ``verifier``
+            (the message lists the valid ones).
     """
 
     STARTUP_TIMEOUT_S = 120.0
@@ -162,11 +189,15 @@ class MathGrader:
         exact_match_shortcut: bool = True,
         verifier: str = "r1zero",
         worker_setup: str = "",
+        batch_timeout_s: float | None = None,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if batch_timeout_s is not None and not batch_timeout_s > 0:
+            raise ValueError(f"batch_timeout_s must be > 0 (or None), got {batch_timeout_s}")
+        self.batch_timeout_s = None if batch_timeout_s is None else float(batch_timeout_s)
         check_verifier(verifier)
         self.verifier = verifier
         self.num_workers = int(num_workers)
@@ -252,8 +283,16 @@ class MathGrader:
                     pending.setdefault((pred, g), []).append(i)
 
         if pending:
+            batch = self.batch_timeout_s
+            if batch is None:
+                batch = _default_batch_s(budget, len(pending))
             with self._lock:
-                replies = self._run([{"pred": p, "gold": g, "verifier": verifier} for p, g in pending], budget)
+                replies = self._run([{"pred": p, "gold": g, "verifier": verifier} for p, g in pending], budget,
+                                    batch_s=batch)
+            unchecked = sum(bool(m.get("unchecked")) for m in replies)
+            if unchecked:
+                log.warning("grader: the batch's %.3g s budget (reward.batch_timeout_s) ran out; %d of %d answers "
+                            "were not checked and score 0 as timed out", batch, unchecked, len(replies))
             verdicts_run = [(bool(m["ok"]), bool(m["to"])) for m in replies]
             ok: dict[int, bool] = {}
             late: dict[int, bool] = {}
@@ -270,12 +309,13 @@ class MathGrader:
             self.timeouts += n_timeouts
         return results  # type: ignore[return-value]
 
-    def _run(self, payloads: list[dict], budget: float) -> list[dict]:
+    def _run(self, payloads: list[dict], budget: float, batch_s: float | None = None) -> list[dict]:
         """Each payload's reply from a worker (``{"ok", "to", ...}``), in order; a worker killed or dead on a
-        payload gives ``{"ok": False, "to": <killed for time>, "died": True}``."""
+        payload gives ``{"ok": False, "to": <killed for time>, "died": True}``. With ``batch_s`` (seconds from the
+        first payload sent), each alarm is at most what is left of it, and the payloads not sent when it is spent
+        get ``{"ok": False, "to": True, "unchecked": True}``."""
         self._spawn()
-        # The in-worker alarm fires at ``budget``; the kill is for a worker stuck in C code.
-        hard = budget + max(1.0, 0.5 * budget)
+        deadline: float | None = None
         todo = deque(range(len(payloads)))
         out: list[dict | None] = [None] * len(payloads)
         failed_starts = 0
@@ -284,11 +324,20 @@ class MathGrader:
                 now = time.monotonic()
                 for k, w in enumerate(self._workers):
                     if w.ready and w.task is None and todo:
-                        i = todo.popleft()
-                        if not w.send(i, payloads[i], budget):
-                            todo.appendleft(i)  # dead; noticed below via EOF
+                        if batch_s is not None and deadline is None:
+                            deadline = now + batch_s
+                        left = budget if deadline is None else min(budget, deadline - now)
+                        if left <= 0.0:  # the batch's budget is spent: what is left is not checked
+                            for i in todo:
+                                out[i] = {"ok": False, "to": True, "unchecked": True}
+                            todo.clear()
+                        else:
+                            i = todo.popleft()
+                            if not w.send(i, payloads[i], left):
+                                todo.appendleft(i)  # dead; noticed below via EOF
                     msgs = w.read()
-                    late = w.task is not None and now - w.started > hard
+                    # The in-worker alarm fires at ``w.limit``; the kill is for a worker stuck in C code.
+                    late = w.task is not None and now - w.started > _hard_limit(w.limit)
                     if msgs is None or late or (not w.ready and now - w.born > self.STARTUP_TIMEOUT_S):
                         if w.task is not None:
                             # Only a kill for time is a timeout; a crash (e.g. OOM-killed) is just a 0.

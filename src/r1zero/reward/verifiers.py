@@ -20,6 +20,7 @@ ever sees strings its regular expression matched (digits, ``.``, blanks, ``+-*/^
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 #: Valid values of ``reward.verifier`` / ``MathGrader(verifier=...)``.
 VERIFIERS = ("fast", "math_verify", "r1zero")
@@ -99,7 +100,7 @@ def latex_equal(given: str, gt: str) -> bool:
     math-verify compares to the string ``"first_match"``, i.e. it runs as ``"any_match"``, so this does too.
     The paper's own 1 s alarms are left to the caller's timeout (the grader's worker). May raise whatever
     math-verify raises."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+    from math_verify import verify
 
     from .fast import prm800k_normalize
 
@@ -111,13 +112,19 @@ def latex_equal(given: str, gt: str) -> bool:
     if gt_n == prm800k_normalize(given):
         return True
     guard_math_verify_expr()
+    return bool(verify(_paper_parse(gt), _paper_parse(given), timeout_seconds=None))
+
+
+@lru_cache(maxsize=4096)
+def _paper_parse(s: str):
+    """math-verify's parse of ``s`` as the paper's ``is_latex_equal`` calls it; cached because a reference is
+    graded against every answer of its group (the result is a list of sympy values, which ``verify`` does not
+    modify; a parse interrupted by the worker's timeout raises and is not cached)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
     config = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
-
-    def parsed(s: str):
-        return parse(s if "$" in s else f"${s}$", extraction_config=config, fallback_mode="no_fallback",
-                     extraction_mode="any_match", parsing_timeout=None)
-
-    return bool(verify(parsed(gt), parsed(given), timeout_seconds=None))
+    return parse(s if "$" in s else f"${s}$", extraction_config=config, fallback_mode="no_fallback",
+                 extraction_mode="any_match", parsing_timeout=None)
 
 
 def paper_grade(given: str, gt: str, verifier: str) -> bool:

@@ -53,8 +53,21 @@ def _worker_init(memory_limit_mb: int | None) -> None:
 
     guard_math_verify_expr()
     _verify_pair("\\frac{1}{2}", "0.5", 30.0)
-    _verify_pair("x+1", "1+x", 30.0, "math_verify")
+    _verify_pair("x+1", "1+x", 30.0, "math_verify")  # fast's sympy simplify too (its first call imports 0.3 s)
     _verify_pair("\\frac{2}{4}", "\\frac12", 30.0, "math_verify")
+    # math-verify's ANTLR parser builds its prediction tables (shared by every parse) lazily, so a fresh worker
+    # checks at ~60% of its warm speed; common answer shapes, as answer and as reference, fill them first.
+    for shape in _WARMUP_SHAPES:
+        _verify_pair(shape, "2", 30.0)
+        _verify_pair("2", shape, 30.0)
+    _parse_gold.cache_clear()
+
+
+_WARMUP_SHAPES = (
+    "\\frac{\\sqrt{3}}{2}", "2\\sqrt{3}", "\\left( 3, \\frac{\\pi}{2} \\right)", "[0, 1)", "(-\\infty, 2] \\cup [3, \\infty)",
+    "x^2 + 1", "2x - 3y", "\\{1, 2, 3\\}", "\\begin{pmatrix} 1 \\\\ -2 \\end{pmatrix}", "45^\\circ", "\\text{(A)}",
+    "x = 3", "\\sin x", "\\log_2 8", "12_{5}", "4 + 3i", "\\dfrac{5\\pi}{4}", "10\\%", "\\sqrt[3]{2}", "|x|",
+)
 
 
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")

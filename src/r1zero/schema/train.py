@@ -62,6 +62,11 @@ class RewardConfig:
     answers_per_call: int = 1                # reward=fn: responses per call (a failure zeroes the whole call)
     num_workers: int = 2                     # grader subprocesses (math-verify needs SIGALRM: a main thread of its own)
     timeout_s: float = 1.0                   # per-answer grading budget (the paper's 1 s); a timeout scores 0
+    # Wall-time budget of one batch's checks in the workers, seconds: once spent, the answers not yet checked score 0
+    # and count as timeouts, so N answers that all run into timeout_s cost 1-2 timeouts, not N / num_workers.
+    # null: timeout_s + max(1, timeout_s / 2) (one answer's kill deadline) + 0.02 s per answer checked
+    # (r1zero.reward.pool._default_batch_s): never binding for a batch checked at >= 50 answers/s
+    batch_timeout_s: Optional[float] = None
     # The equivalence check, for the rewards and the in-training evals (as the paper's oracle does both):
     #   fast        the paper's default (train_zero_math.py --verifier_version fast; its 1.5B / 3B scripts): Hendrycks
     #               MATH normalisation + the PRM800K sympy equality, no math-verify (r1zero.reward.fast)
@@ -74,5 +79,7 @@ class RewardConfig:
 
         at_least("reward.num_workers", self.num_workers, 1)
         above("reward.timeout_s", self.timeout_s, 0.0, what="seconds")
+        if self.batch_timeout_s is not None:
+            above("reward.batch_timeout_s", self.batch_timeout_s, 0.0, what="seconds")
         registered("reward.verifier", self.verifier, VERIFIERS, "verifiers")
         at_least("reward.answers_per_call", self.answers_per_call, 1)
