@@ -12,6 +12,7 @@ share of the rollout; the totals are summed over ranks and each rank's loss is m
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Iterator
 
@@ -70,9 +71,48 @@ def prompt_groups(prompt_index: torch.Tensor, prompts: tuple[torch.Tensor, ...] 
     return first, G
 
 
+def length_bands(lengths: torch.Tensor, max_padding: float = 0.25) -> list[tuple[torch.Tensor, int]]:
+    """Rows cut into bands of similar response length, for the shared-prompt path of :func:`sequence_logprobs`.
+
+    Rows are taken longest first; a row joins the current band while the band's padding (positions past each
+    row's end, up to the band's longest) stays at most ``max_padding`` of its ``rows x longest`` positions.
+
+    Args:
+        lengths: (B,) response lengths in tokens.
+
+    Returns:
+        ``[(rows, t), ...]``: each band's row positions (longest first) and its width ``t`` (its longest, >= 1).
+    """
+    bands, rows, width, total = [], [], 0, 0
+    for i in torch.argsort(-lengths.long(), stable=True).tolist():
+        length = max(int(lengths[i]), 1)
+        if rows and width * (len(rows) + 1) - (total + length) > max_padding * width * (len(rows) + 1):
+            bands.append((torch.tensor(rows), width))
+            rows, total = [], 0
+        if not rows:
+            width = length
+        rows.append(i)
+        total += length
+    if rows:
+        bands.append((torch.tensor(rows), width))
+    return bands
+
+
+def _select_rows(cache, index: torch.Tensor):
+    """A new cache holding rows ``index`` of ``cache`` (with their graph); ``cache`` itself is left as it was."""
+    sub = copy.copy(cache)
+    if hasattr(cache, "layers"):  # transformers >= 4.56: per-layer objects whose tensors are replaced, not mutated
+        sub.layers = [copy.copy(layer) for layer in cache.layers]
+    for name in ("key_cache", "value_cache"):  # older transformers: lists of tensors, replaced item by item
+        if isinstance(getattr(cache, name, None), list):
+            setattr(sub, name, list(getattr(cache, name)))
+    sub.batch_select_indices(index)
+    return sub
+
+
 def sequence_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
-    groups: tuple[torch.Tensor, int] | None = None,
+    groups: tuple[torch.Tensor, int] | None = None, bands: list[tuple[torch.Tensor, int]] | None = None,
 ) -> torch.Tensor:
     """(B, T) log-probabilities of the response tokens ``input_ids[:, prompt_len:]`` under ``model``.
 
@@ -88,6 +128,10 @@ def sequence_logprobs(
             into the prompt's activations through the shared cache (the repeat's backward is a fixed-order sum,
             so results stay bitwise reproducible, e.g. across a resume). Only for a plain module (a DDP or
             DeepSpeed wrapper expects one forward per backward) without gradient checkpointing.
+        bands: with ``groups``, :func:`length_bands` of the rows' response lengths: the responses then run in
+            those bands, each trimmed to its own width ``t`` and attending to its rows of the shared prompt cache,
+            so a group's short responses are not padded to its longest. Positions past a row's band width are 0
+            in the result (they are past its response).
     """
     T = input_ids.shape[1] - prompt_len
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -100,9 +144,12 @@ def sequence_logprobs(
         P = prompt_len
         head = model(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
                      position_ids=position_ids[first, :P], use_cache=True, logits_to_keep=1)
+        cache = getattr(head, "cache", None) or head.past_key_values
+        if bands is not None:
+            return _banded_logprobs(model, input_ids, attention_mask, position_ids, P, temperature, head.logits,
+                                    cache, torch.arange(len(input_ids), device=input_ids.device) // G, bands)
         logits = head.logits.repeat_interleave(G, dim=0)  # (B, 1, V): predicts the first response token
         if T > 1:
-            cache = getattr(head, "cache", None) or head.past_key_values
             cache.batch_repeat_interleave(G)
             tail = model(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1],
                          position_ids=position_ids[:, P:-1], use_cache=True, **{_cache_kwarg(model): cache})
@@ -146,6 +193,28 @@ def _to_host(values: list) -> list[float]:
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     flat = iter(torch.stack([t.double() for t in tensors]).cpu().tolist()) if tensors else iter(())
     return [next(flat) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
+
+def _banded_logprobs(model, input_ids, attention_mask, position_ids, P: int, temperature: float, head_logits, cache,
+                     owner: torch.Tensor, bands) -> torch.Tensor:
+    """:func:`sequence_logprobs`' shared-prompt path, one tail forward per length band (``owner``: (B,) the
+    prompt, a row of ``head_logits`` (U, 1, V) and ``cache``, of each row)."""
+    T = input_ids.shape[1] - P
+    pieces, order = [], []
+    for rows, t in bands:
+        rows = rows.to(input_ids.device)
+        logits = head_logits[owner[rows]]  # (b, 1, V): predicts each row's first response token
+        if t > 1:
+            tail = model(input_ids=input_ids[rows, P : P + t - 1], attention_mask=attention_mask[rows, : P + t - 1],
+                         position_ids=position_ids[rows, P : P + t - 1], use_cache=True,
+                         **{_cache_kwarg(model): _select_rows(cache, owner[rows])})
+            logits = torch.cat([logits, tail.logits], dim=1)
+        if temperature and temperature != 1.0:
+            logits = logits / temperature
+        lp = token_logprobs(logits, input_ids[rows, P : P + t])
+        pieces.append(torch.nn.functional.pad(lp, (0, T - t)))
+        order.append(rows)
+    return torch.cat(pieces)[torch.argsort(torch.cat(order))]
 
 
 def _chunks(idx: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
@@ -204,9 +273,10 @@ class Learner:
     def _micro_inputs(self, batch: RolloutBatch, idx: torch.Tensor, groups=None):
         """Slice rows ``idx``, trim columns that are padding in every one of them, and count the fed tokens.
 
-        ``groups`` (:func:`prompt_groups` of the rows, as :func:`sequence_logprobs` gets it) only changes the
-        count: shared, the prompt columns are fed once per prompt and the last response column not at all.
-        Adds ``(positions, padding positions)`` to :attr:`fed_tokens`.
+        Returns ``(ids, att, p, mask, t_len, bands)``: ``bands`` are the rows' :func:`length_bands` when their
+        prompts are shared (``groups``, :func:`prompt_groups` of the rows) and ``train.group_by_length`` is on,
+        else None. Shared, the prompt columns are fed once per prompt and each row's response columns up to its
+        band's width less one. Adds ``(positions, padding positions)`` to :attr:`fed_tokens`.
         """
         device = self.strategy.device or next(self.model.parameters()).device
         ids, att = batch.input_ids[idx], batch.attention_mask[idx]
@@ -215,11 +285,15 @@ class Learner:
         t_len = int(resp_mask.sum(-1).max().item()) if resp_mask.numel() else 0
         t_len = max(t_len, 1)
         first = int((att[:, :P].cumsum(-1) == 0).sum(-1).min().item())  # shortest left pad
-        ids, att = ids[:, first : P + t_len], att[:, first : P + t_len]
-        fed = [att] if groups is None else [att[groups[0], : P - first], att[:, P - first : -1]]
+        ids, att, p = ids[:, first : P + t_len], att[:, first : P + t_len], P - first
+        bands = length_bands(resp_mask.sum(-1)) if groups is not None and self.cfg.group_by_length else None
+        if groups is None:
+            fed = [att]
+        else:
+            fed = [att[groups[0], :p]] + [att[rows, p : p + t - 1] for rows, t in bands or [(slice(None), t_len)]]
         self.fed_tokens[0] += sum(a.numel() for a in fed)
         self.fed_tokens[1] += sum(int((a == 0).sum()) for a in fed)
-        return ids.to(device), att.to(device), P - first, resp_mask[:, :t_len].to(device), t_len
+        return ids.to(device), att.to(device), p, resp_mask[:, :t_len].to(device), t_len, bands
 
     def _groups(self, model, batch: RolloutBatch, idx: torch.Tensor):
         """:func:`prompt_groups` of rows ``idx`` where ``model`` can share a prompt's cache, else None."""
@@ -243,9 +317,9 @@ class Learner:
             done = []
             for idx in _chunks(self._order(batch, rows), int(self.cfg.micro_batch_size)):
                 groups = self._groups(model, batch, idx)
-                ids, att, p, mask, t_len = self._micro_inputs(batch, idx, groups)
+                ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
                 with self.strategy.autocast():  # bf16 compute over fp32 master weights (strategy.param_dtype)
-                    lp = sequence_logprobs(model, ids, att, p, self.temperature, groups=groups)
+                    lp = sequence_logprobs(model, ids, att, p, self.temperature, groups=groups, bands=bands)
                 done.append((idx, t_len, (lp * mask).float()))
             for idx, t_len, lp in done:  # copied back after the loop: the first copy waits, the rest do not
                 out[idx, :t_len] = lp.cpu()
@@ -394,9 +468,10 @@ class Learner:
             # DDP: no gradient all-reduce until the last micro-batch; DeepSpeed: the accumulation boundary.
             with strategy.accumulate(is_last=i == len(chunks) - 1):
                 groups = self._groups(strategy.train_model, batch, idx)
-                ids, att, p, mask, t_len = self._micro_inputs(batch, idx, groups)
+                ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
                 with strategy.autocast():
-                    logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature, groups=groups)
+                    logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature, groups=groups,
+                                                 bands=bands)
                 dev = logprobs.device
                 if fill_old:  # on-policy: this forward's own values are the old ones (ratio exactly 1)
                     old = (logprobs.detach() * mask).float()
