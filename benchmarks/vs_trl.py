@@ -162,7 +162,8 @@ def interleaver(r1zero: R1ZeroSide, steps: list[tuple[list[str], list[str]]], re
     from transformers import TrainerCallback
 
     class Interleave(TrainerCallback):
-        trl: dict = {}
+        def __init__(self):
+            self.trl, self.t0 = {}, 0.0  # this TRL step's timers and counts (filled by trl_trainer's wrappers)
 
         def on_step_begin(self, args, state, control, **kwargs):
             self.trl = dict.fromkeys(("rollout_s", "reward_s", "score_s", "tokens", "resp_tokens", "n"), 0.0)

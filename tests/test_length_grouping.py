@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CONF
 from omegaconf import OmegaConf
 
 from r1zero.learner import Learner, length_bands, length_order, prompt_groups, sequence_logprobs
 from r1zero.models import load_model_and_tokenizer
 from r1zero.rollout.base import RolloutBatch
-
-from conftest import CONF
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +35,9 @@ def hand_batch(prompt_lens, resp_lens, G, P, T, pad=0, vocab=200, seed=0) -> Rol
 
 
 def _learner(model, micro, group_by_length=True, max_new_tokens=16):
-    train = dict(lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, max_grad_norm=1.0, warmup_steps=0, mini_batch_size=None,
-                 micro_batch_size=micro, ppo_epochs=1, group_by_length=group_by_length)
-    algo = dict(loss_agg="seq_mean_token_sum_norm", clip_eps=0.2, kl_coef=0.0)
+    train = {"lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.0, "max_grad_norm": 1.0, "warmup_steps": 0,
+             "mini_batch_size": None, "micro_batch_size": micro, "ppo_epochs": 1, "group_by_length": group_by_length}
+    algo = {"loss_agg": "seq_mean_token_sum_norm", "clip_eps": 0.2, "kl_coef": 0.0}
     return Learner(model, train, algo, max_new_tokens=max_new_tokens, temperature=1.0)
 
 
