@@ -136,8 +136,8 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
         for grouped, learner, (fwd_s, fwd_best), (fb_s, fb_best) in zip(modes, learners, fwd_times, fb_times):
             padding = learner.fed_tokens[1] / max(learner.fed_tokens[0], 1)  # of the last fwd+bwd call
+            # the gradient left by the last fwd+bwd (the same model): every mode's AdamW step has one to apply
             step_s, _ = timed(lambda lr=learner: lr.strategy.clip_and_step(1.0), device, args.repeats)
-            learner.strategy.zero_grad()
             rows.append({
                 "model": name, "params_M": n_params / 1e6, "micro": micro, "grouped": grouped,
                 "responses": len(batch), "tokens": real_tokens, "resp_tokens": resp_tokens, "padding": padding,
@@ -150,6 +150,7 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
             print(f"  {name} micro={micro} grouped={grouped}: padding {padding:.1%}, fwd+bwd "
                   f"{real_tokens / fb_s:,.0f} tok/s (best {real_tokens / fb_best:,.0f}), fwd {real_tokens / fwd_s:,.0f} "
                   f"tok/s", flush=True)
+        model.zero_grad(set_to_none=True)
     return rows
 
 
