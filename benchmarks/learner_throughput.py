@@ -1,22 +1,27 @@
 """Learner throughput: forward+backward tokens/s of :class:`r1zero.learner.Learner` per micro-batch size.
 
 For each model and ``train.micro_batch_size`` it times, on one synthetic rollout batch (``--responses``
-responses, prompts of ``--prompt-len`` tokens left-padded from 3/4 of that, responses uniform in
-[``--response-len``/2, ``--response-len``] tokens, fixed seed):
+responses, ``--group-size`` of them per prompt, prompts of ``--prompt-len`` tokens left-padded from 3/4 of that,
+responses uniform in [``--response-min`` (default ``--response-len``/2), ``--response-len``] tokens, fixed seed):
 
 * ``fwd+bwd``: ``Learner.accumulate_gradients`` over the whole batch (the update's forward + backward with the
   Dr. GRPO loss; no optimizer step), the learner's hot loop;
 * ``fwd``: ``Learner.compute_logprobs`` (the no-grad log-prob pass for ``old_logprobs`` / the KL reference);
 * ``step``: one ``clip_and_step`` (grad-norm clip + AdamW) for scale.
 
-Tokens/s counts real (unpadded) prompt + response tokens that went through the model per second of wall time;
-``resp tok/s`` counts only the trained response tokens. Each cell is the median of ``--repeats`` timed runs
-after one untimed warm-up, with the best run beside it (on a shared machine the best is the steadier number).
-Prints a Markdown table (and writes it with ``--out``).
+Tokens/s counts real (unpadded) prompt + response tokens of the batch per second of wall time (the same count
+whatever the learner computes); ``resp tok/s`` counts only the trained response tokens. ``padding`` is the share
+of the positions the fwd+bwd fed through the model that were padding (``perf/padding_frac``).
+``--group-by-length both`` times ``train.group_by_length`` off and on, interleaved (off, on, off, on, ...), so their
+ratio holds on a shared machine. Each cell is the median of ``--repeats`` timed runs after one untimed warm-up,
+with the best run beside it (on a shared machine the best is the steadier number). Prints a Markdown table (and
+writes it with ``--out``).
 
     python benchmarks/learner_throughput.py                                   # tiny + smollm2_135m on CPU
     python benchmarks/learner_throughput.py --models smollm2_135m --micro-batch-sizes 1,4,16 --response-len 512
     python benchmarks/learner_throughput.py --models qwen15 --device cuda --dtype bfloat16 --gradient-checkpointing
+    python benchmarks/learner_throughput.py --models smollm2_135m --micro-batch-sizes 4,16 --responses 16 \
+        --group-size 4 --response-min 8 --response-len 128 --group-by-length both     # grouped vs not, A/B
 """
 
 from __future__ import annotations
@@ -38,22 +43,27 @@ from r1zero.rollout.base import RolloutBatch
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def synthetic_batch(n: int, prompt_len: int, response_len: int, vocab: int, pad_id: int, seed: int = 0) -> RolloutBatch:
-    """``n`` responses after left-padded prompts; lengths drawn once from a fixed seed."""
+def synthetic_batch(n: int, prompt_len: int, response_len: int, vocab: int, pad_id: int, seed: int = 0,
+                    group_size: int = 1, response_min: int | None = None) -> RolloutBatch:
+    """``n`` responses, ``group_size`` per left-padded prompt (shared tokens); lengths drawn once from a fixed seed."""
     g = torch.Generator().manual_seed(seed)
     P, T = prompt_len, response_len
+    lo = max(1, T // 2 if response_min is None else response_min)
     p_lens = torch.randint(max(1, (3 * P) // 4), P + 1, (n,), generator=g)
-    r_lens = torch.randint(max(1, T // 2), T + 1, (n,), generator=g)
+    r_lens = torch.randint(lo, T + 1, (n,), generator=g)
     ids = torch.full((n, P + T), pad_id, dtype=torch.long)
     att = torch.zeros((n, P + T), dtype=torch.long)
     mask = torch.zeros((n, T))
     for i in range(n):
-        pl, rl = int(p_lens[i]), int(r_lens[i])
-        ids[i, P - pl : P + rl] = torch.randint(0, vocab, (pl + rl,), generator=g)
+        first = i - i % group_size  # the group's first row: its prompt is every row's of the group
+        pl, rl = int(p_lens[first]), int(r_lens[i])
+        ids[i, P - pl : P] = ids[first, P - pl : P] if i != first else torch.randint(0, vocab, (pl,), generator=g)
+        ids[i, P : P + rl] = torch.randint(0, vocab, (rl,), generator=g)
         att[i, P - pl : P + rl] = 1
         mask[i, :rl] = 1.0
     return RolloutBatch(input_ids=ids, attention_mask=att, response_mask=mask, prompt_len=P, responses=[""] * n,
-                        truncated=torch.zeros(n, dtype=torch.bool), prompt_index=torch.arange(n), extra={})
+                        truncated=torch.zeros(n, dtype=torch.bool), prompt_index=torch.arange(n) // group_size,
+                        extra={})
 
 
 def _sync(device: torch.device) -> None:
@@ -63,15 +73,23 @@ def _sync(device: torch.device) -> None:
 
 def timed(fn, device, repeats: int) -> tuple[float, float]:
     """(median, best) wall seconds of ``repeats`` calls after one warm-up call."""
-    fn()  # warm-up (allocator, kernels, lazy init)
-    times = []
+    return timed_ab([fn], device, repeats)[0]
+
+
+def timed_ab(fns: list, device, repeats: int) -> list[tuple[float, float]]:
+    """(median, best) wall seconds of each of ``fns``, called in turn ``repeats`` times (A, B, A, B, ...) after one
+    warm-up call each, so a change in the machine's load hits all of them alike."""
+    for fn in fns:
+        fn()  # warm-up (allocator, kernels, lazy init)
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
+        for fn, out in zip(fns, times):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            out.append(time.perf_counter() - t0)
+    return [(statistics.median(t), min(t)) for t in times]
 
 
 def bench_model(name: str, args, device, dtype) -> list[dict]:
@@ -85,54 +103,70 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
     model.config.use_cache = False
     n_params = sum(p.numel() for p in model.parameters())
     batch = synthetic_batch(args.responses, args.prompt_len, args.response_len, len(tok),
-                            tok.pad_token_id if tok.pad_token_id is not None else 0)
+                            tok.pad_token_id if tok.pad_token_id is not None else 0,
+                            group_size=args.group_size, response_min=args.response_min)
     real_tokens = int(batch.attention_mask.sum())
     resp_tokens = int(batch.response_mask.sum())
     adv = torch.linspace(-1.0, 1.0, args.responses)
+    modes = {"both": [False, True], "on": [True], "off": [False]}[args.group_by_length]
     rows = []
     for micro in args.micro_batch_sizes:
-        train = OmegaConf.create({"lr": 1e-6, "betas": [0.9, 0.95], "weight_decay": 0.0, "max_grad_norm": 1.0,
-                                  "warmup_steps": 0, "mini_batch_size": None, "micro_batch_size": micro,
-                                  "ppo_epochs": 1})
-        algo = OmegaConf.create({"loss_agg": args.loss_agg, "clip_eps": 0.2, "kl_coef": 0.0})
-        learner = Learner(model, train, algo, max_new_tokens=args.response_len, temperature=1.0)
+        learners, fwds, fwd_bwds = [], [], []
+        for grouped in modes:
+            train = OmegaConf.create({"lr": 1e-6, "betas": [0.9, 0.95], "weight_decay": 0.0, "max_grad_norm": 1.0,
+                                      "warmup_steps": 0, "mini_batch_size": None, "micro_batch_size": micro,
+                                      "ppo_epochs": 1, "group_by_length": grouped})
+            algo = OmegaConf.create({"loss_agg": args.loss_agg, "clip_eps": 0.2, "kl_coef": 0.0})
+            learner = Learner(model, train, algo, max_new_tokens=args.response_len, temperature=1.0)
+            old = learner.compute_logprobs(model, batch)
+
+            def fwd_bwd(lr=learner, old=old):
+                lr.strategy.zero_grad()
+                lr.model.train()
+                lr.fed_tokens = [0, 0]
+                lr.accumulate_gradients(batch, torch.arange(len(batch)), old, adv)
+
+            learners.append(learner)
+            fwds.append(lambda lr=learner: lr.compute_logprobs(lr.model, batch))
+            fwd_bwds.append(fwd_bwd)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        old = learner.compute_logprobs(model, batch)
-        (fwd_s, fwd_best) = timed(lambda lr=learner: lr.compute_logprobs(lr.model, batch), device, args.repeats)
-
-        def fwd_bwd(lr=learner, old=old):
-            lr.strategy.zero_grad()
-            lr.model.train()
-            lr.accumulate_gradients(batch, torch.arange(len(batch)), old, adv)
-
-        fb_s, fb_best = timed(fwd_bwd, device, args.repeats)
-        step_s, _ = timed(lambda lr=learner: lr.strategy.clip_and_step(1.0), device, args.repeats)
+        fwd_times = timed_ab(fwds, device, args.repeats)
+        fb_times = timed_ab(fwd_bwds, device, args.repeats)
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-        learner.strategy.zero_grad()
-        rows.append({
-            "model": name, "params_M": n_params / 1e6, "micro": micro, "responses": len(batch),
-            "tokens": real_tokens, "resp_tokens": resp_tokens, "fwd_bwd_s": fb_s,
-            "fwd_bwd_tok_s": real_tokens / fb_s, "fwd_bwd_resp_tok_s": resp_tokens / fb_s,
-            "fwd_bwd_best_tok_s": real_tokens / fb_best, "fwd_best_tok_s": real_tokens / fwd_best,
-            "fwd_s": fwd_s, "fwd_tok_s": real_tokens / fwd_s, "step_s": step_s, "peak_gib": peak, "load_s": load_s,
-        })
-        print(f"  {name} micro={micro}: fwd+bwd {real_tokens / fb_s:,.0f} tok/s (best {real_tokens / fb_best:,.0f}), "
-              f"fwd {real_tokens / fwd_s:,.0f} tok/s", flush=True)
+        for grouped, learner, (fwd_s, fwd_best), (fb_s, fb_best) in zip(modes, learners, fwd_times, fb_times):
+            padding = learner.fed_tokens[1] / max(learner.fed_tokens[0], 1)  # of the last fwd+bwd call
+            # the gradient left by the last fwd+bwd (the same model): every mode's AdamW step has one to apply
+            step_s, _ = timed(lambda lr=learner: lr.strategy.clip_and_step(1.0), device, args.repeats)
+            rows.append({
+                "model": name, "params_M": n_params / 1e6, "micro": micro, "grouped": grouped,
+                "responses": len(batch), "tokens": real_tokens, "resp_tokens": resp_tokens, "padding": padding,
+                "fwd_bwd_s": fb_s, "fwd_bwd_vs_first": fb_s / fb_times[0][0],
+                "fwd_bwd_tok_s": real_tokens / fb_s, "fwd_bwd_resp_tok_s": resp_tokens / fb_s,
+                "fwd_bwd_best_tok_s": real_tokens / fb_best, "fwd_best_tok_s": real_tokens / fwd_best,
+                "fwd_s": fwd_s, "fwd_tok_s": real_tokens / fwd_s, "step_s": step_s, "peak_gib": peak,
+                "load_s": load_s,
+            })
+            print(f"  {name} micro={micro} grouped={grouped}: padding {padding:.1%}, fwd+bwd "
+                  f"{real_tokens / fb_s:,.0f} tok/s (best {real_tokens / fb_best:,.0f}), fwd {real_tokens / fwd_s:,.0f} "
+                  f"tok/s", flush=True)
+        model.zero_grad(set_to_none=True)
     return rows
 
 
 def markdown(rows: list[dict], args, device, dtype) -> str:
     head = (f"Learner throughput on {device} ({dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-            f"{platform.processor() or platform.machine()}); {args.responses} responses, prompt <= {args.prompt_len}, "
-            f"response {args.response_len // 2}-{args.response_len} tokens, loss_agg={args.loss_agg}, "
+            f"{platform.processor() or platform.machine()}); {args.responses} responses ({args.group_size} per prompt), "
+            f"prompt <= {args.prompt_len}, response {args.response_min or args.response_len // 2}-{args.response_len} "
+            f"tokens, loss_agg={args.loss_agg}, "
             f"gradient_checkpointing={args.gradient_checkpointing}, median of {args.repeats}.\n\n")
-    cols = ["model", "params (M)", "micro-batch", "tokens", "fwd+bwd s", "fwd+bwd tok/s (best)",
-            "fwd+bwd resp tok/s", "fwd (no-grad) tok/s (best)", "AdamW step s", "peak GPU GiB"]
+    cols = ["model", "params (M)", "micro-batch", "grouped", "padding", "tokens", "fwd+bwd s", "vs first",
+            "fwd+bwd tok/s (best)", "fwd+bwd resp tok/s", "fwd (no-grad) tok/s (best)", "AdamW step s", "peak GPU GiB"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         peak = "-" if r["peak_gib"] != r["peak_gib"] else f"{r['peak_gib']:.2f}"
-        lines.append(f"| {r['model']} | {r['params_M']:.1f} | {r['micro']} | {r['tokens']} | {r['fwd_bwd_s']:.3f} | "
+        lines.append(f"| {r['model']} | {r['params_M']:.1f} | {r['micro']} | {'on' if r['grouped'] else 'off'} | "
+                     f"{r['padding']:.1%} | {r['tokens']} | {r['fwd_bwd_s']:.3f} | {r['fwd_bwd_vs_first']:.2f}x | "
                      f"{r['fwd_bwd_tok_s']:,.0f} ({r['fwd_bwd_best_tok_s']:,.0f}) | {r['fwd_bwd_resp_tok_s']:,.0f} | "
                      f"{r['fwd_tok_s']:,.0f} ({r['fwd_best_tok_s']:,.0f}) | {r['step_s']:.3f} | {peak} |")
     return head + "\n".join(lines) + "\n"
@@ -145,6 +179,10 @@ def main() -> None:
     ap.add_argument("--responses", type=int, default=8, help="responses in the (optimizer) batch")
     ap.add_argument("--prompt-len", type=int, default=96, help="padded prompt width in tokens")
     ap.add_argument("--response-len", type=int, default=192, help="longest response (= max_new_tokens)")
+    ap.add_argument("--response-min", type=int, default=None, help="shortest response (default: response-len / 2)")
+    ap.add_argument("--group-size", type=int, default=1, help="responses per prompt (they share its forward)")
+    ap.add_argument("--group-by-length", default="on", choices=["on", "off", "both"],
+                    help="train.group_by_length; both: off and on, timed interleaved")
     ap.add_argument("--loss-agg", default="seq_mean_token_sum_norm", help="algo.loss_agg")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="model.gradient_checkpointing=true")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")

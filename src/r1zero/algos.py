@@ -238,6 +238,7 @@ def policy_loss(
     num_tokens: int | float | None = None,
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
+    tensor_metrics: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO-clip surrogate, per token, aggregated per ``aggregation`` (paper Eq. 1-3).
 
@@ -259,11 +260,15 @@ def policy_loss(
         num_tokens: response tokens in the whole optimizer batch (defaults to this micro-batch's).
         ref_logprobs: (B, T) reference-policy log-probabilities, needed when ``kl_coef > 0``.
         kl_coef: weight of the KL penalty (paper default 0).
+        tensor_metrics: return the metrics as detached 0-d tensors on the loss's device instead of floats, so
+            a caller looping over micro-batches can sum them there and read them back once (each float is a
+            host-device sync on a GPU).
 
     Returns:
         ``(loss, metrics)``: the scalar loss to backpropagate, and floats ``pg_loss``, ``pg_clipfrac``
         (fraction of tokens where the clipped term is the active one), ``approx_kl`` (mean of
-        ``0.5 * (logprobs - old_logprobs)^2``), ``ratio_mean``, ``ratio_max``, ``kl`` (when used).
+        ``0.5 * (logprobs - old_logprobs)^2``), ``ratio_mean``, ``ratio_max`` (1 without tokens), ``kl`` (when
+        used).
 
     Raises:
         ValueError: shape mismatch, unknown ``aggregation``, or ``kl_coef > 0`` without ``ref_logprobs``.
@@ -288,12 +293,13 @@ def policy_loss(
 
     with torch.no_grad():
         n_tok = mask.sum().clamp(min=1.0)
+        ratio_max = ratio.masked_fill(mask == 0, float("-inf")).amax() if ratio.numel() else ratio.new_ones(())
         metrics = {
-            "pg_loss": pg_loss.item(),
-            "pg_clipfrac": ((clipped > unclipped).to(mask.dtype) * mask).sum().item() / n_tok.item(),
-            "approx_kl": (0.5 * log_ratio.pow(2) * mask).sum().item() / n_tok.item(),
-            "ratio_mean": (ratio * mask).sum().item() / n_tok.item(),
-            "ratio_max": ratio.masked_fill(mask == 0, float("-inf")).max().item() if mask.any() else 1.0,
+            "pg_loss": pg_loss.detach(),
+            "pg_clipfrac": ((clipped > unclipped).to(mask.dtype) * mask).sum() / n_tok,
+            "approx_kl": (0.5 * log_ratio.pow(2) * mask).sum() / n_tok,
+            "ratio_mean": (ratio * mask).sum() / n_tok,
+            "ratio_max": torch.where(mask.any(), ratio_max, ratio_max.new_ones(())),  # no tokens: 1, not -inf
         }
 
     if kl_coef > 0:
@@ -303,5 +309,7 @@ def policy_loss(
         k3 = torch.exp(delta) - delta - 1.0
         kl_loss = aggregate_loss(k3, mask, aggregation, **agg)
         loss = loss + kl_coef * kl_loss
-        metrics["kl"] = (k3.detach() * mask).sum().item() / n_tok.item()
+        metrics["kl"] = (k3.detach() * mask).sum() / n_tok
+    if not tensor_metrics:
+        metrics = {k: float(v) for k, v in metrics.items()}
     return loss, metrics

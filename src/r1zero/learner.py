@@ -12,8 +12,8 @@ share of the rollout; the totals are summed over ranks and each rank's loss is m
 
 from __future__ import annotations
 
+import copy
 import inspect
-import math
 from typing import Iterator
 
 import torch
@@ -71,9 +71,48 @@ def prompt_groups(prompt_index: torch.Tensor, prompts: tuple[torch.Tensor, ...] 
     return first, G
 
 
+def length_bands(lengths: torch.Tensor, max_padding: float = 0.25) -> list[tuple[torch.Tensor, int]]:
+    """Rows cut into bands of similar response length, for the shared-prompt path of :func:`sequence_logprobs`.
+
+    Rows are taken longest first; a row joins the current band while the band's padding (positions past each
+    row's end, up to the band's longest) stays at most ``max_padding`` of its ``rows x longest`` positions.
+
+    Args:
+        lengths: (B,) response lengths in tokens.
+
+    Returns:
+        ``[(rows, t), ...]``: each band's row positions (longest first) and its width ``t`` (its longest, >= 1).
+    """
+    bands, rows, width, total = [], [], 0, 0
+    for i in torch.argsort(-lengths.long(), stable=True).tolist():
+        length = max(int(lengths[i]), 1)
+        if rows and width * (len(rows) + 1) - (total + length) > max_padding * width * (len(rows) + 1):
+            bands.append((torch.tensor(rows), width))
+            rows, total = [], 0
+        if not rows:
+            width = length
+        rows.append(i)
+        total += length
+    if rows:
+        bands.append((torch.tensor(rows), width))
+    return bands
+
+
+def _select_rows(cache, index: torch.Tensor):
+    """A new cache holding rows ``index`` of ``cache`` (with their graph); ``cache`` itself is left as it was."""
+    sub = copy.copy(cache)
+    if hasattr(cache, "layers"):  # transformers >= 4.56: per-layer objects whose tensors are replaced, not mutated
+        sub.layers = [copy.copy(layer) for layer in cache.layers]
+    for name in ("key_cache", "value_cache"):  # older transformers: lists of tensors, replaced item by item
+        if isinstance(getattr(cache, name, None), list):
+            setattr(sub, name, list(getattr(cache, name)))
+    sub.batch_select_indices(index)
+    return sub
+
+
 def sequence_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
-    groups: tuple[torch.Tensor, int] | None = None,
+    groups: tuple[torch.Tensor, int] | None = None, bands: list[tuple[torch.Tensor, int]] | None = None,
 ) -> torch.Tensor:
     """(B, T) log-probabilities of the response tokens ``input_ids[:, prompt_len:]`` under ``model``.
 
@@ -89,6 +128,10 @@ def sequence_logprobs(
             into the prompt's activations through the shared cache (the repeat's backward is a fixed-order sum,
             so results stay bitwise reproducible, e.g. across a resume). Only for a plain module (a DDP or
             DeepSpeed wrapper expects one forward per backward) without gradient checkpointing.
+        bands: with ``groups``, :func:`length_bands` of the rows' response lengths: the responses then run in
+            those bands, each trimmed to its own width ``t`` and attending to its rows of the shared prompt cache,
+            so a group's short responses are not padded to its longest. Positions past a row's band width are 0
+            in the result (they are past its response).
     """
     T = input_ids.shape[1] - prompt_len
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -101,9 +144,12 @@ def sequence_logprobs(
         P = prompt_len
         head = model(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
                      position_ids=position_ids[first, :P], use_cache=True, logits_to_keep=1)
+        cache = getattr(head, "cache", None) or head.past_key_values
+        if bands is not None:
+            return _banded_logprobs(model, input_ids, attention_mask, position_ids, P, temperature, head.logits,
+                                    cache, torch.arange(len(input_ids), device=input_ids.device) // G, bands)
         logits = head.logits.repeat_interleave(G, dim=0)  # (B, 1, V): predicts the first response token
         if T > 1:
-            cache = getattr(head, "cache", None) or head.past_key_values
             cache.batch_repeat_interleave(G)
             tail = model(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1],
                          position_ids=position_ids[:, P:-1], use_cache=True, **{_cache_kwarg(model): cache})
@@ -111,6 +157,64 @@ def sequence_logprobs(
     if temperature and temperature != 1.0:
         logits = logits / temperature
     return token_logprobs(logits, input_ids[:, prompt_len:])
+
+
+def length_order(prompt_index: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A permutation of B rows that puts responses of similar length next to each other, prompts kept whole.
+
+    Micro-batches are consecutive slices of the rows, each trimmed to its longest response, so sorting by length
+    leaves less padding to compute. A prompt's rows stay contiguous (a micro-batch of whole groups still runs
+    each prompt once, :func:`prompt_groups`): prompts are ordered by their longest response, longest first
+    (ties: first appearance), and the rows inside a prompt longest first (ties: row order).
+
+    Args:
+        prompt_index: (B,) long, the prompt each row answers.
+        lengths: (B,) response lengths in tokens.
+
+    Returns:
+        (B,) long, positions into the rows: ``rows[length_order(...)]`` is the grouped order.
+    """
+    B = len(prompt_index)
+    if B == 0:
+        return torch.arange(0)
+    lengths = lengths.long()
+    _, inv = torch.unique(prompt_index, return_inverse=True)
+    U = int(inv.max()) + 1
+    longest = torch.zeros(U, dtype=torch.long).scatter_reduce(0, inv, lengths, "amax", include_self=False)
+    first = torch.full((U,), B, dtype=torch.long).scatter_reduce(0, inv, torch.arange(B), "amin")
+    # a lexicographic sort by (-longest of its prompt, first row of its prompt, -length): stable sorts, last key first
+    order = torch.argsort(-lengths, stable=True)
+    order = order[torch.argsort(first[inv[order]], stable=True)]
+    return order[torch.argsort(-longest[inv[order]], stable=True)]
+
+
+def _to_host(values: list) -> list[float]:
+    """Floats of a list of 0-d tensors (on one device) and floats, read back with one device sync."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    flat = iter(torch.stack([t.double() for t in tensors]).cpu().tolist()) if tensors else iter(())
+    return [next(flat) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
+
+def _banded_logprobs(model, input_ids, attention_mask, position_ids, P: int, temperature: float, head_logits, cache,
+                     owner: torch.Tensor, bands) -> torch.Tensor:
+    """:func:`sequence_logprobs`' shared-prompt path, one tail forward per length band (``owner``: (B,) the
+    prompt, a row of ``head_logits`` (U, 1, V) and ``cache``, of each row)."""
+    T = input_ids.shape[1] - P
+    pieces, order = [], []
+    for rows, t in bands:
+        rows = rows.to(input_ids.device)
+        logits = head_logits[owner[rows]]  # (b, 1, V): predicts each row's first response token
+        if t > 1:
+            tail = model(input_ids=input_ids[rows, P : P + t - 1], attention_mask=attention_mask[rows, : P + t - 1],
+                         position_ids=position_ids[rows, P : P + t - 1], use_cache=True,
+                         **{_cache_kwarg(model): _select_rows(cache, owner[rows])})
+            logits = torch.cat([logits, tail.logits], dim=1)
+        if temperature and temperature != 1.0:
+            logits = logits / temperature
+        lp = token_logprobs(logits, input_ids[rows, P : P + t])
+        pieces.append(torch.nn.functional.pad(lp, (0, T - t)))
+        order.append(rows)
+    return torch.cat(pieces)[torch.argsort(torch.cat(order))]
 
 
 def _chunks(idx: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
@@ -147,6 +251,10 @@ class Learner:
         self.model = self.strategy.module
         self.ref_model = self.strategy.prepare_reference(ref_model)
 
+        # token positions fed through the model by the update's forwards, and how many of them were padding
+        # (attention mask 0): perf/padding_frac. Counted from the CPU masks, so no device sync.
+        self.fed_tokens = [0, 0]
+
     @property
     def optimizer(self):
         return self.strategy.optimizer
@@ -156,8 +264,20 @@ class Learner:
         return self.strategy.scheduler
 
     # ----------------------------------------------------------------------------------------------
-    def _micro_inputs(self, batch: RolloutBatch, idx: torch.Tensor):
-        """Slice rows ``idx`` and trim columns that are padding in every one of them."""
+    def _order(self, batch: RolloutBatch, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` in micro-batch order: grouped by length (:func:`length_order`) unless ``train.group_by_length`` is off."""
+        if not self.cfg.group_by_length or len(rows) < 2:
+            return rows
+        return rows[length_order(batch.prompt_index[rows], batch.response_lengths[rows])]
+
+    def _micro_inputs(self, batch: RolloutBatch, idx: torch.Tensor, groups=None):
+        """Slice rows ``idx``, trim columns that are padding in every one of them, and count the fed tokens.
+
+        Returns ``(ids, att, p, mask, t_len, bands)``: ``bands`` are the rows' :func:`length_bands` when their
+        prompts are shared (``groups``, :func:`prompt_groups` of the rows) and ``train.group_by_length`` is on,
+        else None. Shared, the prompt columns are fed once per prompt and each row's response columns up to its
+        band's width less one. Adds ``(positions, padding positions)`` to :attr:`fed_tokens`.
+        """
         device = self.strategy.device or next(self.model.parameters()).device
         ids, att = batch.input_ids[idx], batch.attention_mask[idx]
         resp_mask = batch.response_mask[idx]
@@ -165,9 +285,15 @@ class Learner:
         t_len = int(resp_mask.sum(-1).max().item()) if resp_mask.numel() else 0
         t_len = max(t_len, 1)
         first = int((att[:, :P].cumsum(-1) == 0).sum(-1).min().item())  # shortest left pad
-        ids = ids[:, first : P + t_len].to(device)
-        att = att[:, first : P + t_len].to(device)
-        return ids, att, P - first, resp_mask[:, :t_len].to(device), t_len
+        ids, att, p = ids[:, first : P + t_len], att[:, first : P + t_len], P - first
+        bands = length_bands(resp_mask.sum(-1)) if groups is not None and self.cfg.group_by_length else None
+        if groups is None:
+            fed = [att]
+        else:
+            fed = [att[groups[0], :p]] + [att[rows, p : p + t - 1] for rows, t in bands or [(slice(None), t_len)]]
+        self.fed_tokens[0] += sum(a.numel() for a in fed)
+        self.fed_tokens[1] += sum(int((a == 0).sum()) for a in fed)
+        return ids.to(device), att.to(device), p, resp_mask[:, :t_len].to(device), t_len, bands
 
     def _groups(self, model, batch: RolloutBatch, idx: torch.Tensor):
         """:func:`prompt_groups` of rows ``idx`` where ``model`` can share a prompt's cache, else None."""
@@ -188,12 +314,15 @@ class Learner:
         out = torch.zeros_like(batch.response_mask)
         try:
             rows = torch.arange(len(batch)) if rows is None else rows
-            for idx in _chunks(rows, int(self.cfg.micro_batch_size)):
-                ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
+            done = []
+            for idx in _chunks(self._order(batch, rows), int(self.cfg.micro_batch_size)):
+                groups = self._groups(model, batch, idx)
+                ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
                 with self.strategy.autocast():  # bf16 compute over fp32 master weights (strategy.param_dtype)
-                    lp = sequence_logprobs(model, ids, att, p, self.temperature,
-                                           groups=self._groups(model, batch, idx))
-                out[idx, :t_len] = (lp * mask).float().cpu()
+                    lp = sequence_logprobs(model, ids, att, p, self.temperature, groups=groups, bands=bands)
+                done.append((idx, t_len, (lp * mask).float()))
+            for idx, t_len, lp in done:  # copied back after the loop: the first copy waits, the rest do not
+                out[idx, :t_len] = lp.cpu()
         finally:
             model.train(was_training)
         return out
@@ -230,6 +359,7 @@ class Learner:
             step: the training step, which (with ``seed``) draws the shuffle of :meth:`mini_batches`.
         """
         N = len(batch)
+        self.fed_tokens = [0, 0]
         epochs = [self.mini_batches(batch, step, e) for e in range(int(self.cfg.ppo_epochs))]
         first = epochs[0][0]
         # old_logprobs of the first optimizer batch come from its own forward pass (the parameters have not
@@ -249,8 +379,8 @@ class Learner:
             with self.strategy.reference_on_device(self.ref_model) as ref:
                 ref_logprobs = self.compute_logprobs(ref, batch)
 
-        sums: dict[str, float] = {}
-        weights: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # token-weighted metric sums, on the device until the end
+        weights: dict[str, torch.Tensor] = {}
         losses, grad_norms = [], []
         self.model.train()
         for epoch, mini_batches in enumerate(epochs):
@@ -261,16 +391,23 @@ class Learner:
                 grad_norm = self.strategy.clip_and_step(float(self.cfg.max_grad_norm))
                 losses.append(step_loss)
                 grad_norms.append(float(grad_norm))
+        # the one read-back of the update's device-side metrics
+        keys = sorted(sums)
+        host = _to_host([sums[k] for k in keys] + [weights[k] for k in keys] + losses)
+        sums, weights = dict(zip(keys, host[: len(keys)])), dict(zip(keys, host[len(keys) : 2 * len(keys)]))
+        losses = host[2 * len(keys) :]
         adv_stats = [float(advantages.sum()), float(advantages.abs().sum()), float(advantages.numel())]
         if self.strategy.distributed:
             # Every rank ran the same optimizer steps on its share: report metrics of the global batch
             # (token-weighted sums, per-step losses summed over ranks, grad norms already global).
             keys = sorted(k for k in sums if k != "ratio_max")
-            flat = self.strategy.all_reduce([sums[k] for k in keys] + [weights[k] for k in keys] + losses + adv_stats)
+            flat = self.strategy.all_reduce([sums[k] for k in keys] + [weights[k] for k in keys] + losses + adv_stats
+                                            + [float(x) for x in self.fed_tokens])
             n, L = len(keys), len(losses)
             sums.update(zip(keys, flat[:n]))
             weights.update(zip(keys, flat[n : 2 * n]))
-            losses, adv_stats = flat[2 * n : 2 * n + L], flat[2 * n + L :]
+            losses, adv_stats = flat[2 * n : 2 * n + L], flat[2 * n + L : 2 * n + L + 3]
+            self.fed_tokens = [int(x) for x in flat[2 * n + L + 3 :]]
             if "ratio_max" in sums:
                 sums["ratio_max"] = self.strategy.all_reduce(sums["ratio_max"], op="max")
         metrics = {f"train/{k}": sums[k] / max(weights[k], 1e-12) for k in sums}
@@ -281,6 +418,8 @@ class Learner:
             "train/optimizer_steps": float(len(losses)),
             "train/advantage_mean": adv_stats[0] / max(adv_stats[2], 1.0),
             "train/advantage_abs_mean": adv_stats[1] / max(adv_stats[2], 1.0),
+            # share of the token positions the update's forwards computed that were padding
+            "perf/padding_frac": self.fed_tokens[1] / max(self.fed_tokens[0], 1),
         })
         return metrics
 
@@ -296,13 +435,15 @@ class Learner:
         sums: dict | None = None,
         weights: dict | None = None,
         fill_old: bool = False,
-    ) -> float:
-        """Backpropagate the loss of one optimizer batch ``rows`` in micro-batches; returns its loss.
+    ) -> torch.Tensor:
+        """Backpropagate the loss of one optimizer batch ``rows`` in micro-batches; returns its loss (0-d, detached).
 
         Every micro-batch is normalised by the totals of ``rows`` (responses and tokens), so the gradient
-        left in ``.grad`` is the same whatever ``micro_batch_size`` is. Metrics are accumulated
-        token-weighted into ``sums``/``weights`` when given. With ``fill_old`` the parameters are still
-        the sampling policy's: each micro-batch's detached log-probabilities are used as, and written into,
+        left in ``.grad`` is the same whatever ``micro_batch_size`` is, and whatever order the rows come in:
+        they are grouped by length first (:meth:`_order`). Metrics are accumulated token-weighted into
+        ``sums``/``weights`` when given, as 0-d float64 tensors on the device (nothing here waits for the
+        device; :meth:`update` reads everything back once). With ``fill_old`` the parameters are still the
+        sampling policy's: each micro-batch's detached log-probabilities are used as, and written into,
         ``old_logprobs`` (N, T).
 
         Distributed (``strategy.distributed``): ``rows`` are this rank's share of the optimizer batch. The
@@ -321,21 +462,25 @@ class Learner:
             num_responses = round(num_responses)
         scale = strategy.loss_multiplier
         kl_coef = float(self.algo.kl_coef)
-        total = 0.0
-        chunks = list(_chunks(rows, micro))
+        total, filled = None, []
+        chunks = list(_chunks(self._order(batch, rows), micro))
         for i, idx in enumerate(chunks):
             # DDP: no gradient all-reduce until the last micro-batch; DeepSpeed: the accumulation boundary.
             with strategy.accumulate(is_last=i == len(chunks) - 1):
-                ids, att, p, mask, t_len = self._micro_inputs(batch, idx)
+                groups = self._groups(strategy.train_model, batch, idx)
+                ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
                 with strategy.autocast():
-                    logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature,
-                                                 groups=self._groups(strategy.train_model, batch, idx))
+                    logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature, groups=groups,
+                                                 bands=bands)
                 dev = logprobs.device
-                if fill_old:
-                    old_logprobs[idx, :t_len] = (logprobs.detach() * mask).float().cpu()
+                if fill_old:  # on-policy: this forward's own values are the old ones (ratio exactly 1)
+                    old = (logprobs.detach() * mask).float()
+                    filled.append((idx, t_len, old))
+                else:
+                    old = old_logprobs[idx, :t_len].to(dev)
                 loss, m = policy_loss(
                     logprobs,
-                    old_logprobs[idx, :t_len].to(dev),
+                    old,
                     advantages[idx].to(dev),
                     mask,
                     clip_eps=float(self.algo.clip_eps),
@@ -345,19 +490,23 @@ class Learner:
                     num_tokens=num_tokens,
                     ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx, :t_len].to(dev),
                     kl_coef=kl_coef,
+                    tensor_metrics=True,
                 )
                 strategy.backward(loss * scale if scale != 1.0 else loss)
-            total += loss.item()
+            total = loss.detach() if total is None else total + loss.detach()
             if sums is not None and weights is not None:
-                w = float(mask.sum().item())
+                w = mask.sum(dtype=torch.float64)
                 for k, v in m.items():
+                    v = v.double()
                     if k == "ratio_max":
-                        sums[k] = max(sums.get(k, -math.inf), v)
-                        weights[k] = 1.0
+                        sums[k] = torch.maximum(sums[k], v) if k in sums else v
+                        weights[k] = torch.ones((), dtype=torch.float64, device=dev)
                     elif k != "pg_loss":
-                        sums[k] = sums.get(k, 0.0) + v * w
-                        weights[k] = weights.get(k, 0.0) + w
-        return total
+                        sums[k] = sums[k] + v * w if k in sums else v * w
+                        weights[k] = weights[k] + w if k in weights else w
+        for idx, t_len, old in filled:  # copied back after the loop: the first copy waits, the rest do not
+            old_logprobs[idx, :t_len] = old.cpu()
+        return total if total is not None else torch.zeros(())
 
     def state_dict(self) -> dict:
         return self.strategy.state_dict()
