@@ -1,10 +1,13 @@
-"""Rollout throughput: transformers ``generate`` (rollout=hf) vs vLLM (rollout=vllm) on the same prompts.
+"""Rollout throughput: r1zero's sampling loop (rollout=hf, ``rollout.decoder=loop``), transformers ``generate``
+(``rollout.decoder=generate``) and vLLM (rollout=vllm) on the same prompts, timed interleaved (A/B/A/B).
 
-Run in the vllm env (it has both engines)::
-
-    bash scripts/setup_vllm_cpu_env.sh
+    python benchmarks/rollout_throughput.py --preset quickstart --engines hf,hf_generate --repeats 3
+    bash scripts/setup_vllm_cpu_env.sh     # vLLM runs in its own env, which has all three engines
     .venv-vllm/bin/python benchmarks/rollout_throughput.py                 # SmolLM2-135M, 8 prompts x 4, 64 tokens
     .venv-vllm/bin/python benchmarks/rollout_throughput.py --engines vllm --prompts 32 --group-size 8
+
+``--preset quickstart`` is ``experiment=quickstart``'s rollout: its few-shot ChatML prompt over 6 of its arithmetic
+questions, 6 samples each, 64 new tokens, fp32 weights under bf16 autocast (as ``dtype=bfloat16`` trains).
 
 Both engines sample with the same settings (temperature 1, top_p 1, no stop strings unless --stop, so most
 responses run to the token budget); tokens/s counts response tokens in the RolloutBatch masks per second of
@@ -55,23 +58,35 @@ def resolve_model(path: str) -> str:
     return str(prepare_model())
 
 
-def timed_generate(engine, prompts, sampling, repeats: int) -> tuple[float, int, float]:
-    """(median seconds, response tokens of one call, truncated fraction) after one warm-up call."""
-    engine.generate(prompts[:2], sampling)
-    times, tokens, trunc = [], 0, 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        batch = engine.generate(prompts, sampling)
-        times.append(time.perf_counter() - t0)
-        tokens = int(batch.response_lengths.sum())
-        trunc = float(batch.truncated.float().mean())
-    return statistics.median(times), tokens, trunc
+def timed_call(engine, prompts, sampling, seed: int) -> tuple[float, int, float]:
+    """(seconds, response tokens, truncated fraction) of one ``generate`` call from a fixed RNG state."""
+    import torch
+
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    batch = engine.generate(prompts, sampling)
+    return time.perf_counter() - t0, int(batch.response_lengths.sum()), float(batch.truncated.float().mean())
+
+
+def quickstart_prompts() -> list[str]:
+    """The quickstart's template over the first 6 questions of its training set (conf/experiment/quickstart.yaml)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import compose
+
+    from r1zero.data import load_questions
+    from r1zero.templates import PromptTemplate
+
+    cfg = compose(["experiment=quickstart"])
+    template = PromptTemplate.from_config(cfg.template)
+    return [template.apply(q.question) for q in load_questions(cfg.data)[:6]]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL, help="HF dir or hub id (default: embedded SmolLM2-135M)")
-    ap.add_argument("--engines", default="hf,vllm", help="comma list of hf, vllm")
+    ap.add_argument("--engines", default="hf,hf_generate,vllm", help="comma list of hf, hf_generate, vllm")
+    ap.add_argument("--preset", choices=["quickstart"], help="the quickstart's prompts, sizes and precision")
+    ap.add_argument("--autocast", choices=["bfloat16"], help="fp32 weights, forwards under CPU/GPU autocast")
     ap.add_argument("--prompts", type=int, default=8, help="distinct prompts per rollout")
     ap.add_argument("--group-size", type=int, default=4, help="samples per prompt (G)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -91,6 +106,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model_dir = resolve_model(args.model)
     prompts = [R1_PROMPT.replace("{question}", QUESTIONS[i % len(QUESTIONS)]) for i in range(args.prompts)]
+    if args.preset == "quickstart":
+        prompts, args.group_size, args.max_new_tokens, args.autocast = quickstart_prompts(), 6, 64, "bfloat16"
+        args.prompts, args.dtype = len(prompts), "float32"
     sampling = SamplingConfig(n=args.group_size, max_new_tokens=args.max_new_tokens,
                               temperature=args.temperature, stop=tuple(args.stop))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -104,42 +122,54 @@ def main() -> None:
         gc.temperature, gc.top_p, gc.top_k, gc.do_sample = 1.0, 1.0, None, False
         gc.pad_token_id = tokenizer.pad_token_id
 
-    rows = []
+    autocast = (lambda: torch.autocast(policy.device.type, dtype=torch.bfloat16)) if args.autocast else None
+    engines, extras = {}, {}
     for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        extra = ""
-        if name == "hf":
+        if name in ("hf", "hf_generate"):
             from r1zero.rollout.hf import HFRolloutEngine
 
-            engine = HFRolloutEngine(policy, tokenizer, batch_size=args.hf_batch_size)
+            engines[name] = HFRolloutEngine(policy, tokenizer, batch_size=args.hf_batch_size, autocast=autocast,
+                                            decoder="loop" if name == "hf" else "generate")
         elif name == "vllm":
             from r1zero.rollout.vllm import VLLMRolloutEngine
 
             t0 = time.perf_counter()
-            engine = VLLMRolloutEngine(model_dir, tokenizer, {"dtype": args.dtype, "seed": args.seed})
+            engines[name] = VLLMRolloutEngine(model_dir, tokenizer, {"dtype": args.dtype, "seed": args.seed})
             init_s = time.perf_counter() - t0
-            engine.sync_weights(policy)
-            extra = f"start-up {init_s:.1f} s, sync_weights {engine.last_sync_s:.2f} s"
+            engines[name].sync_weights(policy)
+            extras[name] = f"start-up {init_s:.1f} s, sync_weights {engines[name].last_sync_s:.2f} s"
         else:
-            raise SystemExit(f"unknown engine {name!r}; valid: hf, vllm")
-        secs, tokens, trunc = timed_generate(engine, prompts, sampling, args.repeats)
-        rows.append((name, secs, tokens, trunc, extra))
-        print(f"{name}: {tokens} tokens in {secs:.2f} s", file=sys.stderr, flush=True)
-        del engine
+            raise SystemExit(f"unknown engine {name!r}; valid: hf, hf_generate, vllm")
+    runs: dict[str, list[tuple[float, int, float]]] = {name: [] for name in engines}
+    for name, engine in engines.items():  # one untimed warm-up call each
+        engine.generate(prompts[:2], sampling)
+    for r in range(args.repeats):  # interleaved: A B A B, every engine from the same RNG state per round
+        for name, engine in engines.items():
+            runs[name].append(timed_call(engine, prompts, sampling, args.seed + r))
+            print(f"{name}: round {r}: {runs[name][-1][1]} tokens in {runs[name][-1][0]:.2f} s", file=sys.stderr,
+                  flush=True)
+    rows = []
+    for name, calls in runs.items():
+        secs = statistics.median(c[0] for c in calls)
+        tokens = statistics.median(c[1] for c in calls)
+        trunc = statistics.mean(c[2] for c in calls)
+        rate = statistics.median(c[1] / c[0] for c in calls)
+        rows.append((name, secs, tokens, trunc, rate, extras.get(name, "")))
 
-    base = {r[0]: r[2] / r[1] for r in rows}.get("hf")
+    base = {r[0]: r[4] for r in rows}.get("hf_generate")
     print()
     print(f"Rollout throughput: {Path(model_dir).name}, {args.prompts} prompts x {args.group_size} samples, "
-          f"max {args.max_new_tokens} new tokens, T={args.temperature}, {args.dtype}, "
-          f"torch {torch.__version__}, {os.cpu_count()} CPUs ({platform.machine()}"
-          f"{', CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''}), "
+          f"max {args.max_new_tokens} new tokens, T={args.temperature}, {args.dtype}"
+          f"{' + ' + args.autocast + ' autocast' if args.autocast else ''}, {args.repeats} interleaved rounds, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+          f"({platform.machine()}{', CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''}), "
           f"load avg {os.getloadavg()[0]:.1f}")
     print()
-    print("| rollout | response tokens | truncated | time (s) | tokens/s | vs hf | notes |")
+    print("| rollout | response tokens (median) | truncated | time (s, median) | tokens/s (median) | vs hf_generate | notes |")
     print("|---|---:|---:|---:|---:|---:|---|")
-    for name, secs, tokens, trunc, extra in rows:
-        tps = tokens / secs
-        speed = f"{tps / base:.2f}x" if base else "-"
-        print(f"| {name} | {tokens} | {trunc:.0%} | {secs:.2f} | {tps:.1f} | {speed} | {extra} |")
+    for name, secs, tokens, trunc, rate, extra in rows:
+        speed = f"{rate / base:.2f}x" if base else "-"
+        print(f"| {name} | {tokens:.0f} | {trunc:.0%} | {secs:.2f} | {rate:.1f} | {speed} | {extra} |")
 
 
 if __name__ == "__main__":
