@@ -321,9 +321,10 @@ class VLLMRolloutEngine:
         Args:
             model: the policy; its ``named_parameters()`` are pushed when ``weights`` is None (a sharded policy,
                 FSDP or ZeRO-3, must then be gathered first).
-            weights: ``(hf_name, tensor)`` pairs to push instead, consumed lazily in one pass, each tensor copied
+            weights: ``(hf_name, tensor)`` pairs to push instead, consumed lazily in one pass, each tensor cloned
                 before the next is asked for (:meth:`Strategy.named_parameters_for_sync`: ZeRO-3 gathers one
-                module at a time and frees it again, so the extra memory is one module, not the model).
+                module at a time and frees it again, so the learner never holds more than one gathered module;
+                vLLM's loader may keep the clones it was handed, which on CPU it does).
 
         Names are the HF checkpoint names (``model.layers.0.self_attn.q_proj.weight``, ...); vLLM's
         ``load_weights`` fuses q/k/v and gate/up itself and re-ties tied embeddings. The tensors are read in
@@ -342,6 +343,8 @@ class VLLMRolloutEngine:
 
         if weights is None:
             weights = ((name, p.detach()) for name, p in _unwrap(model).named_parameters())
+        else:  # vLLM's loader may keep what it is handed (measured on CPU): its own copy, before the source is freed
+            weights = ((name, t.detach().clone()) for name, t in weights)
         stream = counted(weights)
         try:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream})
