@@ -70,13 +70,11 @@ def timed_call(engine, prompts, sampling, seed: int) -> tuple[float, int, float]
 
 def quickstart_prompts() -> list[str]:
     """The quickstart's template over the first 6 questions of its training set (conf/experiment/quickstart.yaml)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import compose
-
     from r1zero.data import load_questions
+    from r1zero.launch import compose_job
     from r1zero.templates import PromptTemplate
 
-    cfg = compose(["experiment=quickstart"])
+    cfg = compose_job(["experiment=quickstart"])
     template = PromptTemplate.from_config(cfg.template)
     return [template.apply(q.question) for q in load_questions(cfg.data)[:6]]
 

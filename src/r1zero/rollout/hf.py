@@ -107,38 +107,13 @@ class HFRolloutEngine:
         n = sampling.n
         prompt_ids = enc_ids.repeat_interleave(n, dim=0)
         prompt_mask = enc_mask.repeat_interleave(n, dim=0)
-        gen_kwargs = dict(
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=not sampling.greedy,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=sorted(self.eos_ids),
-            use_cache=True,
-        )
-        if not sampling.greedy:
-            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
-                              top_k=sampling.top_k if sampling.top_k and sampling.top_k > 0 else None)
-        else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        if sampling.stop:
-            gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
-
         was_training = model.training
         model.eval()
-        responses: list[list[int]] = []
         try:
             if self.decoder == "loop":
-                per_chunk = max(1, self.batch_size // n)  # prompts whose n responses fit in one batch
-                for s in range(0, enc_ids.shape[0], per_chunk):
-                    with self.autocast():
-                        responses.extend(sample_responses(
-                            model, enc_ids[s : s + per_chunk].to(device), enc_mask[s : s + per_chunk].to(device),
-                            n, sampling, self.eos_ids, tok))
-            for s in range(0, prompt_ids.shape[0] if self.decoder == "generate" else 0, self.batch_size):
-                ids = prompt_ids[s : s + self.batch_size].to(device)
-                mask = prompt_mask[s : s + self.batch_size].to(device)
-                with self.autocast():
-                    out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
-                responses.extend(out[:, prompt_len:].cpu().tolist())
+                responses = self._sample_loop(enc_ids, enc_mask, sampling, device)
+            else:
+                responses = self._generate(prompt_ids, prompt_mask, sampling, device)
         finally:
             model.train(was_training)
 
@@ -164,6 +139,44 @@ class HFRolloutEngine:
             truncated=torch.tensor([not f for f in finished], dtype=torch.bool),
             prompt_index=torch.arange(len(prompts)).repeat_interleave(n),
         )
+
+    def _sample_loop(self, enc_ids, enc_mask, sampling: SamplingConfig, device) -> list[list[int]]:
+        """Response ids per row from :func:`sample_responses`, ``batch_size // n`` distinct prompts at a time."""
+        per_chunk = max(1, self.batch_size // sampling.n)  # prompts whose n responses fit in one batch
+        responses: list[list[int]] = []
+        for s in range(0, enc_ids.shape[0], per_chunk):
+            with self.autocast():
+                responses.extend(sample_responses(
+                    self.model, enc_ids[s : s + per_chunk].to(device), enc_mask[s : s + per_chunk].to(device),
+                    sampling.n, sampling, self.eos_ids, self.tokenizer))
+        return responses
+
+    def _generate(self, prompt_ids, prompt_mask, sampling: SamplingConfig, device) -> list[list[int]]:
+        """Response ids per row (padded after a finished one) from transformers ``generate`` on ``n`` copies of
+        each prompt."""
+        tok = self.tokenizer
+        gen_kwargs = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not sampling.greedy,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=sorted(self.eos_ids),
+            use_cache=True,
+        )
+        if not sampling.greedy:
+            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
+                              top_k=sampling.top_k if sampling.top_k and sampling.top_k > 0 else None)
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
+        rows: list[list[int]] = []
+        for s in range(0, prompt_ids.shape[0], self.batch_size):
+            ids = prompt_ids[s : s + self.batch_size].to(device)
+            mask = prompt_mask[s : s + self.batch_size].to(device)
+            with self.autocast():
+                out = self.model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
+            rows.extend(out[:, ids.shape[1]:].cpu().tolist())
+        return rows
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Nothing to copy: generation runs on the learner's own module."""
