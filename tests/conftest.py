@@ -39,3 +39,39 @@ def data_root() -> Path:
         pytest.skip(f"the paper's released data is not here (R1ZERO_DATA_ROOT={DATA_ROOT}); set R1ZERO_DATA_ROOT "
                     f"to a copy of the datasets/ folder of sail-sg/understand-r1-zero")
     return DATA_ROOT
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    """The ``step`` of every row of ``run_dir/metrics.jsonl`` (none while it does not exist)."""
+    import json
+
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_and_signal(cmd: list[str], cwd: Path, run_dir: Path, signals: list[int], *, after_steps: int = 1,
+                   wait_s: float = 300, poll_s: float = 0.05, gap_s: float = 0.2, timeout_s: float = 240):
+    """Start ``cmd`` (wandb off), wait until its run has logged ``after_steps`` steps, send ``signals`` ``gap_s``
+    apart, and wait for it to exit. Returns ``(returncode, stderr)``; the process is killed if it outlives this."""
+    import subprocess
+    import time
+
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + wait_s
+        while len(logged_steps(run_dir)) < after_steps:
+            assert proc.poll() is None, f"the run ended before it was signalled:\n{proc.communicate()[1][-3000:]}"
+            assert time.monotonic() < deadline, f"fewer than {after_steps} steps logged within {wait_s} s"
+            time.sleep(poll_s)
+        for i, sig in enumerate(signals):
+            if i:
+                time.sleep(gap_s)
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    return proc.returncode, err

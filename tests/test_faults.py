@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import compose
+from conftest import compose, logged_steps, run_and_signal
 
 from r1zero.data import read_rows
 from r1zero.errors import (
@@ -244,11 +243,6 @@ def test_wandb_online_without_network_is_one_line(tmp_path, no_wandb_login, monk
         logger.close()
 
 
-def _steps(run_dir) -> list[int]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
-
-
 @pytest.mark.slow
 def test_a_second_sigterm_stops_mid_step_saving_the_last_completed_step(tmp_path):
     """The first SIGTERM asks for a checkpoint at the step's end; a second one during that step stops at once,
@@ -256,34 +250,20 @@ def test_a_second_sigterm_stops_mid_step_saving_the_last_completed_step(tmp_path
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "r1zero.train", "experiment=toy", "train.total_steps=6", "eval.every=0",
            "sampling.max_new_tokens=256", f"hydra.run.dir={run_dir}"]  # long steps: both signals land in one
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not _steps(run_dir):
-            assert proc.poll() is None, f"the run ended before it was signalled:\n{proc.communicate()[1][-3000:]}"
-            assert time.monotonic() < deadline, "no step logged within 300 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    returncode, err = run_and_signal(cmd, tmp_path, run_dir, [signal.SIGTERM, signal.SIGTERM], after_steps=1,
+                                     wait_s=300, poll_s=0.02, gap_s=0.2, timeout_s=120)
+    assert returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    k = _steps(run_dir)[-1]
-    assert _steps(run_dir) == list(range(1, k + 1)) and k < 6
+    k = logged_steps(run_dir)[-1]
+    assert logged_steps(run_dir) == list(range(1, k + 1)) and k < 6
     stops = [line for line in err.splitlines() if line.startswith("r1zero: stopped")]
     assert len(stops) == 1 and stops[0].startswith(f"r1zero: stopped by a second SIGTERM during step {k + 1}; "
                                                    f"saved checkpoint {run_dir}/checkpoints/step_{k:06d};"), err[-3000:]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"step_{k:06d}"]
 
+    env = {**os.environ, "WANDB_MODE": "disabled"}
     resumed = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
                              stdin=subprocess.DEVNULL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {run_dir / 'checkpoints' / f'step_{k:06d}'} at step {k}" in resumed.stdout + resumed.stderr
-    assert _steps(run_dir) == list(range(1, 7))
+    assert logged_steps(run_dir) == list(range(1, 7))

@@ -5,7 +5,6 @@ The SLURM version (submitit requeue on a real cluster) is tests/slurm/test_slurm
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import sys
 import time
 
 import pytest
+from conftest import logged_steps, run_and_signal
 
 from r1zero.preemption import PreemptionHandler
 
@@ -160,44 +160,27 @@ TRAIN = [
 ]
 
 
-def _steps(run_dir) -> list[int]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
-
-
 @pytest.mark.slow
 def test_sigusr2_checkpoints_exits_and_resume_auto_finishes(tmp_path):
     """SIGUSR2 to a plain run: checkpoint of the step in flight, exit 0; the same command (resume=auto) then
     finishes the run with every step logged exactly once."""
     run_dir = tmp_path / "run"
     cmd = [*TRAIN, f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while len(_steps(run_dir)) < 2:
-            assert proc.poll() is None, f"the run ended before it was signalled:\n{proc.communicate()[1][-3000:]}"
-            assert time.monotonic() < deadline, "no 2 steps logged within 240 s"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGUSR2)
-        _, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-    assert proc.returncode == 0, err[-3000:]
+    returncode, err = run_and_signal(cmd, tmp_path, run_dir, [signal.SIGUSR2], after_steps=2, wait_s=240,
+                                     poll_s=0.1, timeout_s=240)
+    assert returncode == 0, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    stopped = _steps(run_dir)
+    stopped = logged_steps(run_dir)
     k = stopped[-1]
     assert stopped == list(range(1, k + 1)) and 2 <= k < 8, stopped
     assert (run_dir / "checkpoints" / f"step_{k:06d}" / "trainer_state.pt").is_file()
     assert f"stopped by SIGUSR2 after step {k}" in err
     assert not (run_dir / "final").exists()
 
+    env = {**os.environ, "WANDB_MODE": "disabled"}
     resumed = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
                              stdin=subprocess.DEVNULL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {run_dir / 'checkpoints' / f'step_{k:06d}'} at step {k}" in resumed.stdout + resumed.stderr
-    assert _steps(run_dir) == list(range(1, 9))
+    assert logged_steps(run_dir) == list(range(1, 9))
     assert (run_dir / "final" / "config.json").is_file()
