@@ -5,6 +5,9 @@
 * Greedy responses are token for token those of ``generate``, with EOS, stop strings, a batch smaller than the
   rollout and prompts of different lengths (rows leave the batch as they finish: compaction must not mix rows).
 * Sampled responses have ``generate``'s length and truncation statistics within noise.
+* The static-KV-cache step (r1zero.rollout.static_cache) gives bitwise the logits of the model's own forward
+  (Qwen2 with biases and Llama, fp32 and bf16 autocast with prepacked weights): greedy and seeded sampled
+  tokens are identical, and the packed weights follow an optimizer step.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from omegaconf import OmegaConf
 from r1zero.errors import ConfigError
 from r1zero.models import load_model_and_tokenizer
 from r1zero.rollout.base import SamplingConfig
+from r1zero.rollout import decode, static_cache
 from r1zero.rollout.decode import sample_tokens, warp_logits
 from r1zero.rollout.hf import HFRolloutEngine
 
@@ -115,3 +119,137 @@ def test_unknown_decoder_is_one_line():
 
     with pytest.raises(ConfigError, match=r"^rollout.decoder: 'beam' is not a valid choice; valid: loop, generate"):
         typed(HFRolloutConfig, {"decoder": "beam"})
+
+
+def _tiny_arch(arch: str):
+    """A 2-layer random model of ``arch`` with GQA (4 query heads, 2 KV heads) on the tiny byte tokenizer; the
+    Qwen2 one gets random q/k/v biases (zero-initialised ones would not test the packed bias)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from r1zero.models import build_byte_tokenizer
+
+    tok = build_byte_tokenizer()
+    kw = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, eos_token_id=tok.eos_token_id,
+              pad_token_id=tok.pad_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(tie_word_embeddings=False, **kw))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=True, **kw))
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    lin.bias.normal_(0, 0.5)
+        model.config.use_sliding_window = False
+    with torch.no_grad():  # weights large enough that the logits are not near-uniform
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(5)
+    return model.eval(), tok
+
+
+def _responses(engine, sampling, seed, monkeypatch, forward_only: bool):
+    """Token ids of one rollout; ``forward_only`` decodes through the model's forward instead of the static step."""
+    with monkeypatch.context() as m:
+        if forward_only:
+            m.setattr(decode, "unsupported_reason", lambda model: "forced")
+        torch.manual_seed(seed)
+        batch = engine.generate(PROMPTS, sampling)
+    return batch.input_ids, batch.responses
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_static_cache_step_is_bitwise_the_models_forward(arch, autocast, monkeypatch):
+    model, tok = _tiny_arch(arch)
+    assert static_cache.unsupported_reason(model) is None
+    ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast else None
+    engine = HFRolloutEngine(model, tok, decoder="loop", autocast=ac)
+    static_cache._PACKED.pop(model, None)
+    # greedy; sampled with top-p and a stop string (rows finish at different steps, prompts are left-padded)
+    for sampling in (SamplingConfig(n=2, max_new_tokens=20, temperature=0.0),
+                     SamplingConfig(n=4, max_new_tokens=20, temperature=1.0, top_p=0.9, stop=("e",))):
+        want = _responses(engine, sampling, 5, monkeypatch, forward_only=True)
+        got = _responses(engine, sampling, 5, monkeypatch, forward_only=False)
+        assert got[1] == want[1]
+        assert torch.equal(got[0], want[0])
+    lengths = {len(r) for r in got[1]}
+    assert len(lengths) > 1, lengths  # compaction ran: rows left the batch at different steps
+    assert (model in static_cache._PACKED) == autocast  # bf16 on CPU runs the prepacked weights, fp32 the modules
+
+
+def test_packed_weights_follow_an_optimizer_step(monkeypatch):
+    model, tok = _tiny_arch("qwen2")
+    engine = HFRolloutEngine(model, tok, decoder="loop", autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    sampling = SamplingConfig(n=1, max_new_tokens=12, temperature=0.0)
+    before = _responses(engine, sampling, 0, monkeypatch, forward_only=False)[1]
+    packed = static_cache._PACKED[model][1]
+    assert _responses(engine, sampling, 0, monkeypatch, forward_only=False)[1] == before
+    assert static_cache._PACKED[model][1] is packed  # unchanged weights: packed once
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 0.5
+    opt.step()  # in-place update, as AdamW's
+    after = _responses(engine, sampling, 0, monkeypatch, forward_only=False)[1]
+    assert static_cache._PACKED[model][1] is not packed
+    assert after == _responses(engine, sampling, 0, monkeypatch, forward_only=True)[1]
+    assert after != before
+
+
+def test_architectures_the_step_does_not_cover_decode_through_their_forward(tiny):
+    from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
+
+    model, tok = tiny
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=128,
+                                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+    assert "model_type 'gpt2'" in static_cache.unsupported_reason(gpt2)
+    mistral = MistralForCausalLM(MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                               sliding_window=16))
+    assert static_cache.unsupported_reason(mistral) == "sliding-window attention"
+    sampling = SamplingConfig(n=2, max_new_tokens=10, temperature=0.0)
+    a = HFRolloutEngine(gpt2, tok, decoder="generate").generate(PROMPTS, sampling)
+    b = HFRolloutEngine(gpt2, tok, decoder="loop").generate(PROMPTS, sampling)
+    assert b.responses == a.responses and torch.equal(b.input_ids, a.input_ids)
+
+
+def test_rms_norm_is_bitwise_the_modules():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(0)
+    norm = LlamaRMSNorm(96, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.2)
+    for scale in (1e-2, 1.0, 1e2):
+        h = torch.randn(7, 1, 96) * scale
+        assert torch.equal(static_cache._rms_norm(norm, h), norm(h))
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_static_step_logits_equal_the_forward(arch, autocast):
+    """Three steps on left-padded prompts after a prefill: the logits are equal bit for bit."""
+    import contextlib
+    import copy
+
+    from transformers import DynamicCache
+
+    model, tok = _tiny_arch(arch)
+    ids = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast else contextlib.nullcontext
+    with torch.no_grad(), ctx():
+        cache = DynamicCache()
+        model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+              **{decode._cache_kwarg(model): cache})
+        static = static_cache.StaticKVDecoder(model, copy.deepcopy(cache), max_len=8)
+        forward = decode._ForwardStep(model, cache, decode._cache_kwarg(model))
+        tokens, last = torch.tensor([9, 10]), pos[:, -1]
+        for _ in range(3):
+            mask = torch.cat([mask, mask.new_ones(2, 1)], dim=1)
+            last = last + 1
+            a, b = forward.step(tokens, last, mask), static.step(tokens, last, mask)
+            assert torch.equal(a, b)
+            tokens = a.argmax(-1)

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from .base import SamplingConfig
+from .static_cache import StaticKVDecoder, unsupported_reason
 
 
 def warp_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
@@ -64,6 +65,23 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
+class _ForwardStep:
+    """Decoding steps through the model's own forward and its ``DynamicCache``: the architectures
+    :mod:`~r1zero.rollout.static_cache` does not cover. Same interface as
+    :class:`~r1zero.rollout.static_cache.StaticKVDecoder`."""
+
+    def __init__(self, model, cache, cache_kw: str):
+        self.model, self.cache, self.cache_kw = model, cache, cache_kw
+
+    def select(self, idx: torch.Tensor) -> None:
+        self.cache.batch_select_indices(idx)
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+                         use_cache=True, **{self.cache_kw: self.cache})
+        return out.logits[:, -1]
+
+
 def _ends_with_stop(tokenizer, ids: list[int], stop: Sequence[str], tail: int) -> bool:
     text = tokenizer.decode(ids[-tail:], skip_special_tokens=False)
     return any(s in text for s in stop)
@@ -99,6 +117,11 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     mask = prompt_mask.repeat_interleave(n, dim=0)
     last_pos = position[:, -1].repeat_interleave(n, dim=0)
 
+    if unsupported_reason(model) is None:
+        decoder = StaticKVDecoder(model, cache, prompt_ids.shape[1] + sampling.max_new_tokens)
+        del cache  # its tensors now live in the decoder's buffers
+    else:
+        decoder = _ForwardStep(model, cache, cache_kw)
     rows = prompt_ids.shape[0] * n
     responses: list[list[int]] = [[] for _ in range(rows)]
     live = torch.arange(rows, device=device)  # result row of each batch row
@@ -121,11 +144,9 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
             break
         if len(keep) < len(live_list):  # compact: finished rows leave the batch (and the KV cache)
             idx = torch.tensor(keep, dtype=torch.long, device=device)
-            cache.batch_select_indices(idx)
+            decoder.select(idx)
             live, tokens, mask, last_pos = live[idx], tokens[idx], mask[idx], last_pos[idx]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         last_pos = last_pos + 1
-        out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_pos[:, None], use_cache=True,
-                    **{cache_kw: cache})
-        logits = out.logits[:, -1].float()
+        logits = decoder.step(tokens, last_pos, mask).float()
     return responses

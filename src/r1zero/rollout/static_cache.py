@@ -1,0 +1,247 @@
+"""A decode step on a static KV cache for Llama-family models (``rollout.decoder=loop``).
+
+On the quickstart's shape (a few dozen rows, one new token each) transformers' forward spends as long outside its
+matmuls as in them, and its matmuls reorder each bf16 weight before using it (docs/performance.md). This step runs
+the same layers' arithmetic on the model's own parameters:
+
+* the KV cache is one preallocated buffer per layer, written in place (no ``DynamicCache`` ``cat`` per layer and
+  step), and the attention mask one boolean tensor;
+* under bf16 on a CPU, the linears' weights are packed once into oneDNN's blocked layout, q/k/v and gate/up each
+  one matrix (:class:`_PackedLinears`), and repacked only after the optimizer changed them;
+* RMSNorm is ``F.rms_norm``, q and k rotate in one op.
+
+Each op and its dtype is that of ``LlamaDecoderLayer`` / ``Qwen2DecoderLayer`` with ``sdpa`` attention for one
+query token (``pack_gqa``), so under the same autocast the logits are bitwise those of the model's forward: greedy
+and seeded sampled tokens are the same (tests/test_decode.py). Models it does not cover
+(:func:`unsupported_reason`) decode through their own forward.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+
+
+def unsupported_reason(model) -> str | None:
+    """Why ``model`` cannot use :class:`StaticKVDecoder` (None when it can): the architecture, or a feature of it
+    (sliding windows, an attention implementation other than sdpa, a non-SiLU MLP, ZeRO-3) this step does not
+    reproduce."""
+    model = getattr(model, "module", model)
+    cfg = getattr(model, "config", None)
+    kind = getattr(cfg, "model_type", None)
+    if kind not in SUPPORTED_MODEL_TYPES:
+        return f"model_type {kind!r} (the static-cache step covers {', '.join(SUPPORTED_MODEL_TYPES)})"
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", kind == "mistral"):
+        return "sliding-window attention"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"hidden_act {cfg.hidden_act!r}"
+    if getattr(cfg, "_attn_implementation", "sdpa") != "sdpa":
+        return f"attention implementation {cfg._attn_implementation!r}"
+    if getattr(getattr(model, "model", None), "layers", None) is None or not hasattr(model, "lm_head"):
+        return "no model.layers / lm_head"
+    if hasattr(next(model.parameters()), "ds_id"):
+        return "parameters partitioned by DeepSpeed ZeRO-3 (its forward hooks gather them)"
+    return None
+
+
+class _ModuleLinears:
+    """The model's own ``nn.Linear`` modules, under whatever autocast the caller runs (any device, any dtype)."""
+
+    def __init__(self, model):
+        self.layers, self.lm_head = model.model.layers, model.lm_head
+
+    def qkv(self, i, x):
+        a = self.layers[i].self_attn
+        return a.q_proj(x), a.k_proj(x), a.v_proj(x)
+
+    def o(self, i, x):
+        return self.layers[i].self_attn.o_proj(x)
+
+    def gate_up(self, i, x):
+        m = self.layers[i].mlp
+        return m.gate_proj(x), m.up_proj(x)
+
+    def down(self, i, x):
+        return self.layers[i].mlp.down_proj(x)
+
+    def head(self, x):
+        return self.lm_head(x)
+
+
+class _PackedLinears:
+    """bf16 copies of the linears' weights in oneDNN's blocked layout (CPU), q/k/v and gate/up each one matrix.
+
+    ``F.linear`` on a plain bf16 weight reorders it into that layout on every call, which on a small decoding
+    batch costs as much as the product: prepacked, the step's matmuls read each weight once (1.3-1.7x faster at
+    1-36 rows on AVX512-BF16, docs/performance.md). The products are bitwise those of ``F.linear`` under bf16
+    autocast, fused or not (tests/test_decode.py).
+    """
+
+    def __init__(self, model, dtype):
+        pack = torch.ops.mkldnn._reorder_linear_weight
+
+        def packed(*linears):
+            w = torch.cat([lin.weight.detach() for lin in linears]).to(dtype)
+            bias = [lin.bias for lin in linears]
+            b = None if bias[0] is None else torch.cat([x.detach() for x in bias]).to(dtype)
+            return pack(w, 64), b, [lin.out_features for lin in linears]
+
+        self.dtype, self.layers = dtype, []
+        for layer in model.model.layers:
+            a, m = layer.self_attn, layer.mlp
+            self.layers.append((packed(a.q_proj, a.k_proj, a.v_proj), packed(a.o_proj),
+                                packed(m.gate_proj, m.up_proj), packed(m.down_proj)))
+        self.lm_head = packed(model.lm_head)
+
+    def _run(self, packed, x):
+        w, b, sizes = packed
+        y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), w, b, "none", [], "")
+        return y.split(sizes, dim=-1) if len(sizes) > 1 else y
+
+    def qkv(self, i, x):
+        return self._run(self.layers[i][0], x)
+
+    def o(self, i, x):
+        return self._run(self.layers[i][1], x)
+
+    def gate_up(self, i, x):
+        return self._run(self.layers[i][2], x)
+
+    def down(self, i, x):
+        return self._run(self.layers[i][3], x)
+
+    def head(self, x):
+        return self._run(self.lm_head, x)
+
+
+_PACKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _linears(model, device: torch.device):
+    """Prepacked linears when the step multiplies in bf16 on a CPU with oneDNN, else the modules themselves.
+
+    The packed copy is kept per model and rebuilt only when a parameter changed (its ``_version``, which every
+    in-place optimizer update bumps), so an evaluation and the rollout after it share one packing."""
+    autocast = torch.is_autocast_enabled(device.type)
+    dtype = torch.get_autocast_dtype(device.type) if autocast else next(model.parameters()).dtype
+    if device.type != "cpu" or dtype != torch.bfloat16 or not hasattr(torch.ops.mkldnn, "_linear_pointwise") \
+            or not torch.backends.mkldnn.is_available():
+        return _ModuleLinears(model)
+    key = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    hit = _PACKED.get(model)
+    if hit is None or hit[0] != key:
+        hit = (key, _PackedLinears(model, dtype))
+        _PACKED[model] = hit
+    return hit[1]
+
+
+class StaticKVDecoder:
+    """One-token decoding steps over a KV cache preallocated for ``max_len`` positions.
+
+    Args:
+        model: a supported transformers causal LM (see :func:`unsupported_reason`), in eval mode.
+        cache: the ``DynamicCache`` its prefill filled, (B, kv_heads, L, head_dim) per layer.
+        max_len: L + the decoding steps to come (columns of the buffers).
+
+    The buffers hold the keys and values in the dtype attention reads them in (the autocast dtype under autocast),
+    so a step writes one column per layer and attends over the first ``width`` columns.
+    """
+
+    def __init__(self, model, cache, max_len: int):
+        model = getattr(model, "module", model)
+        self.model, self.inner = model, model.model
+        attn0 = self.inner.layers[0].self_attn
+        self.head_dim, self.groups, self.scaling = attn0.head_dim, attn0.num_key_value_groups, attn0.scaling
+        self.q_heads = model.config.num_attention_heads
+        layers = cache.layers
+        k0 = layers[0].keys
+        self.linears = _linears(model, k0.device)
+        dtype = torch.get_autocast_dtype(k0.device.type) if torch.is_autocast_enabled(k0.device.type) else k0.dtype
+        B, H, L, D = k0.shape
+        self.width = L
+        self.keys, self.values = [], []
+        for layer in layers:
+            k = k0.new_empty((B, H, max_len, D), dtype=dtype)
+            v = k0.new_empty((B, H, max_len, D), dtype=dtype)
+            k[:, :, :L].copy_(layer.keys)
+            v[:, :, :L].copy_(layer.values)
+            self.keys.append(k)
+            self.values.append(v)
+
+    def select(self, idx: torch.Tensor) -> None:
+        """Keep only batch rows ``idx`` (B',) long: finished rows leave the cache (only the filled columns move)."""
+        w = self.width
+
+        def keep(buf):
+            out = buf.new_empty((idx.shape[0], *buf.shape[1:]))
+            out[:, :, :w] = buf[:, :, :w].index_select(0, idx)
+            return out
+
+        self.keys = [keep(k) for k in self.keys]
+        self.values = [keep(v) for v in self.values]
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits of the next token.
+
+        Args:
+            tokens: (B,) long, the tokens just sampled.
+            positions: (B,) long, their position ids.
+            mask: (B, width + 1) long or bool, nonzero where a row attends (zero on its left padding).
+
+        Returns:
+            (B, V) logits, as the model's forward returns them for the last position.
+        """
+        inner, lin, col = self.inner, self.linears, self.width
+        h = inner.embed_tokens(tokens[:, None])  # (B, 1, hidden)
+        cos, sin = inner.rotary_emb(h, positions[:, None])
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        # transformers drops an all-True mask and lets sdpa broadcast the KV heads (enable_gqa); with padding it
+        # passes the (B, 1, 1, S) mask and packs each KV head's G query heads as G queries (pack_gqa).
+        mask = mask.bool()
+        attn_mask = None if bool(mask.all()) else mask[:, None, None, :]
+        B, D, G = tokens.shape[0], self.head_dim, self.groups
+        nq = self.q_heads
+        for i, layer in enumerate(inner.layers):
+            x = _rms_norm(layer.input_layernorm, h)
+            q, k, v = lin.qkv(i, x)
+            # q and k rotate by the same angles: one rotation of both, elementwise the same arithmetic as
+            # apply_rotary_pos_emb's two (bf16 projections times fp32 cos/sin promote to fp32 there too)
+            qk = torch.cat([q.view(B, 1, -1, D), k.view(B, 1, -1, D)], dim=2).transpose(1, 2)
+            qk = qk * cos + _rotate_half(qk) * sin
+            q, k = qk[:, :nq], qk[:, nq:]
+            v = v.view(B, 1, -1, D).transpose(1, 2)
+            kb, vb = self.keys[i], self.values[i]
+            kb[:, :, col : col + 1].copy_(k)
+            vb[:, :, col : col + 1].copy_(v)
+            if attn_mask is None:
+                o = F.scaled_dot_product_attention(q, kb[:, :, : col + 1], vb[:, :, : col + 1], scale=self.scaling,
+                                                   enable_gqa=G > 1)
+            else:
+                o = F.scaled_dot_product_attention(q.reshape(B, -1, G, D), kb[:, :, : col + 1], vb[:, :, : col + 1],
+                                                   attn_mask=attn_mask, scale=self.scaling)
+            o = o.reshape(B, -1, 1, D).transpose(1, 2).reshape(B, 1, -1)
+            h = h + lin.o(i, o)
+            x = _rms_norm(layer.post_attention_layernorm, h)
+            gate, up = lin.gate_up(i, x)
+            h = h + lin.down(i, F.silu(gate) * up)
+        h = _rms_norm(inner.norm, h)
+        self.width = col + 1
+        return lin.head(h[:, -1])
+
+
+def _rms_norm(norm, h: torch.Tensor) -> torch.Tensor:
+    """``norm(h)`` (a Llama/Qwen2 RMSNorm module); one fused op when ``h`` and the weight are fp32, where
+    ``F.rms_norm`` is bitwise the module's pow/mean/rsqrt/mul sequence (tests/test_decode.py)."""
+    w = norm.weight
+    if h.dtype == w.dtype == torch.float32:
+        return F.rms_norm(h, (h.shape[-1],), w, norm.variance_epsilon)
+    return norm(h)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
