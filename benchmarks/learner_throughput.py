@@ -12,6 +12,10 @@ responses uniform in [``--response-min`` (default ``--response-len``/2), ``--res
 Tokens/s counts real (unpadded) prompt + response tokens of the batch per second of wall time (the same count
 whatever the learner computes); ``resp tok/s`` counts only the trained response tokens. ``padding`` is the share
 of the positions the fwd+bwd fed through the model that were padding (``perf/padding_frac``).
+``GFLOP/s`` is the fwd+bwd's matmul and attention FLOPs (counted by ``torch.utils.flop_counter`` on one extra,
+untimed call, padding included: what the hardware computed) per second, and ``of GEMM peak`` that rate over the
+best of plain ``torch.mm`` calls in the same dtype on this device (2048 x 2048 x 2048 and the model's MLP shape at
+2048 rows), measured at start: the ceiling a learner built from these matmuls can approach.
 ``--group-by-length both`` times ``train.group_by_length`` off and on, interleaved (off, on, off, on, ...), so their
 ratio holds on a shared machine. Each cell is the median of ``--repeats`` timed runs after one untimed warm-up,
 with the best run beside it (on a shared machine the best is the steadier number). Prints a Markdown table (and
@@ -92,6 +96,26 @@ def timed_ab(fns: list, device, repeats: int) -> list[tuple[float, float]]:
     return [(statistics.median(t), min(t)) for t in times]
 
 
+def gemm_peak(device, dtype, hidden: int, intermediate: int, repeats: int = 5) -> float:
+    """FLOP/s of the best plain ``torch.mm`` in ``dtype``: a 2048-cube and (2048, hidden) x (hidden, intermediate)."""
+    best = 0.0
+    for m, k, n in ((2048, 2048, 2048), (2048, hidden, intermediate), (2048, intermediate, hidden)):
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        med, _ = timed(lambda: torch.mm(a, b), device, repeats)
+        best = max(best, 2 * m * k * n / med)
+    return best
+
+
+def counted_flops(fn) -> int:
+    """FLOPs of the matmuls and attention one call of ``fn`` runs (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def bench_model(name: str, args, device, dtype) -> list[dict]:
     model_cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
     torch.manual_seed(0)
@@ -102,6 +126,9 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     n_params = sum(p.numel() for p in model.parameters())
+    compute_dtype = torch.bfloat16 if args.autocast else dtype
+    peak_flops = gemm_peak(device, compute_dtype, model.config.hidden_size, model.config.intermediate_size)
+    print(f"  plain GEMM peak ({compute_dtype}): {peak_flops / 1e9:,.0f} GFLOP/s", flush=True)
     batch = synthetic_batch(args.responses, args.prompt_len, args.response_len, len(tok),
                             tok.pad_token_id if tok.pad_token_id is not None else 0,
                             group_size=args.group_size, response_min=args.response_min)
@@ -117,7 +144,14 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
                                       "warmup_steps": 0, "mini_batch_size": None, "micro_batch_size": micro,
                                       "ppo_epochs": 1, "group_by_length": grouped})
             algo = OmegaConf.create({"loss_agg": args.loss_agg, "clip_eps": 0.2, "kl_coef": 0.0})
-            learner = Learner(model, train, algo, max_new_tokens=args.response_len, temperature=1.0)
+            strategy = None
+            if args.autocast:
+                from r1zero.strategy import DistEnv, build_strategy
+
+                strategy = build_strategy(OmegaConf.create({"name": "single"}), env=DistEnv())
+                strategy.param_dtype(torch.bfloat16)  # fp32 parameters, bf16 autocast forwards
+            learner = Learner(model, train, algo, max_new_tokens=args.response_len, temperature=1.0,
+                              **({"strategy": strategy} if strategy is not None else {}))
             old = learner.compute_logprobs(model, batch)
 
             def fwd_bwd(lr=learner, old=old):
@@ -138,6 +172,7 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
             padding = learner.fed_tokens[1] / max(learner.fed_tokens[0], 1)  # of the last fwd+bwd call
             # the gradient left by the last fwd+bwd (the same model): every mode's AdamW step has one to apply
             step_s, _ = timed(lambda lr=learner: lr.strategy.clip_and_step(1.0), device, args.repeats)
+            flops = counted_flops(fwd_bwds[len(rows) % len(modes)])
             rows.append({
                 "model": name, "params_M": n_params / 1e6, "micro": micro, "grouped": grouped,
                 "responses": len(batch), "tokens": real_tokens, "resp_tokens": resp_tokens, "padding": padding,
@@ -145,29 +180,32 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
                 "fwd_bwd_tok_s": real_tokens / fb_s, "fwd_bwd_resp_tok_s": resp_tokens / fb_s,
                 "fwd_bwd_best_tok_s": real_tokens / fb_best, "fwd_best_tok_s": real_tokens / fwd_best,
                 "fwd_s": fwd_s, "fwd_tok_s": real_tokens / fwd_s, "step_s": step_s, "peak_gib": peak,
-                "load_s": load_s,
+                "load_s": load_s, "gflop_s": flops / fb_s / 1e9, "of_peak": flops / fb_s / peak_flops,
+                "peak_gflop_s": peak_flops / 1e9,
             })
             print(f"  {name} micro={micro} grouped={grouped}: padding {padding:.1%}, fwd+bwd "
                   f"{real_tokens / fb_s:,.0f} tok/s (best {real_tokens / fb_best:,.0f}), fwd {real_tokens / fwd_s:,.0f} "
-                  f"tok/s", flush=True)
+                  f"tok/s, {flops / fb_s / 1e9:,.0f} GFLOP/s = {flops / fb_s / peak_flops:.0%} of the GEMM peak", flush=True)
         model.zero_grad(set_to_none=True)
     return rows
 
 
 def markdown(rows: list[dict], args, device, dtype) -> str:
-    head = (f"Learner throughput on {device} ({dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    head = (f"Learner throughput on {device} ({dtype}{' + bf16 autocast' if args.autocast else ''}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
             f"{platform.processor() or platform.machine()}); {args.responses} responses ({args.group_size} per prompt), "
             f"prompt <= {args.prompt_len}, response {args.response_min or args.response_len // 2}-{args.response_len} "
             f"tokens, loss_agg={args.loss_agg}, "
             f"gradient_checkpointing={args.gradient_checkpointing}, median of {args.repeats}.\n\n")
     cols = ["model", "params (M)", "micro-batch", "grouped", "padding", "tokens", "fwd+bwd s", "vs first",
-            "fwd+bwd tok/s (best)", "fwd+bwd resp tok/s", "fwd (no-grad) tok/s (best)", "AdamW step s", "peak GPU GiB"]
+            "fwd+bwd tok/s (best)", "fwd+bwd resp tok/s", "fwd+bwd GFLOP/s", "of GEMM peak",
+            "fwd (no-grad) tok/s (best)", "AdamW step s", "peak GPU GiB"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         peak = "-" if r["peak_gib"] != r["peak_gib"] else f"{r['peak_gib']:.2f}"
         lines.append(f"| {r['model']} | {r['params_M']:.1f} | {r['micro']} | {'on' if r['grouped'] else 'off'} | "
                      f"{r['padding']:.1%} | {r['tokens']} | {r['fwd_bwd_s']:.3f} | {r['fwd_bwd_vs_first']:.2f}x | "
                      f"{r['fwd_bwd_tok_s']:,.0f} ({r['fwd_bwd_best_tok_s']:,.0f}) | {r['fwd_bwd_resp_tok_s']:,.0f} | "
+                     f"{r['gflop_s']:,.0f} | {r['of_peak']:.0%} of {r['peak_gflop_s']:,.0f} | "
                      f"{r['fwd_tok_s']:,.0f} ({r['fwd_best_tok_s']:,.0f}) | {r['step_s']:.3f} | {peak} |")
     return head + "\n".join(lines) + "\n"
 
@@ -188,6 +226,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    ap.add_argument("--autocast", action="store_true",
+                    help="fp32 master weights, forwards under bf16 autocast (dtype=bfloat16 training on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", default=None, help="also write the Markdown table here")
     args = ap.parse_args()
@@ -195,7 +235,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    dtype = torch.float32 if args.autocast else resolve_dtype(args.dtype, device)
     rows = []
     for name in args.models.split(","):
         rows += bench_model(name.strip(), args, device, dtype)

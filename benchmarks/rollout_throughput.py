@@ -11,7 +11,8 @@ questions, 6 samples each, 64 new tokens, fp32 weights under bf16 autocast (as `
 
 Both engines sample with the same settings (temperature 1, top_p 1, no stop strings unless --stop, so most
 responses run to the token budget); tokens/s counts response tokens in the RolloutBatch masks per second of
-wall time for one ``generate`` call, after one untimed warm-up call. vLLM's one-off start-up and the
+wall time for one ``generate`` call, after one untimed warm-up call, with the weights marked as changed before each
+call as an optimizer step leaves them (so the loop's bf16 weight packing is inside the time, as in training). vLLM's one-off start-up and the
 ``sync_weights`` that every training step pays are reported beside it. Prints a Markdown table.
 """
 
@@ -58,10 +59,18 @@ def resolve_model(path: str) -> str:
     return str(prepare_model())
 
 
-def timed_call(engine, prompts, sampling, seed: int) -> tuple[float, int, float]:
-    """(seconds, response tokens, truncated fraction) of one ``generate`` call from a fixed RNG state."""
+def timed_call(engine, prompts, sampling, seed: int, policy=None) -> tuple[float, int, float]:
+    """(seconds, response tokens, truncated fraction) of one ``generate`` call from a fixed RNG state.
+
+    ``policy``: its parameters are marked as updated in place first (their values unchanged), as an optimizer step
+    leaves them before every training rollout, so whatever an engine derives from the weights (the loop's packed
+    bf16 copy) is rebuilt inside the timed call, as in training."""
     import torch
 
+    if policy is not None:
+        with torch.no_grad():
+            for p in policy.parameters():
+                p.mul_(1.0)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     batch = engine.generate(prompts, sampling)
@@ -143,7 +152,8 @@ def main() -> None:
         engine.generate(prompts[:2], sampling)
     for r in range(args.repeats):  # interleaved: A B A B, every engine from the same RNG state per round
         for name, engine in engines.items():
-            runs[name].append(timed_call(engine, prompts, sampling, args.seed + r))
+            runs[name].append(timed_call(engine, prompts, sampling, args.seed + r,
+                                         policy=policy if name.startswith("hf") else None))
             print(f"{name}: round {r}: {runs[name][-1][1]} tokens in {runs[name][-1][0]:.2f} s", file=sys.stderr,
                   flush=True)
     rows = []

@@ -85,10 +85,17 @@ class _PackedLinears:
         pack = torch.ops.mkldnn._reorder_linear_weight
 
         def packed(*linears):
-            w = torch.cat([lin.weight.detach() for lin in linears]).to(dtype)
-            bias = [lin.bias for lin in linears]
-            b = None if bias[0] is None else torch.cat([x.detach() for x in bias]).to(dtype)
-            return pack(w, 64), b, [lin.out_features for lin in linears]
+            sizes = [lin.out_features for lin in linears]
+            # cast each weight straight into its rows of one bf16 matrix (no fp32 concatenation first)
+            w = linears[0].weight.new_empty((sum(sizes), linears[0].in_features), dtype=dtype)
+            b = None if linears[0].bias is None else w.new_empty(sum(sizes))
+            start = 0
+            for lin, n in zip(linears, sizes):
+                w[start : start + n].copy_(lin.weight.detach())
+                if b is not None:
+                    b[start : start + n].copy_(lin.bias.detach())
+                start += n
+            return pack(w, 64), b, sizes
 
         self.dtype, self.layers = dtype, []
         for layer in model.model.layers:
