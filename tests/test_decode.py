@@ -67,14 +67,18 @@ def test_inverse_cdf_draws_have_the_softmax_frequencies():
 
 
 PROMPTS = ["What is 1+1?", "A much longer question about many things?", "Q: 7*6", "hello there"]
+# one template's prompts: a common prefix of 30 byte tokens (>= MIN_SHARED_PREFIX), then questions of 3-19 tokens
+TEMPLATE = "<|im_start|>system\nBe brief.\nQ: "
+SHARED = [TEMPLATE + q for q in ("1+1?", "What is seven times six?", "hi", "Name a prime.")]
 
 
+@pytest.mark.parametrize("prompts", [PROMPTS, SHARED], ids=["distinct", "shared-prefix"])
 @pytest.mark.parametrize("n,batch_size,stop", [(1, 64, ()), (3, 64, ()), (3, 5, ()), (2, 64, (" ", "e"))])
-def test_greedy_loop_equals_generate(tiny, n, batch_size, stop):
+def test_greedy_loop_equals_generate(tiny, n, batch_size, stop, prompts):
     model, tok = tiny
     sampling = SamplingConfig(n=n, max_new_tokens=12, temperature=0.0, stop=stop)
-    a = HFRolloutEngine(model, tok, batch_size=batch_size, decoder="generate").generate(PROMPTS, sampling)
-    b = HFRolloutEngine(model, tok, batch_size=batch_size, decoder="loop").generate(PROMPTS, sampling)
+    a = HFRolloutEngine(model, tok, batch_size=batch_size, decoder="generate").generate(prompts, sampling)
+    b = HFRolloutEngine(model, tok, batch_size=batch_size, decoder="loop").generate(prompts, sampling)
     assert b.responses == a.responses
     assert torch.equal(b.input_ids, a.input_ids) and torch.equal(b.response_mask, a.response_mask)
     assert torch.equal(b.truncated, a.truncated) and torch.equal(b.prompt_index, a.prompt_index)
@@ -99,13 +103,14 @@ def test_greedy_loop_equals_generate_when_rows_finish_at_different_steps(tiny):
     assert torch.equal(b.input_ids, a.input_ids) and torch.equal(b.truncated, a.truncated)
 
 
-def test_sampled_lengths_match_generate_within_noise(tiny):
+@pytest.mark.parametrize("prompts", [PROMPTS, SHARED], ids=["distinct", "shared-prefix"])
+def test_sampled_lengths_match_generate_within_noise(tiny, prompts):
     model, tok = tiny
     sampling = SamplingConfig(n=16, max_new_tokens=24, temperature=1.0, top_p=0.95)
     stats = {}
     for decoder in ("generate", "loop"):
         torch.manual_seed(3)
-        batch = HFRolloutEngine(model, tok, decoder=decoder).generate(PROMPTS, sampling)
+        batch = HFRolloutEngine(model, tok, decoder=decoder).generate(prompts, sampling)
         stats[decoder] = (batch.response_lengths.float(), batch.truncated.float())
     (la, ta), (lb, tb) = stats["generate"], stats["loop"]
     se = ((la.var() + lb.var()) / la.numel()).sqrt()
@@ -149,19 +154,22 @@ def _tiny_arch(arch: str):
     return model.eval(), tok
 
 
-def _responses(engine, sampling, seed, monkeypatch, forward_only: bool):
+def _responses(engine, sampling, seed, monkeypatch, forward_only: bool, prompts=PROMPTS):
     """Token ids of one rollout; ``forward_only`` decodes through the model's forward instead of the static step."""
     with monkeypatch.context() as m:
         if forward_only:
             m.setattr(decode, "unsupported_reason", lambda model: "forced")
         torch.manual_seed(seed)
-        batch = engine.generate(PROMPTS, sampling)
+        batch = engine.generate(prompts, sampling)
     return batch.input_ids, batch.responses
 
 
+@pytest.mark.parametrize("prompts", [PROMPTS, SHARED], ids=["distinct", "shared-prefix"])
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
-def test_static_cache_step_is_bitwise_the_models_forward(arch, autocast, monkeypatch):
+def test_static_cache_step_is_bitwise_the_models_forward(arch, autocast, prompts, monkeypatch):
+    """Prefill (one pass, or prefix and suffixes) and decode steps of the static decoder against the model's
+    forward on the same layout: the same tokens, greedy and seeded sampled."""
     model, tok = _tiny_arch(arch)
     assert static_cache.unsupported_reason(model) is None
     ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast else None
@@ -170,8 +178,8 @@ def test_static_cache_step_is_bitwise_the_models_forward(arch, autocast, monkeyp
     # greedy; sampled with top-p and a stop string (rows finish at different steps, prompts are left-padded)
     for sampling in (SamplingConfig(n=2, max_new_tokens=20, temperature=0.0),
                      SamplingConfig(n=4, max_new_tokens=20, temperature=1.0, top_p=0.9, stop=("e",))):
-        want = _responses(engine, sampling, 5, monkeypatch, forward_only=True)
-        got = _responses(engine, sampling, 5, monkeypatch, forward_only=False)
+        want = _responses(engine, sampling, 5, monkeypatch, forward_only=True, prompts=prompts)
+        got = _responses(engine, sampling, 5, monkeypatch, forward_only=False, prompts=prompts)
         assert got[1] == want[1]
         assert torch.equal(got[0], want[0])
     lengths = {len(r) for r in got[1]}
@@ -244,7 +252,7 @@ def test_static_step_logits_equal_the_forward(arch, autocast):
         cache = DynamicCache()
         model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
               **{decode._cache_kwarg(model): cache})
-        static = static_cache.StaticKVDecoder(model, copy.deepcopy(cache), max_len=8)
+        static = static_cache.StaticKVDecoder.from_cache(model, copy.deepcopy(cache), max_len=8)
         forward = decode._ForwardStep(model, cache, decode._cache_kwarg(model))
         tokens, last = torch.tensor([9, 10]), pos[:, -1]
         for _ in range(3):
@@ -253,3 +261,26 @@ def test_static_step_logits_equal_the_forward(arch, autocast):
             a, b = forward.step(tokens, last, mask), static.step(tokens, last, mask)
             assert torch.equal(a, b)
             tokens = a.argmax(-1)
+
+
+def test_shared_prefix_layout_by_hand():
+    """Prompts [7 7 7 7 1] and [7 7 7 7 2 3] (left-padded to 6) with MIN_SHARED_PREFIX lowered to 3: prefix
+    [7 7 7 7], suffixes left-padded to 2 after it, positions continuing at 4."""
+    ids = torch.tensor([[0, 7, 7, 7, 7, 1], [7, 7, 7, 7, 2, 3]])
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    old, decode.MIN_SHARED_PREFIX = decode.MIN_SHARED_PREFIX, 3
+    try:
+        prefix, suffix, full, pos = decode.shared_prefix(ids, mask)
+        assert prefix.tolist() == [[7, 7, 7, 7]]
+        assert suffix[:, 1:].tolist() == [[1], [3]] and suffix[1].tolist() == [2, 3]
+        assert full.tolist() == [[1, 1, 1, 1, 0, 1], [1, 1, 1, 1, 1, 1]]
+        assert pos.tolist() == [[4, 4], [4, 5]]
+        # the shortest prompt keeps a suffix token: a prompt that is all prefix shortens the prefix
+        decode.MIN_SHARED_PREFIX = 2
+        short = decode.shared_prefix(torch.tensor([[0, 7, 7, 7], [7, 7, 7, 7]]), torch.tensor([[0, 1, 1, 1], [1] * 4]))
+        assert short[0].tolist() == [[7, 7]] and short[1].tolist() == [[0, 7], [7, 7]]
+        assert decode.shared_prefix(ids[:1], mask[:1]) is None  # one prompt: nothing to share
+        decode.MIN_SHARED_PREFIX = 5
+        assert decode.shared_prefix(ids, mask) is None  # 4 common tokens: not worth a pass
+    finally:
+        decode.MIN_SHARED_PREFIX = old

@@ -10,7 +10,9 @@ time in ``torch.multinomial`` and most of its matmuls on work that is thrown awa
 * rows that finished (EOS or a stop string) leave the batch, so late steps run on the rows still going;
 * a sample is one uniform draw against the cumulative distribution (inverse CDF), not ``multinomial``'s
   exponential race over the whole vocabulary. Same distribution, different random stream: sampled responses
-  differ from ``generate``'s for a given seed, greedy ones do not (tests/test_decode.py).
+  differ from ``generate``'s for a given seed, greedy ones do not (tests/test_decode.py);
+* for Llama / Qwen2 / Mistral the decode steps run on a static KV cache with prepacked bf16 weights
+  (:mod:`~r1zero.rollout.static_cache`), bitwise the model's own forward; other models step through their forward.
 """
 
 from __future__ import annotations
@@ -82,6 +84,89 @@ class _ForwardStep:
         return out.logits[:, -1]
 
 
+#: Shortest common prefix (tokens) of a rollout's prompts worth a forward of its own (see :func:`shared_prefix`).
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    """The prompts' common prefix and their suffixes, when a prefill should compute the prefix once.
+
+    Prompts built from one template share its opening (the quickstart's 6 share 64 of their ~76 tokens). When
+    every prompt extends a common prefix of at least :data:`MIN_SHARED_PREFIX` tokens, the prefill runs the
+    prefix as one row, repeats its KV cache for the P prompts, then runs only the P suffixes, left-padded after the
+    prefix: positions continue from it and the padding between is masked. The same attention over the same
+    tokens at the same positions, so the same distribution; not bitwise the one-pass prefill (sums run in
+    another order).
+
+    Args:
+        prompt_ids, prompt_mask: (P, L) long, left-padded.
+
+    Returns:
+        None (no prefix worth sharing), or ``(prefix, suffix, mask, positions)``: (1, c) prefix ids, (P, S) suffix
+        ids and the (P, c + S) mask over prefix and suffix columns, (P, S) suffix positions.
+    """
+    P, L = prompt_ids.shape
+    lengths = prompt_mask.sum(-1).tolist()
+    rows = [prompt_ids[i, L - n:].tolist() for i, n in enumerate(lengths)]
+    common, shortest = 0, min(lengths, default=0)
+    while common < shortest - 1 and all(r[common] == rows[0][common] for r in rows):
+        common += 1  # one short of the shortest prompt at most: every prompt keeps a suffix token for its logits
+    if P < 2 or common < MIN_SHARED_PREFIX:
+        return None
+    width = max(lengths) - common
+    suffix = prompt_ids.new_full((P, width), int(prompt_ids[0, 0]))
+    suffix_mask = prompt_mask.new_zeros((P, width))
+    for i, r in enumerate(rows):
+        n = len(r) - common
+        suffix[i, width - n:] = prompt_ids.new_tensor(r[common:])
+        suffix_mask[i, width - n:] = 1
+    mask = torch.cat([prompt_mask.new_ones((P, common)), suffix_mask], dim=1)
+    return (prompt_ids.new_tensor(rows[0][:common])[None], suffix, mask,
+            common + (suffix_mask.cumsum(-1) - 1).clamp(min=0))
+
+
+def _prefill_forward(model, prompt_ids, prompt_mask, cache_kw: str):
+    """Prefill through the model's own forward: ``(logits (P, V), DynamicCache, mask (P, W), last_pos (P,))``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    shared = shared_prefix(prompt_ids, prompt_mask)
+    if shared is None:
+        position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
+                    logits_to_keep=1, **{cache_kw: cache})
+        return out.logits[:, -1], cache, prompt_mask, position[:, -1]
+    prefix, suffix, mask, position = shared
+    model(input_ids=prefix, position_ids=torch.arange(prefix.shape[1], device=prefix.device)[None], use_cache=True,
+          logits_to_keep=1, **{cache_kw: cache})
+    cache.batch_repeat_interleave(suffix.shape[0])
+    out = model(input_ids=suffix, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1,
+                **{cache_kw: cache})
+    return out.logits[:, -1], cache, mask, position[:, -1]
+
+
+def _prefill_static(model, prompt_ids, prompt_mask, cache_kw: str, max_new_tokens: int):
+    """Prefill into a :class:`StaticKVDecoder`: ``(logits (P, V), decoder, mask (P, W), last_pos (P,))``.
+
+    A shared prefix and the suffixes run through the decoder itself (its packed weights); left-padded prompts
+    with no prefix to share go through the model's forward (whose mask handling of rows that are all padding
+    the decoder does not repeat) and their cache is copied in."""
+    shared = shared_prefix(prompt_ids, prompt_mask)
+    if shared is None:
+        logits, cache, mask, last = _prefill_forward(model, prompt_ids, prompt_mask, cache_kw)
+        return logits, StaticKVDecoder.from_cache(model, cache, mask.shape[1] + max_new_tokens), mask, last
+    prefix, suffix, mask, position = shared
+    device = prompt_ids.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) \
+        else next(model.parameters()).dtype
+    decoder = StaticKVDecoder(model, 1, mask.shape[1] + max_new_tokens, device, dtype)
+    c = prefix.shape[1]
+    decoder.extend(prefix, torch.arange(c, device=device)[None], mask.new_ones((1, c)))
+    decoder.repeat_rows(suffix.shape[0])
+    logits = decoder.extend(suffix, position, mask)
+    return logits, decoder, mask, position[:, -1]
+
+
 def _ends_with_stop(tokenizer, ids: list[int], stop: Sequence[str], tail: int) -> bool:
     text = tokenizer.decode(ids[-tail:], skip_special_tokens=False)
     return any(s in text for s in stop)
@@ -104,24 +189,19 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
         ``P * n`` token lists, each ending at its first EOS (included) or a stop string's completing token, or
         ``max_new_tokens`` long. :func:`~r1zero.rollout.hf.find_response_end` reads them like ``generate``'s.
     """
-    from transformers import DynamicCache
-
     device = prompt_ids.device
-    cache = DynamicCache()
     cache_kw = _cache_kwarg(model)
-    position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
-                logits_to_keep=1, **{cache_kw: cache})
-    logits = out.logits[:, -1].float().repeat_interleave(n, dim=0)
-    cache.batch_repeat_interleave(n)
-    mask = prompt_mask.repeat_interleave(n, dim=0)
-    last_pos = position[:, -1].repeat_interleave(n, dim=0)
-
     if unsupported_reason(model) is None:
-        decoder = StaticKVDecoder(model, cache, prompt_ids.shape[1] + sampling.max_new_tokens)
-        del cache  # its tensors now live in the decoder's buffers
+        logits, decoder, mask, last_pos = _prefill_static(model, prompt_ids, prompt_mask, cache_kw,
+                                                          sampling.max_new_tokens)
+        decoder.repeat_rows(n)
     else:
+        logits, cache, mask, last_pos = _prefill_forward(model, prompt_ids, prompt_mask, cache_kw)
+        cache.batch_repeat_interleave(n)
         decoder = _ForwardStep(model, cache, cache_kw)
+    logits = logits.float().repeat_interleave(n, dim=0)
+    mask = mask.repeat_interleave(n, dim=0)
+    last_pos = last_pos.repeat_interleave(n, dim=0)
     rows = prompt_ids.shape[0] * n
     responses: list[list[int]] = [[] for _ in range(rows)]
     live = torch.arange(rows, device=device)  # result row of each batch row

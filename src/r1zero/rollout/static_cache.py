@@ -147,96 +147,124 @@ def _linears(model, device: torch.device):
 
 
 class StaticKVDecoder:
-    """One-token decoding steps over a KV cache preallocated for ``max_len`` positions.
+    """Forward passes of a few new tokens per row over a KV cache preallocated for ``max_len`` positions.
 
     Args:
         model: a supported transformers causal LM (see :func:`unsupported_reason`), in eval mode.
-        cache: the ``DynamicCache`` its prefill filled, (B, kv_heads, L, head_dim) per layer.
-        max_len: L + the decoding steps to come (columns of the buffers).
+        rows: batch rows of the cache.
+        max_len: columns of the buffers (the prompt width + the decoding steps to come).
+        device, dtype: of the buffers; ``dtype`` is the one attention reads keys and values in (the autocast dtype
+            under autocast, else the parameters').
 
-    The buffers hold the keys and values in the dtype attention reads them in (the autocast dtype under autocast),
-    so a step writes one column per layer and attends over the first ``width`` columns.
+    ``extend`` writes its tokens' keys and values into the next columns of every layer's buffer and attends over
+    the first ``width`` columns. Call it inside the autocast the model's own forward would run under.
     """
 
-    def __init__(self, model, cache, max_len: int):
+    def __init__(self, model, rows: int, max_len: int, device: torch.device, dtype: torch.dtype):
         model = getattr(model, "module", model)
         self.model, self.inner = model, model.model
         attn0 = self.inner.layers[0].self_attn
         self.head_dim, self.groups, self.scaling = attn0.head_dim, attn0.num_key_value_groups, attn0.scaling
         self.q_heads = model.config.num_attention_heads
-        layers = cache.layers
-        k0 = layers[0].keys
-        self.linears = _linears(model, k0.device)
-        dtype = torch.get_autocast_dtype(k0.device.type) if torch.is_autocast_enabled(k0.device.type) else k0.dtype
-        B, H, L, D = k0.shape
-        self.width = L
-        self.keys, self.values = [], []
-        for layer in layers:
-            k = k0.new_empty((B, H, max_len, D), dtype=dtype)
-            v = k0.new_empty((B, H, max_len, D), dtype=dtype)
+        self.linears = _linears(model, device)
+        shape = (rows, model.config.num_key_value_heads, max_len, self.head_dim)
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in self.inner.layers]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in self.inner.layers]
+        self.width = 0
+
+    @classmethod
+    def from_cache(cls, model, cache, max_len: int) -> "StaticKVDecoder":
+        """A decoder holding what a prefill left in a ``DynamicCache``, (B, kv_heads, L, head_dim) per layer."""
+        k0 = cache.layers[0].keys
+        device = k0.device
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else k0.dtype
+        self = cls(model, k0.shape[0], max_len, device, dtype)
+        L = k0.shape[2]
+        for layer, k, v in zip(cache.layers, self.keys, self.values):
             k[:, :, :L].copy_(layer.keys)
             v[:, :, :L].copy_(layer.values)
-            self.keys.append(k)
-            self.values.append(v)
+        self.width = L
+        return self
+
+    def _rebuild(self, rows: int, take) -> None:
+        w = self.width
+
+        def rebuilt(buf):
+            out = buf.new_empty((rows, *buf.shape[1:]))
+            out[:, :, :w] = take(buf[:, :, :w])
+            return out
+
+        self.keys = [rebuilt(k) for k in self.keys]
+        self.values = [rebuilt(v) for v in self.values]
 
     def select(self, idx: torch.Tensor) -> None:
         """Keep only batch rows ``idx`` (B',) long: finished rows leave the cache (only the filled columns move)."""
-        w = self.width
+        self._rebuild(idx.shape[0], lambda x: x.index_select(0, idx))
 
-        def keep(buf):
-            out = buf.new_empty((idx.shape[0], *buf.shape[1:]))
-            out[:, :, :w] = buf[:, :, :w].index_select(0, idx)
-            return out
-
-        self.keys = [keep(k) for k in self.keys]
-        self.values = [keep(v) for v in self.values]
+    def repeat_rows(self, n: int) -> None:
+        """Each row ``n`` times in a row (``repeat_interleave``): a prompt's cache for its ``n`` responses."""
+        self._rebuild(self.keys[0].shape[0] * n, lambda x: x.repeat_interleave(n, dim=0))
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits of the next token.
+        """:meth:`extend` by one token per row: ``tokens``, ``positions`` (B,) long; ``mask`` (B, width + 1)."""
+        return self.extend(tokens[:, None], positions[:, None], mask)
+
+    def extend(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Run T new tokens per row; logits of the next token after the last one.
 
         Args:
-            tokens: (B,) long, the tokens just sampled.
-            positions: (B,) long, their position ids.
-            mask: (B, width + 1) long or bool, nonzero where a row attends (zero on its left padding).
+            tokens: (B, T) long.
+            positions: (B, T) long, their position ids.
+            mask: (B, width + T) long or bool, nonzero where a row attends (zero on its padding). With T > 1 a
+                query also sees only the columns up to its own (causal); each query must see at least one column.
 
         Returns:
-            (B, V) logits, as the model's forward returns them for the last position.
+            (B, V) logits for the last of the T positions, as the model's forward returns them.
         """
         inner, lin, col = self.inner, self.linears, self.width
-        h = inner.embed_tokens(tokens[:, None])  # (B, 1, hidden)
-        cos, sin = inner.rotary_emb(h, positions[:, None])
+        B, T = tokens.shape
+        D, G, nq = self.head_dim, self.groups, self.q_heads
+        end = col + T
+        h = inner.embed_tokens(tokens)  # (B, T, hidden)
+        cos, sin = inner.rotary_emb(h, positions)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        # transformers drops an all-True mask and lets sdpa broadcast the KV heads (enable_gqa); with padding it
-        # passes the (B, 1, 1, S) mask and packs each KV head's G query heads as G queries (pack_gqa).
         mask = mask.bool()
-        attn_mask = None if bool(mask.all()) else mask[:, None, None, :]
-        B, D, G = tokens.shape[0], self.head_dim, self.groups
-        nq = self.q_heads
+        if T == 1:
+            # transformers drops an all-True mask and lets sdpa broadcast the KV heads (enable_gqa); with padding it
+            # passes the (B, 1, 1, S) mask and packs each KV head's G query heads as G queries (pack_gqa).
+            attn_mask = None if bool(mask.all()) else mask[:, None, None, :]
+        else:
+            causal = torch.arange(end, device=mask.device)[None, :] <= torch.arange(col, end, device=mask.device)[:, None]
+            attn_mask = mask[:, None, None, :] & causal  # (B, 1, T, S)
         for i, layer in enumerate(inner.layers):
             x = _rms_norm(layer.input_layernorm, h)
             q, k, v = lin.qkv(i, x)
             # q and k rotate by the same angles: one rotation of both, elementwise the same arithmetic as
             # apply_rotary_pos_emb's two (bf16 projections times fp32 cos/sin promote to fp32 there too)
-            qk = torch.cat([q.view(B, 1, -1, D), k.view(B, 1, -1, D)], dim=2).transpose(1, 2)
+            qk = torch.cat([q.view(B, T, -1, D), k.view(B, T, -1, D)], dim=2).transpose(1, 2)
             qk = qk * cos + _rotate_half(qk) * sin
             q, k = qk[:, :nq], qk[:, nq:]
-            v = v.view(B, 1, -1, D).transpose(1, 2)
+            v = v.view(B, T, -1, D).transpose(1, 2)
             kb, vb = self.keys[i], self.values[i]
-            kb[:, :, col : col + 1].copy_(k)
-            vb[:, :, col : col + 1].copy_(v)
-            if attn_mask is None:
-                o = F.scaled_dot_product_attention(q, kb[:, :, : col + 1], vb[:, :, : col + 1], scale=self.scaling,
-                                                   enable_gqa=G > 1)
+            kb[:, :, col:end].copy_(k)
+            vb[:, :, col:end].copy_(v)
+            keys, values = kb[:, :, :end], vb[:, :, :end]
+            if T > 1:  # repeat_kv, as transformers does with a mask and several queries
+                o = F.scaled_dot_product_attention(q, keys.repeat_interleave(G, dim=1),
+                                                   values.repeat_interleave(G, dim=1), attn_mask=attn_mask,
+                                                   scale=self.scaling)
+            elif attn_mask is None:
+                o = F.scaled_dot_product_attention(q, keys, values, scale=self.scaling, enable_gqa=G > 1)
             else:
-                o = F.scaled_dot_product_attention(q.reshape(B, -1, G, D), kb[:, :, : col + 1], vb[:, :, : col + 1],
-                                                   attn_mask=attn_mask, scale=self.scaling)
-            o = o.reshape(B, -1, 1, D).transpose(1, 2).reshape(B, 1, -1)
+                o = F.scaled_dot_product_attention(q.reshape(B, -1, G, D), keys, values, attn_mask=attn_mask,
+                                                   scale=self.scaling)
+            o = o.reshape(B, -1, T, D).transpose(1, 2).reshape(B, T, -1)
             h = h + lin.o(i, o)
             x = _rms_norm(layer.post_attention_layernorm, h)
             gate, up = lin.gate_up(i, x)
             h = h + lin.down(i, F.silu(gate) * up)
-        h = _rms_norm(inner.norm, h)
-        self.width = col + 1
+        h = _rms_norm(inner.norm, h[:, -1:])
+        self.width = end
         return lin.head(h[:, -1])
 
 
