@@ -157,9 +157,8 @@ def _prefill_static(model, prompt_ids, prompt_mask, cache_kw: str, max_new_token
         return logits, StaticKVDecoder.from_cache(model, cache, mask.shape[1] + max_new_tokens), mask, last
     prefix, suffix, mask, position = shared
     device = prompt_ids.device
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) \
-        else next(model.parameters()).dtype
-    decoder = StaticKVDecoder(model, 1, mask.shape[1] + max_new_tokens, device, dtype)
+    decoder = StaticKVDecoder(model, 1, mask.shape[1] + max_new_tokens, device,
+                              StaticKVDecoder.kv_dtype(model, device))
     c = prefix.shape[1]
     decoder.extend(prefix, torch.arange(c, device=device)[None], mask.new_ones((1, c)))
     decoder.repeat_rows(suffix.shape[0])

@@ -172,13 +172,18 @@ class StaticKVDecoder:
         self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in self.inner.layers]
         self.width = 0
 
+    @staticmethod
+    def kv_dtype(model, device: torch.device) -> torch.dtype:
+        """The dtype attention reads keys and values in here: the autocast dtype under autocast, else the model's."""
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return next(model.parameters()).dtype
+
     @classmethod
     def from_cache(cls, model, cache, max_len: int) -> "StaticKVDecoder":
         """A decoder holding what a prefill left in a ``DynamicCache``, (B, kv_heads, L, head_dim) per layer."""
         k0 = cache.layers[0].keys
-        device = k0.device
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else k0.dtype
-        self = cls(model, k0.shape[0], max_len, device, dtype)
+        self = cls(model, k0.shape[0], max_len, k0.device, cls.kv_dtype(model, k0.device))
         L = k0.shape[2]
         for layer, k, v in zip(cache.layers, self.keys, self.values):
             k[:, :, :L].copy_(layer.keys)
