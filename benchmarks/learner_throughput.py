@@ -102,7 +102,7 @@ def gemm_peak(device, dtype, hidden: int, intermediate: int, repeats: int = 5) -
     for m, k, n in ((2048, 2048, 2048), (2048, hidden, intermediate), (2048, intermediate, hidden)):
         a = torch.randn(m, k, device=device, dtype=dtype)
         b = torch.randn(k, n, device=device, dtype=dtype)
-        med, _ = timed(lambda: torch.mm(a, b), device, repeats)
+        med, _ = timed(lambda a=a, b=b: torch.mm(a, b), device, repeats)
         best = max(best, 2 * m * k * n / med)
     return best
 
@@ -151,7 +151,7 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
                 strategy = build_strategy(OmegaConf.create({"name": "single"}), env=DistEnv())
                 strategy.param_dtype(torch.bfloat16)  # fp32 parameters, bf16 autocast forwards
             learner = Learner(model, train, algo, max_new_tokens=args.response_len, temperature=1.0,
-                              **({"strategy": strategy} if strategy is not None else {}))
+                              strategy=strategy)
             old = learner.compute_logprobs(model, batch)
 
             def fwd_bwd(lr=learner, old=old):
@@ -168,11 +168,12 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
         fwd_times = timed_ab(fwds, device, args.repeats)
         fb_times = timed_ab(fwd_bwds, device, args.repeats)
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-        for grouped, learner, (fwd_s, fwd_best), (fb_s, fb_best) in zip(modes, learners, fwd_times, fb_times):
+        for grouped, learner, fwd_bwd, (fwd_s, fwd_best), (fb_s, fb_best) in zip(modes, learners, fwd_bwds, fwd_times,
+                                                                                   fb_times):
             padding = learner.fed_tokens[1] / max(learner.fed_tokens[0], 1)  # of the last fwd+bwd call
             # the gradient left by the last fwd+bwd (the same model): every mode's AdamW step has one to apply
             step_s, _ = timed(lambda lr=learner: lr.strategy.clip_and_step(1.0), device, args.repeats)
-            flops = counted_flops(fwd_bwds[len(rows) % len(modes)])
+            flops = counted_flops(fwd_bwd)
             rows.append({
                 "model": name, "params_M": n_params / 1e6, "micro": micro, "grouped": grouped,
                 "responses": len(batch), "tokens": real_tokens, "resp_tokens": resp_tokens, "padding": padding,

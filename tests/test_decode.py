@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 from r1zero.errors import ConfigError
 from r1zero.models import load_model_and_tokenizer
-from r1zero.rollout.base import SamplingConfig
 from r1zero.rollout import decode, static_cache
+from r1zero.rollout.base import SamplingConfig
 from r1zero.rollout.decode import sample_tokens, warp_logits
 from r1zero.rollout.hf import HFRolloutEngine
 
@@ -134,9 +134,9 @@ def _tiny_arch(arch: str):
     from r1zero.models import build_byte_tokenizer
 
     tok = build_byte_tokenizer()
-    kw = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=256, eos_token_id=tok.eos_token_id,
-              pad_token_id=tok.pad_token_id, bos_token_id=None)
+    kw = {"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+          "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "bos_token_id": None}
     torch.manual_seed(0)
     if arch == "llama":
         model = LlamaForCausalLM(LlamaConfig(tie_word_embeddings=False, **kw))
@@ -208,7 +208,7 @@ def test_packed_weights_follow_an_optimizer_step(monkeypatch):
 def test_architectures_the_step_does_not_cover_decode_through_their_forward(tiny):
     from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
 
-    model, tok = tiny
+    _, tok = tiny
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=128,
                                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
     assert "model_type 'gpt2'" in static_cache.unsupported_reason(gpt2)
@@ -243,7 +243,7 @@ def test_static_step_logits_equal_the_forward(arch, autocast):
 
     from transformers import DynamicCache
 
-    model, tok = _tiny_arch(arch)
+    model, _ = _tiny_arch(arch)
     ids = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]])
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     pos = (mask.cumsum(-1) - 1).clamp(min=0)

@@ -125,12 +125,12 @@ def shared_prefix(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
             common + (suffix_mask.cumsum(-1) - 1).clamp(min=0))
 
 
-def _prefill_forward(model, prompt_ids, prompt_mask, cache_kw: str):
-    """Prefill through the model's own forward: ``(logits (P, V), DynamicCache, mask (P, W), last_pos (P,))``."""
+def _prefill_forward(model, prompt_ids, prompt_mask, cache_kw: str, shared):
+    """Prefill through the model's own forward: ``(logits (P, V), DynamicCache, mask (P, W), last_pos (P,))``.
+    ``shared``: what :func:`shared_prefix` returned for these prompts."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    shared = shared_prefix(prompt_ids, prompt_mask)
     if shared is None:
         position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
@@ -153,7 +153,7 @@ def _prefill_static(model, prompt_ids, prompt_mask, cache_kw: str, max_new_token
     the decoder does not repeat) and their cache is copied in."""
     shared = shared_prefix(prompt_ids, prompt_mask)
     if shared is None:
-        logits, cache, mask, last = _prefill_forward(model, prompt_ids, prompt_mask, cache_kw)
+        logits, cache, mask, last = _prefill_forward(model, prompt_ids, prompt_mask, cache_kw, None)
         return logits, StaticKVDecoder.from_cache(model, cache, mask.shape[1] + max_new_tokens), mask, last
     prefix, suffix, mask, position = shared
     device = prompt_ids.device
@@ -195,7 +195,8 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                                                           sampling.max_new_tokens)
         decoder.repeat_rows(n)
     else:
-        logits, cache, mask, last_pos = _prefill_forward(model, prompt_ids, prompt_mask, cache_kw)
+        logits, cache, mask, last_pos = _prefill_forward(model, prompt_ids, prompt_mask, cache_kw,
+                                                         shared_prefix(prompt_ids, prompt_mask))
         cache.batch_repeat_interleave(n)
         decoder = _ForwardStep(model, cache, cache_kw)
     logits = logits.float().repeat_interleave(n, dim=0)

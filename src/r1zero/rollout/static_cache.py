@@ -125,7 +125,7 @@ class _PackedLinears:
         return self._run(self.lm_head, x)
 
 
-_PACKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _linears(model, device: torch.device):
@@ -180,7 +180,7 @@ class StaticKVDecoder:
         return next(model.parameters()).dtype
 
     @classmethod
-    def from_cache(cls, model, cache, max_len: int) -> "StaticKVDecoder":
+    def from_cache(cls, model, cache, max_len: int) -> StaticKVDecoder:
         """A decoder holding what a prefill left in a ``DynamicCache``, (B, kv_heads, L, head_dim) per layer."""
         k0 = cache.layers[0].keys
         self = cls(model, k0.shape[0], max_len, k0.device, cls.kv_dtype(model, k0.device))
