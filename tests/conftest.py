@@ -75,3 +75,15 @@ def run_and_signal(cmd: list[str], cwd: Path, run_dir: Path, signals: list[int],
             proc.kill()
             proc.wait(timeout=30)
     return proc.returncode, err
+
+
+def resume_from_checkpoint(cmd: list[str], cwd: Path, run_dir: Path, step: int, *, timeout_s: float = 300) -> None:
+    """Run ``cmd`` again (wandb off) to its end and check it resumed from ``run_dir``'s checkpoint of ``step``."""
+    import subprocess
+
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    resumed = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s,
+                             stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ckpt = run_dir / "checkpoints" / f"step_{step:06d}"
+    assert f"resumed from {ckpt} at step {step}" in resumed.stdout + resumed.stderr

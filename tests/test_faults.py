@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose, logged_steps, run_and_signal
+from conftest import compose, logged_steps, resume_from_checkpoint, run_and_signal
 
 from r1zero.data import read_rows
 from r1zero.errors import (
@@ -261,9 +261,5 @@ def test_a_second_sigterm_stops_mid_step_saving_the_last_completed_step(tmp_path
                                                    f"saved checkpoint {run_dir}/checkpoints/step_{k:06d};"), err[-3000:]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"step_{k:06d}"]
 
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    resumed = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-                             stdin=subprocess.DEVNULL)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from {run_dir / 'checkpoints' / f'step_{k:06d}'} at step {k}" in resumed.stdout + resumed.stderr
+    resume_from_checkpoint(cmd, tmp_path, run_dir, k, timeout_s=600)
     assert logged_steps(run_dir) == list(range(1, 7))

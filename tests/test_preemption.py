@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
-from conftest import logged_steps, run_and_signal
+from conftest import logged_steps, resume_from_checkpoint, run_and_signal
 
 from r1zero.preemption import PreemptionHandler
 
@@ -177,10 +176,6 @@ def test_sigusr2_checkpoints_exits_and_resume_auto_finishes(tmp_path):
     assert f"stopped by SIGUSR2 after step {k}" in err
     assert not (run_dir / "final").exists()
 
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    resumed = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-                             stdin=subprocess.DEVNULL)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from {run_dir / 'checkpoints' / f'step_{k:06d}'} at step {k}" in resumed.stdout + resumed.stderr
+    resume_from_checkpoint(cmd, tmp_path, run_dir, k, timeout_s=300)
     assert logged_steps(run_dir) == list(range(1, 9))
     assert (run_dir / "final" / "config.json").is_file()
