@@ -13,9 +13,10 @@ Tokens/s counts real (unpadded) prompt + response tokens of the batch per second
 whatever the learner computes); ``resp tok/s`` counts only the trained response tokens. ``padding`` is the share
 of the positions the fwd+bwd fed through the model that were padding (``perf/padding_frac``).
 ``GFLOP/s`` is the fwd+bwd's matmul and attention FLOPs (counted by ``torch.utils.flop_counter`` on one extra,
-untimed call, padding included: what the hardware computed) per second, and ``of GEMM peak`` that rate over the
-best of plain ``torch.mm`` calls in the same dtype on this device (2048 x 2048 x 2048 and the model's MLP shape at
-2048 rows), measured at start: the ceiling a learner built from these matmuls can approach.
+untimed call: what the hardware computed, including padded positions; attention on CPU through FLOP formulas for
+its flash kernels, which the counter lacks) per second, and ``of GEMM peak`` that rate over the fastest of 10 plain
+``torch.mm`` calls in the same dtype on this device (2048 x 2048 x 2048 and the model's MLP shapes at 2048 rows),
+measured at start: the ceiling a learner built from these matmuls can approach.
 ``--group-by-length both`` times ``train.group_by_length`` off and on, interleaved (off, on, off, on, ...), so their
 ratio holds on a shared machine. Each cell is the median of ``--repeats`` timed runs after one untimed warm-up,
 with the best run beside it (on a shared machine the best is the steadier number). Prints a Markdown table (and
@@ -96,22 +97,55 @@ def timed_ab(fns: list, device, repeats: int) -> list[tuple[float, float]]:
     return [(statistics.median(t), min(t)) for t in times]
 
 
-def gemm_peak(device, dtype, hidden: int, intermediate: int, repeats: int = 5) -> float:
-    """FLOP/s of the best plain ``torch.mm`` in ``dtype``: a 2048-cube and (2048, hidden) x (hidden, intermediate)."""
+def gemm_peak(device, dtype, hidden: int, intermediate: int, repeats: int = 10) -> float:
+    """FLOP/s of the fastest plain ``torch.mm`` call in ``dtype`` (the best of ``repeats`` calls of each shape: a
+    shared machine only ever slows a call down): a 2048-cube and (2048, hidden) x (hidden, intermediate) both ways."""
     best = 0.0
     for m, k, n in ((2048, 2048, 2048), (2048, hidden, intermediate), (2048, intermediate, hidden)):
         a = torch.randn(m, k, device=device, dtype=dtype)
         b = torch.randn(k, n, device=device, dtype=dtype)
-        med, _ = timed(lambda a=a, b=b: torch.mm(a, b), device, repeats)
-        best = max(best, 2 * m * k * n / med)
+        _, fastest = timed(lambda a=a, b=b: torch.mm(a, b), device, repeats)
+        best = max(best, 2 * m * k * n / fastest)
     return best
+
+
+def _causal_share(s_q: int, s_k: int, is_causal: bool) -> float:
+    """The share of the (query, key) pairs a causal kernel computes (queries aligned to the keys' end)."""
+    if not is_causal or s_q == 0 or s_k == 0:
+        return 1.0
+    visible = sum(min(s_k, s_k - s_q + i + 1) for i in range(s_q))
+    return max(visible, 0) / (s_q * s_k)
+
+
+def _cpu_sdpa_flops():
+    """FLOP formulas for the CPU flash-attention kernels, which ``torch.utils.flop_counter`` does not register
+    (without them a CPU learner's attention counts 0 FLOPs): the same counts as its CUDA SDPA formulas, scaled to
+    the pairs a causal call computes (the CPU kernel skips the blocks above the diagonal; with an explicit
+    ``attn_mask`` it computes every pair)."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+
+    def forward(query, key, value, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs):
+        return round(fc.sdpa_flop_count(query, key, value) * _causal_share(query[2], key[2], is_causal))
+
+    def backward(grad_out, query, key, value, out, logsumexp, dropout_p=0.0, is_causal=False, *args,
+                 out_shape=None, **kwargs):
+        return round(fc.sdpa_backward_flop_count(grad_out, query, key, value)
+                     * _causal_share(query[2], key[2], is_causal))
+
+    ops = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        ops[aten._scaled_dot_product_flash_attention_for_cpu] = forward
+        ops[aten._scaled_dot_product_flash_attention_for_cpu_backward] = backward
+    return ops
 
 
 def counted_flops(fn) -> int:
     """FLOPs of the matmuls and attention one call of ``fn`` runs (forward and backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_flops()) as counter:
         fn()
     return int(counter.get_total_flops())
 

@@ -7,7 +7,7 @@ import torch
 from conftest import CONF
 from omegaconf import OmegaConf
 
-from r1zero.learner import Learner, length_bands, length_order, prompt_groups, sequence_logprobs
+from r1zero.learner import HIDDEN_HEAD_TYPES, Learner, length_bands, length_order, prompt_groups, sequence_logprobs
 from r1zero.models import load_model_and_tokenizer
 from r1zero.rollout.base import RolloutBatch
 
@@ -123,3 +123,38 @@ def test_length_bands_and_the_banded_forward(tiny):
     for v, g in zip(values[1:], grads[1:]):
         torch.testing.assert_close(v, values[0], atol=1e-5, rtol=0)
         torch.testing.assert_close(g, grads[0], atol=1e-5, rtol=1e-4)
+
+
+def test_the_banded_forward_embeds_once_and_runs_the_head_on_real_positions_only(tiny):
+    """Banded, a micro-batch is embedded in one call (one embedding gradient, not one per band) and the LM head
+    sees exactly the real response positions (sum of the lengths: none of a band's padding, no prompt position);
+    a model outside HIDDEN_HEAD_TYPES ignores the bands and gives the same values."""
+    model, _ = tiny
+    resp = [1, 14, 2, 13, 12, 1, 3, 14]
+    batch = hand_batch([5, 9], resp, G=4, P=9, T=14)
+    groups, bands = prompt_groups(batch.prompt_index), length_bands(batch.response_lengths)
+    assert len(bands) > 1 and model.config.model_type in HIDDEN_HEAD_TYPES
+    calls = {"embed": 0, "head_rows": []}
+    hooks = [model.model.embed_tokens.register_forward_hook(lambda m, a, o: calls.__setitem__("embed", calls["embed"] + 1)),
+             model.lm_head.register_forward_hook(lambda m, a, o: calls["head_rows"].append(a[0].shape[:-1]))]
+    try:
+        lp = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len, groups=groups,
+                               bands=bands, lengths=batch.response_lengths)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls["embed"] == 1
+    assert calls["head_rows"] == [torch.Size([sum(resp)])]
+    assert torch.equal(lp != 0, batch.response_mask.bool())  # zero exactly past each row's length
+    plain = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len)
+    torch.testing.assert_close(lp, plain * batch.response_mask, atol=1e-5, rtol=0)
+    default = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len, groups=groups,
+                                bands=bands)  # lengths read from the attention mask
+    assert torch.equal(default, lp)
+    model.config.model_type = "unlisted"
+    try:
+        other = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len, groups=groups,
+                                  bands=bands, lengths=batch.response_lengths)
+    finally:
+        model.config.model_type = "qwen2"
+    torch.testing.assert_close(other * batch.response_mask, lp, atol=1e-5, rtol=0)

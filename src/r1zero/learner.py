@@ -113,6 +113,7 @@ def _select_rows(cache, index: torch.Tensor):
 def sequence_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
     groups: tuple[torch.Tensor, int] | None = None, bands: list[tuple[torch.Tensor, int]] | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, T) log-probabilities of the response tokens ``input_ids[:, prompt_len:]`` under ``model``.
 
@@ -128,10 +129,15 @@ def sequence_logprobs(
             into the prompt's activations through the shared cache (the repeat's backward is a fixed-order sum,
             so results stay bitwise reproducible, e.g. across a resume). Only for a plain module (a DDP or
             DeepSpeed wrapper expects one forward per backward) without gradient checkpointing.
-        bands: with ``groups``, :func:`length_bands` of the rows' response lengths: the responses then run in
-            those bands, each trimmed to its own width ``t`` and attending to its rows of the shared prompt cache,
-            so a group's short responses are not padded to its longest. Positions past a row's band width are 0
-            in the result (they are past its response).
+        bands: with ``groups``, :func:`length_bands` of the rows' response lengths, for a model whose logits are
+            its LM head over its decoder's hidden states (``config.model_type`` in :data:`HIDDEN_HEAD_TYPES`;
+            other models ignore ``bands``): the responses then run in those bands, each trimmed to its own width
+            ``t`` and attending to its rows of the shared prompt cache, so a group's short responses are not
+            padded to its longest. The micro-batch is embedded once and the LM head runs once, over the real
+            response positions only. Positions past a row's length are 0 in the result (they are past its
+            response).
+        lengths: with ``bands``, (B,) the rows' response lengths in tokens (``RolloutBatch.response_lengths``;
+            default: the response columns of ``attention_mask``, read back to the host).
     """
     T = input_ids.shape[1] - prompt_len
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -142,12 +148,14 @@ def sequence_logprobs(
         first, G = groups
         first = first.to(input_ids.device)
         P = prompt_len
+        if bands is not None and _decoder_and_head(model) is not None:
+            if lengths is None:
+                lengths = attention_mask[:, P:].sum(-1).cpu()
+            return _banded_logprobs(model, input_ids, attention_mask, position_ids, P, temperature, first, G, bands,
+                                    lengths.long().cpu())
         head = model(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
                      position_ids=position_ids[first, :P], use_cache=True, logits_to_keep=1)
         cache = getattr(head, "cache", None) or head.past_key_values
-        if bands is not None:
-            return _banded_logprobs(model, input_ids, attention_mask, position_ids, P, temperature, head.logits,
-                                    cache, torch.arange(len(input_ids), device=input_ids.device) // G, bands)
         logits = head.logits.repeat_interleave(G, dim=0)  # (B, 1, V): predicts the first response token
         if T > 1:
             cache.batch_repeat_interleave(G)
@@ -195,26 +203,72 @@ def _to_host(values: list) -> list[float]:
     return [next(flat) if isinstance(v, torch.Tensor) else float(v) for v in values]
 
 
-def _banded_logprobs(model, input_ids, attention_mask, position_ids, P: int, temperature: float, head_logits, cache,
-                     owner: torch.Tensor, bands) -> torch.Tensor:
-    """:func:`sequence_logprobs`' shared-prompt path, one tail forward per length band (``owner``: (B,) the
-    prompt, a row of ``head_logits`` (U, 1, V) and ``cache``, of each row)."""
-    T = input_ids.shape[1] - P
-    pieces, order = [], []
+HIDDEN_HEAD_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+"""The ``config.model_type`` values whose causal-LM logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no
+logit scaling or soft-capping), so the banded path can run the decoder and apply the head itself."""
+
+
+def _decoder_and_head(model):
+    """``(decoder, lm_head)`` of a causal LM whose logits are ``lm_head(decoder hidden states)``, else None."""
+    if getattr(getattr(model, "config", None), "model_type", None) not in HIDDEN_HEAD_TYPES:
+        return None
+    decoder, head = getattr(model, "model", None), getattr(model, "lm_head", None)
+    if decoder is None or head is None or not hasattr(decoder, "embed_tokens"):
+        return None
+    return decoder, head
+
+
+def _flat_token_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    """log p(target) of (N, V) logits and (N,) targets, ``chunk`` rows at a time (bounds the fp32 temporary)."""
+    out = []
+    for rows, tgt in zip(logits.split(chunk), targets.split(chunk)):
+        rows = rows.float()
+        out.append(rows.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(rows, dim=-1))
+    return torch.cat(out) if out else logits.new_zeros(0, dtype=torch.float32)
+
+
+def _banded_logprobs(model, input_ids, attention_mask, position_ids, P: int, temperature: float, first, G: int,
+                     bands, lengths: torch.Tensor) -> torch.Tensor:
+    """:func:`sequence_logprobs`' shared-prompt path, one decoder forward per length band.
+
+    The micro-batch's tokens are embedded once (one embedding gradient for the whole micro-batch, not one
+    dense vocabulary-sized gradient per band) and the LM head runs once, on the hidden states of the response
+    positions only: the ``lengths`` (B,) real tokens of each row, none of a band's padding. Positions past a row's
+    length are 0 in the result."""
+    decoder, head = _decoder_and_head(model)
+    B, T = input_ids.shape[0], input_ids.shape[1] - P
+    device = input_ids.device
+    owner = torch.arange(B, device=device) // G
+    embeds = decoder.embed_tokens(input_ids)  # (B, P + T, D)
+    out = decoder(inputs_embeds=embeds[first, :P], attention_mask=attention_mask[first, :P],
+                  position_ids=position_ids[first, :P], use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    last = out.last_hidden_state[:, -1:]  # (U, 1, D): predicts each prompt's first response token
+    hidden, where = [], []
     for rows, t in bands:
-        rows = rows.to(input_ids.device)
-        logits = head_logits[owner[rows]]  # (b, 1, V): predicts each row's first response token
+        n = lengths[rows].clamp(max=t)  # (b,) on the host: the real positions of each row
+        keep = torch.arange(t).unsqueeze(0) < n.unsqueeze(1)  # (b, t)
+        if not keep.any():
+            continue
+        rows_d = rows.to(device)
+        h = last[owner[rows_d]]
         if t > 1:
-            tail = model(input_ids=input_ids[rows, P : P + t - 1], attention_mask=attention_mask[rows, : P + t - 1],
-                         position_ids=position_ids[rows, P : P + t - 1], use_cache=True,
-                         **{_cache_kwarg(model): _select_rows(cache, owner[rows])})
-            logits = torch.cat([logits, tail.logits], dim=1)
-        if temperature and temperature != 1.0:
-            logits = logits / temperature
-        lp = token_logprobs(logits, input_ids[rows, P : P + t])
-        pieces.append(torch.nn.functional.pad(lp, (0, T - t)))
-        order.append(rows)
-    return torch.cat(pieces)[torch.argsort(torch.cat(order))]
+            tail = decoder(inputs_embeds=embeds[rows_d, P : P + t - 1], attention_mask=attention_mask[rows_d, : P + t - 1],
+                           position_ids=position_ids[rows_d, P : P + t - 1], use_cache=True,
+                           **{_cache_kwarg(decoder): _select_rows(cache, owner[rows_d])})
+            h = torch.cat([h, tail.last_hidden_state], dim=1)  # (b, t, D)
+        flat = (rows.unsqueeze(1) * T + torch.arange(t).unsqueeze(0))[keep]  # (n,) positions in the (B, T) result
+        hidden.append(h.flatten(0, 1)[(keep.flatten().nonzero().squeeze(1)).to(device)])
+        where.append(flat)
+    result = torch.zeros(B * T, device=device, dtype=torch.float32)
+    if not hidden:
+        return result.view(B, T)
+    where = torch.cat(where).to(device)
+    logits = head(torch.cat(hidden))  # (N, V)
+    if temperature and temperature != 1.0:
+        logits = logits / temperature
+    lp = _flat_token_logprobs(logits, input_ids[:, P:].flatten()[where], chunk=max(T, 1))
+    return result.index_put((where,), lp).view(B, T)
 
 
 def _chunks(idx: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
@@ -286,7 +340,8 @@ class Learner:
         t_len = max(t_len, 1)
         first = int((att[:, :P].cumsum(-1) == 0).sum(-1).min().item())  # shortest left pad
         ids, att, p = ids[:, first : P + t_len], att[:, first : P + t_len], P - first
-        bands = length_bands(resp_mask.sum(-1)) if groups is not None and self.cfg.group_by_length else None
+        banded = groups is not None and self.cfg.group_by_length and _decoder_and_head(self.model) is not None
+        bands = length_bands(resp_mask.sum(-1)) if banded else None
         if groups is None:
             fed = [att]
         else:
@@ -319,7 +374,8 @@ class Learner:
                 groups = self._groups(model, batch, idx)
                 ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
                 with self.strategy.autocast():  # bf16 compute over fp32 master weights (strategy.param_dtype)
-                    lp = sequence_logprobs(model, ids, att, p, self.temperature, groups=groups, bands=bands)
+                    lp = sequence_logprobs(model, ids, att, p, self.temperature, groups=groups, bands=bands,
+                                           lengths=batch.response_lengths[idx])
                 done.append((idx, t_len, (lp * mask).float()))
             for idx, t_len, lp in done:  # copied back after the loop: the first copy waits, the rest do not
                 out[idx, :t_len] = lp.cpu()
@@ -471,7 +527,7 @@ class Learner:
                 ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
                 with strategy.autocast():
                     logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature, groups=groups,
-                                                 bands=bands)
+                                                 bands=bands, lengths=batch.response_lengths[idx])
                 dev = logprobs.device
                 if fill_old:  # on-policy: this forward's own values are the old ones (ratio exactly 1)
                     old = (logprobs.detach() * mask).float()
