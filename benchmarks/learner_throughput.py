@@ -16,7 +16,10 @@ of the positions the fwd+bwd fed through the model that were padding (``perf/pad
 untimed call: what the hardware computed, including padded positions; attention on CPU through FLOP formulas for
 its flash kernels, which the counter lacks) per second, and ``of GEMM peak`` that rate over the fastest of 10 plain
 ``torch.mm`` calls in the same dtype on this device (2048 x 2048 x 2048 and the model's MLP shapes at 2048 rows),
-measured at start: the ceiling a learner built from these matmuls can approach.
+measured at start: the ceiling a learner built from these matmuls can approach. ``of GEMM beside`` is the
+median over the timed runs of each run's FLOP/s over the median of 6 plain 2048-cube ``torch.mm`` calls timed
+just before (3) and just after (3) it: the same ratio with the GEMM measured side by side, which holds on a
+shared machine whose speed drifts between the start and a run minutes later.
 ``--group-by-length both`` times ``train.group_by_length`` off and on, interleaved (off, on, off, on, ...), so their
 ratio holds on a shared machine. Each cell is the median of ``--repeats`` timed runs after one untimed warm-up,
 with the best run beside it (on a shared machine the best is the steadier number). Prints a Markdown table (and
@@ -78,23 +81,52 @@ def _sync(device: torch.device) -> None:
 
 def timed(fn, device, repeats: int) -> tuple[float, float]:
     """(median, best) wall seconds of ``repeats`` calls after one warm-up call."""
-    return timed_ab([fn], device, repeats)[0]
+    median, best, _ = timed_ab([fn], device, repeats)[0]
+    return median, best
 
 
-def timed_ab(fns: list, device, repeats: int) -> list[tuple[float, float]]:
-    """(median, best) wall seconds of each of ``fns``, called in turn ``repeats`` times (A, B, A, B, ...) after one
-    warm-up call each, so a change in the machine's load hits all of them alike."""
+def timed_ab(fns: list, device, repeats: int, probe=None) -> list[tuple[float, float, list[tuple[float, float]]]]:
+    """(median, best, runs) wall seconds of each of ``fns``, called in turn ``repeats`` times (A, B, A, B, ...) after
+    one warm-up call each, so a change in the machine's load hits all of them alike.
+
+    ``runs`` is ``[(seconds, gemm_flop_s), ...]``, one per timed call: with ``probe`` (:func:`gemm_probe`) the
+    plain-GEMM FLOP/s measured just before and just after that call (the median of both probes' calls), else nan.
+    """
     for fn in fns:
         fn()  # warm-up (allocator, kernels, lazy init)
-    times: list[list[float]] = [[] for _ in fns]
+    runs: list[list[tuple[float, float]]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, out in zip(fns, times):
+        for fn, out in zip(fns, runs):
+            rates = probe() if probe else []
             _sync(device)
             t0 = time.perf_counter()
             fn()
             _sync(device)
-            out.append(time.perf_counter() - t0)
-    return [(statistics.median(t), min(t)) for t in times]
+            dt = time.perf_counter() - t0
+            rates += probe() if probe else []
+            out.append((dt, statistics.median(rates) if rates else float("nan")))
+    return [(statistics.median(t for t, _ in r), min(t for t, _ in r), r) for r in runs]
+
+
+def gemm_probe(device, dtype, size: int = 2048, calls: int = 3):
+    """A callable returning ``calls`` FLOP/s readings of a plain ``size``-cube ``torch.mm`` in ``dtype``: timed
+    beside each learner call, it gives the GEMM speed of the same moment (a shared machine's speed drifts by tens
+    of percent within minutes, so a peak measured once at start is not the same machine a minute later)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)
+
+    def probe() -> list[float]:
+        rates = []
+        for _ in range(calls):
+            _sync(device)
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            rates.append(2 * size**3 / (time.perf_counter() - t0))
+        return rates
+
+    return probe
 
 
 def gemm_peak(device, dtype, hidden: int, intermediate: int, repeats: int = 10) -> float:
@@ -200,14 +232,15 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         fwd_times = timed_ab(fwds, device, args.repeats)
-        fb_times = timed_ab(fwd_bwds, device, args.repeats)
+        fb_times = timed_ab(fwd_bwds, device, args.repeats, probe=gemm_probe(device, compute_dtype))
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-        for grouped, learner, fwd_bwd, (fwd_s, fwd_best), (fb_s, fb_best) in zip(modes, learners, fwd_bwds, fwd_times,
-                                                                                   fb_times):
+        for grouped, learner, fwd_bwd, (fwd_s, fwd_best, _), (fb_s, fb_best, fb_runs) in zip(
+                modes, learners, fwd_bwds, fwd_times, fb_times):
             padding = learner.fed_tokens[1] / max(learner.fed_tokens[0], 1)  # of the last fwd+bwd call
             # the gradient left by the last fwd+bwd (the same model): every mode's AdamW step has one to apply
             step_s, _ = timed(lambda lr=learner: lr.strategy.clip_and_step(1.0), device, args.repeats)
             flops = counted_flops(fwd_bwd)
+            beside = statistics.median(flops / t / rate for t, rate in fb_runs)  # nan without probes
             rows.append({
                 "model": name, "params_M": n_params / 1e6, "micro": micro, "grouped": grouped,
                 "responses": len(batch), "tokens": real_tokens, "resp_tokens": resp_tokens, "padding": padding,
@@ -216,11 +249,13 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
                 "fwd_bwd_best_tok_s": real_tokens / fb_best, "fwd_best_tok_s": real_tokens / fwd_best,
                 "fwd_s": fwd_s, "fwd_tok_s": real_tokens / fwd_s, "step_s": step_s, "peak_gib": peak,
                 "load_s": load_s, "gflop_s": flops / fb_s / 1e9, "of_peak": flops / fb_s / peak_flops,
-                "peak_gflop_s": peak_flops / 1e9,
+                "peak_gflop_s": peak_flops / 1e9, "of_gemm_beside": beside,
+                "gemm_beside_gflop_s": statistics.median(rate for _, rate in fb_runs) / 1e9,
             })
             print(f"  {name} micro={micro} grouped={grouped}: padding {padding:.1%}, fwd+bwd "
                   f"{real_tokens / fb_s:,.0f} tok/s (best {real_tokens / fb_best:,.0f}), fwd {real_tokens / fwd_s:,.0f} "
-                  f"tok/s, {flops / fb_s / 1e9:,.0f} GFLOP/s = {flops / fb_s / peak_flops:.0%} of the GEMM peak", flush=True)
+                  f"tok/s, {flops / fb_s / 1e9:,.0f} GFLOP/s = {flops / fb_s / peak_flops:.0%} of the GEMM peak, "
+                  f"{beside:.0%} of the GEMM beside each run", flush=True)
         model.zero_grad(set_to_none=True)
     return rows
 
@@ -232,7 +267,7 @@ def markdown(rows: list[dict], args, device, dtype) -> str:
             f"tokens, loss_agg={args.loss_agg}, "
             f"gradient_checkpointing={args.gradient_checkpointing}, median of {args.repeats}.\n\n")
     cols = ["model", "params (M)", "micro-batch", "grouped", "padding", "tokens", "fwd+bwd s", "vs first",
-            "fwd+bwd tok/s (best)", "fwd+bwd resp tok/s", "fwd+bwd GFLOP/s", "of GEMM peak",
+            "fwd+bwd tok/s (best)", "fwd+bwd resp tok/s", "fwd+bwd GFLOP/s", "of GEMM peak", "of GEMM beside",
             "fwd (no-grad) tok/s (best)", "AdamW step s", "peak GPU GiB"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -241,6 +276,7 @@ def markdown(rows: list[dict], args, device, dtype) -> str:
                      f"{r['padding']:.1%} | {r['tokens']} | {r['fwd_bwd_s']:.3f} | {r['fwd_bwd_vs_first']:.2f}x | "
                      f"{r['fwd_bwd_tok_s']:,.0f} ({r['fwd_bwd_best_tok_s']:,.0f}) | {r['fwd_bwd_resp_tok_s']:,.0f} | "
                      f"{r['gflop_s']:,.0f} | {r['of_peak']:.0%} of {r['peak_gflop_s']:,.0f} | "
+                     f"{r['of_gemm_beside']:.0%} of {r['gemm_beside_gflop_s']:,.0f} | "
                      f"{r['fwd_tok_s']:,.0f} ({r['fwd_best_tok_s']:,.0f}) | {r['step_s']:.3f} | {peak} |")
     return head + "\n".join(lines) + "\n"
 

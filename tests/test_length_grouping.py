@@ -127,8 +127,9 @@ def test_length_bands_and_the_banded_forward(tiny):
 
 def test_the_banded_forward_embeds_once_and_runs_the_head_on_real_positions_only(tiny):
     """Banded, a micro-batch is embedded in one call (one embedding gradient, not one per band) and the LM head
-    sees exactly the real response positions (sum of the lengths: none of a band's padding, no prompt position);
-    a model outside HIDDEN_HEAD_TYPES ignores the bands and gives the same values."""
+    sees exactly the real response positions (sum of the lengths: none of a band's padding, no prompt position),
+    as it does for unshared rows given their lengths; a model outside HIDDEN_HEAD_TYPES ignores the bands and
+    gives the same values."""
     model, _ = tiny
     resp = [1, 14, 2, 13, 12, 1, 3, 14]
     batch = hand_batch([5, 9], resp, G=4, P=9, T=14)
@@ -148,6 +149,16 @@ def test_the_banded_forward_embeds_once_and_runs_the_head_on_real_positions_only
     assert torch.equal(lp != 0, batch.response_mask.bool())  # zero exactly past each row's length
     plain = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len)
     torch.testing.assert_close(lp, plain * batch.response_mask, atol=1e-5, rtol=0)
+    calls["head_rows"].clear()
+    hook = model.lm_head.register_forward_hook(lambda m, a, o: calls["head_rows"].append(a[0].shape[:-1]))
+    try:  # unshared rows with their lengths: one forward, the head on the real positions only
+        unshared = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len,
+                                     lengths=batch.response_lengths)
+    finally:
+        hook.remove()
+    assert calls["head_rows"] == [torch.Size([sum(resp)])]
+    assert torch.equal(unshared != 0, batch.response_mask.bool())
+    torch.testing.assert_close(unshared, plain * batch.response_mask, atol=1e-5, rtol=0)
     default = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len, groups=groups,
                                 bands=bands)  # lengths read from the attention mask
     assert torch.equal(default, lp)

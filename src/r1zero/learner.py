@@ -134,13 +134,24 @@ def sequence_logprobs(
             other models ignore ``bands``): the responses then run in those bands, each trimmed to its own width
             ``t`` and attending to its rows of the shared prompt cache, so a group's short responses are not
             padded to its longest. The micro-batch is embedded once and the LM head runs once, over the real
-            response positions only. Positions past a row's length are 0 in the result (they are past its
-            response).
-        lengths: with ``bands``, (B,) the rows' response lengths in tokens (``RolloutBatch.response_lengths``;
-            default: the response columns of ``attention_mask``, read back to the host).
+            response positions only (see ``lengths``).
+        lengths: (B,) the rows' response lengths in tokens (``RolloutBatch.response_lengths``). Given, for a plain
+            module (not a DDP / DeepSpeed wrapper, whose own forward must run) whose logits are its LM head over its
+            decoder's hidden states, the LM head and the log-softmax run over the real response positions only,
+            not the (B, T, V) logits of every padded position, and the result is 0 past each row's length.
+            Default with ``bands``: the response columns of ``attention_mask``, read back to the host.
     """
     T = input_ids.shape[1] - prompt_len
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    parts = _decoder_and_head(model) if lengths is not None else None
+    if groups is None and parts is not None:  # the LM head over the real response positions only
+        decoder, head = parts
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=False).last_hidden_state[:, prompt_len - 1 : -1]  # (B, T, D)
+        keep = (torch.arange(T).unsqueeze(0) < lengths.long().cpu().unsqueeze(1)).flatten()  # (B * T,) on the host
+        where = keep.nonzero().squeeze(1)
+        return _head_logprobs(head, [hidden.flatten(0, 1)[where.to(hidden.device)]], [where],
+                              input_ids[:, prompt_len:], temperature)
     if groups is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
@@ -150,7 +161,7 @@ def sequence_logprobs(
         P = prompt_len
         if bands is not None and _decoder_and_head(model) is not None:
             if lengths is None:
-                lengths = attention_mask[:, P:].sum(-1).cpu()
+                lengths = attention_mask[:, P:].sum(-1).cpu()  # one read-back; the learner passes its lengths
             return _banded_logprobs(model, input_ids, attention_mask, position_ids, P, temperature, first, G, bands,
                                     lengths.long().cpu())
         head = model(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
@@ -215,6 +226,8 @@ def _decoder_and_head(model):
     decoder, head = getattr(model, "model", None), getattr(model, "lm_head", None)
     if decoder is None or head is None or not hasattr(decoder, "embed_tokens"):
         return None
+    if hasattr(next(model.parameters()), "ds_id"):
+        return None  # ZeRO-3 partitions the parameters; its hooks gather them for the model's own forward
     return decoder, head
 
 
@@ -260,14 +273,22 @@ def _banded_logprobs(model, input_ids, attention_mask, position_ids, P: int, tem
         flat = (rows.unsqueeze(1) * T + torch.arange(t).unsqueeze(0))[keep]  # (n,) positions in the (B, T) result
         hidden.append(h.flatten(0, 1)[(keep.flatten().nonzero().squeeze(1)).to(device)])
         where.append(flat)
-    result = torch.zeros(B * T, device=device, dtype=torch.float32)
+    return _head_logprobs(head, hidden, where, input_ids[:, P:], temperature)
+
+
+def _head_logprobs(head, hidden: list[torch.Tensor], where: list[torch.Tensor], targets: torch.Tensor,
+                   temperature: float) -> torch.Tensor:
+    """(B, T) log-probabilities of ``targets`` (B, T) from the LM ``head`` over the hidden states ``hidden`` (pieces
+    of (n, D)) of the positions ``where`` (host pieces of (n,) flat indices into (B, T)); 0 elsewhere."""
+    B, T = targets.shape
+    result = torch.zeros(B * T, device=targets.device, dtype=torch.float32)
     if not hidden:
         return result.view(B, T)
-    where = torch.cat(where).to(device)
+    where = torch.cat(where).to(targets.device)
     logits = head(torch.cat(hidden))  # (N, V)
     if temperature and temperature != 1.0:
         logits = logits / temperature
-    lp = _flat_token_logprobs(logits, input_ids[:, P:].flatten()[where], chunk=max(T, 1))
+    lp = _flat_token_logprobs(logits, targets.flatten()[where], chunk=max(T, 1))
     return result.index_put((where,), lp).view(B, T)
 
 
@@ -526,8 +547,9 @@ class Learner:
                 groups = self._groups(strategy.train_model, batch, idx)
                 ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
                 with strategy.autocast():
+                    plain = strategy.train_model is self.model  # a wrapper's own forward must run (its hooks)
                     logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature, groups=groups,
-                                                 bands=bands, lengths=batch.response_lengths[idx])
+                                                 bands=bands, lengths=batch.response_lengths[idx] if plain else None)
                 dev = logprobs.device
                 if fill_old:  # on-policy: this forward's own values are the old ones (ratio exactly 1)
                     old = (logprobs.detach() * mask).float()
