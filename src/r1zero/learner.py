@@ -30,11 +30,17 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Row by row keeps the fp32 (T, V) softmax temporary to one response instead of the whole micro-batch
     (V is ~150k for Qwen, so a full (B, T, V) fp32 copy dominates learner memory).
     """
+    return torch.stack([flat_token_logprobs(row, tgt, chunk=max(len(tgt), 1)) for row, tgt in zip(logits, targets)])
+
+
+def flat_token_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    """(N,) log p(target) from (N, V) logits and (N,) targets, ``chunk`` rows at a time (each chunk's fp32 copy of
+    its logits is the only temporary of that size)."""
     out = []
-    for row_logits, row_targets in zip(logits, targets):
-        row = row_logits.float()
-        out.append(row.gather(-1, row_targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1))
-    return torch.stack(out)
+    for rows, tgt in zip(logits.split(chunk), targets.split(chunk)):
+        rows = rows.float()
+        out.append(rows.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(rows, dim=-1))
+    return torch.cat(out) if out else logits.new_zeros(0, dtype=torch.float32)
 
 
 def _cache_kwarg(model) -> str:
@@ -231,15 +237,6 @@ def _decoder_and_head(model):
     return decoder, head
 
 
-def _flat_token_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
-    """log p(target) of (N, V) logits and (N,) targets, ``chunk`` rows at a time (bounds the fp32 temporary)."""
-    out = []
-    for rows, tgt in zip(logits.split(chunk), targets.split(chunk)):
-        rows = rows.float()
-        out.append(rows.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(rows, dim=-1))
-    return torch.cat(out) if out else logits.new_zeros(0, dtype=torch.float32)
-
-
 def _banded_logprobs(model, input_ids, attention_mask, position_ids, P: int, temperature: float, first, G: int,
                      bands, lengths: torch.Tensor) -> torch.Tensor:
     """:func:`sequence_logprobs`' shared-prompt path, one decoder forward per length band.
@@ -271,7 +268,7 @@ def _banded_logprobs(model, input_ids, attention_mask, position_ids, P: int, tem
                            **{_cache_kwarg(decoder): _select_rows(cache, owner[rows_d])})
             h = torch.cat([h, tail.last_hidden_state], dim=1)  # (b, t, D)
         flat = (rows.unsqueeze(1) * T + torch.arange(t).unsqueeze(0))[keep]  # (n,) positions in the (B, T) result
-        hidden.append(h.flatten(0, 1)[(keep.flatten().nonzero().squeeze(1)).to(device)])
+        hidden.append(h.flatten(0, 1)[keep.flatten().nonzero().squeeze(1).to(device)])
         where.append(flat)
     return _head_logprobs(head, hidden, where, input_ids[:, P:], temperature)
 
@@ -288,7 +285,7 @@ def _head_logprobs(head, hidden: list[torch.Tensor], where: list[torch.Tensor], 
     logits = head(torch.cat(hidden))  # (N, V)
     if temperature and temperature != 1.0:
         logits = logits / temperature
-    lp = _flat_token_logprobs(logits, targets.flatten()[where], chunk=max(T, 1))
+    lp = flat_token_logprobs(logits, targets.flatten()[where], chunk=max(T, 1))
     return result.index_put((where,), lp).view(B, T)
 
 
