@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import learner_throughput  # noqa: E402
+import learner_throughput
 
 
 def _sdpa_fwd_bwd(is_causal: bool, mask: torch.Tensor | None):

@@ -7,7 +7,14 @@ import torch
 from conftest import CONF
 from omegaconf import OmegaConf
 
-from r1zero.learner import HIDDEN_HEAD_TYPES, Learner, length_bands, length_order, prompt_groups, sequence_logprobs
+from r1zero.learner import (
+    HIDDEN_HEAD_TYPES,
+    Learner,
+    length_bands,
+    length_order,
+    prompt_groups,
+    sequence_logprobs,
+)
 from r1zero.models import load_model_and_tokenizer
 from r1zero.rollout.base import RolloutBatch
 
