@@ -142,11 +142,11 @@ def gemm_peak(device, dtype, hidden: int, intermediate: int, repeats: int = 10) 
 
 
 def _causal_share(s_q: int, s_k: int, is_causal: bool) -> float:
-    """The share of the (query, key) pairs a causal kernel computes (queries aligned to the keys' end)."""
+    """The share of the (query, key) pairs a causal SDPA call computes: PyTorch's ``is_causal`` mask is aligned to
+    the top left (query i sees keys 0..i, whatever ``s_k``)."""
     if not is_causal or s_q == 0 or s_k == 0:
         return 1.0
-    visible = sum(min(s_k, s_k - s_q + i + 1) for i in range(s_q))
-    return max(visible, 0) / (s_q * s_k)
+    return sum(min(s_k, i + 1) for i in range(s_q)) / (s_q * s_k)
 
 
 def _cpu_sdpa_flops():
