@@ -149,12 +149,14 @@ def sequence_logprobs(
     """
     T = input_ids.shape[1] - prompt_len
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    parts = _decoder_and_head(model) if lengths is not None else None
-    if groups is None and parts is not None:  # the LM head over the real response positions only
+    parts = _decoder_and_head(model)
+    if lengths is not None:
+        lengths = lengths.long().cpu()
+    if groups is None and parts is not None and lengths is not None:  # the head on real response positions only
         decoder, head = parts
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=False).last_hidden_state[:, prompt_len - 1 : -1]  # (B, T, D)
-        keep = (torch.arange(T).unsqueeze(0) < lengths.long().cpu().unsqueeze(1)).flatten()  # (B * T,) on the host
+        keep = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).flatten()  # (B * T,) on the host
         where = keep.nonzero().squeeze(1)
         return _head_logprobs(head, [hidden.flatten(0, 1)[where.to(hidden.device)]], [where],
                               input_ids[:, prompt_len:], temperature)
@@ -165,11 +167,11 @@ def sequence_logprobs(
         first, G = groups
         first = first.to(input_ids.device)
         P = prompt_len
-        if bands is not None and _decoder_and_head(model) is not None:
+        if bands is not None and parts is not None:
             if lengths is None:
-                lengths = attention_mask[:, P:].sum(-1).cpu()  # one read-back; the learner passes its lengths
-            return _banded_logprobs(model, input_ids, attention_mask, position_ids, P, temperature, first, G, bands,
-                                    lengths.long().cpu())
+                lengths = attention_mask[:, P:].sum(-1).long().cpu()  # one read-back; the learner passes its lengths
+            return _banded_logprobs(*parts, input_ids, attention_mask, position_ids, P, temperature, first, G, bands,
+                                    lengths)
         head = model(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
                      position_ids=position_ids[first, :P], use_cache=True, logits_to_keep=1)
         cache = getattr(head, "cache", None) or head.past_key_values
@@ -237,15 +239,14 @@ def _decoder_and_head(model):
     return decoder, head
 
 
-def _banded_logprobs(model, input_ids, attention_mask, position_ids, P: int, temperature: float, first, G: int,
-                     bands, lengths: torch.Tensor) -> torch.Tensor:
+def _banded_logprobs(decoder, head, input_ids, attention_mask, position_ids, P: int, temperature: float, first,
+                     G: int, bands, lengths: torch.Tensor) -> torch.Tensor:
     """:func:`sequence_logprobs`' shared-prompt path, one decoder forward per length band.
 
     The micro-batch's tokens are embedded once (one embedding gradient for the whole micro-batch, not one
     dense vocabulary-sized gradient per band) and the LM head runs once, on the hidden states of the response
     positions only: the ``lengths`` (B,) real tokens of each row, none of a band's padding. Positions past a row's
-    length are 0 in the result."""
-    decoder, head = _decoder_and_head(model)
+    length are 0 in the result. ``decoder, head``: :func:`_decoder_and_head` of the model."""
     B, T = input_ids.shape[0], input_ids.shape[1] - P
     device = input_ids.device
     owner = torch.arange(B, device=device) // G
@@ -537,6 +538,7 @@ class Learner:
         scale = strategy.loss_multiplier
         kl_coef = float(self.algo.kl_coef)
         total, filled = None, []
+        plain = strategy.train_model is self.model  # a wrapper's own forward must run (its hooks): no lengths
         chunks = list(_chunks(self._order(batch, rows), micro))
         for i, idx in enumerate(chunks):
             # DDP: no gradient all-reduce until the last micro-batch; DeepSpeed: the accumulation boundary.
@@ -544,7 +546,6 @@ class Learner:
                 groups = self._groups(strategy.train_model, batch, idx)
                 ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
                 with strategy.autocast():
-                    plain = strategy.train_model is self.model  # a wrapper's own forward must run (its hooks)
                     logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature, groups=groups,
                                                  bands=bands, lengths=batch.response_lengths[idx] if plain else None)
                 dev = logprobs.device
