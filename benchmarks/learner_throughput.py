@@ -11,7 +11,8 @@ responses uniform in [``--response-min`` (default ``--response-len``/2), ``--res
 
 Tokens/s counts real (unpadded) prompt + response tokens of the batch per second of wall time (the same count
 whatever the learner computes); ``resp tok/s`` counts only the trained response tokens. ``padding`` is the share
-of the positions the fwd+bwd fed through the model that were padding (``perf/padding_frac``).
+of the positions the fwd+bwd fed through the model that were padding (``perf/padding_frac``): 0 when the learner
+runs packed (``train.group_by_length`` on for a Llama / Qwen / Mistral LM, :mod:`r1zero.packing`).
 ``GFLOP/s`` is the fwd+bwd's matmul and attention FLOPs (counted by ``torch.utils.flop_counter`` on one extra,
 untimed call: what the hardware computed, including padded positions; attention on CPU through FLOP formulas for
 its flash kernels, which the counter lacks) per second, and ``of GEMM peak`` that rate over the fastest of 10 plain
@@ -20,7 +21,7 @@ measured at start: the ceiling a learner built from these matmuls can approach. 
 median over the timed runs of each run's FLOP/s over the median of 6 plain 2048-cube ``torch.mm`` calls timed
 just before (3) and just after (3) it: the same ratio with the GEMM measured side by side, which holds on a
 shared machine whose speed drifts between the start and a run minutes later.
-``--group-by-length both`` times ``train.group_by_length`` off and on, interleaved (off, on, off, on, ...), so their
+``--group-by-length both`` times ``train.group_by_length`` off (padded) and on (packed), interleaved (off, on, off, on, ...), so their
 ratio holds on a shared machine. Each cell is the median of ``--repeats`` timed runs after one untimed warm-up,
 with the best run beside it (on a shared machine the best is the steadier number). Prints a Markdown table (and
 writes it with ``--out``).
@@ -291,7 +292,7 @@ def main() -> None:
     ap.add_argument("--response-min", type=int, default=None, help="shortest response (default: response-len / 2)")
     ap.add_argument("--group-size", type=int, default=1, help="responses per prompt (they share its forward)")
     ap.add_argument("--group-by-length", default="on", choices=["on", "off", "both"],
-                    help="train.group_by_length; both: off and on, timed interleaved")
+                    help="train.group_by_length (on: packed); both: off and on, timed interleaved")
     ap.add_argument("--loss-agg", default="seq_mean_token_sum_norm", help="algo.loss_agg")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="model.gradient_checkpointing=true")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")

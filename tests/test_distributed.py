@@ -129,7 +129,8 @@ def _worker(rank: int, world: int, port: int, strategy_name: str, rows_per_rank:
         learner.accumulate_gradients(batch, rows, old, adv)
         got = strategy.gradient_vector()
         results[agg] = {"max_abs_diff": float((got - ref).abs().max()), "ref_abs_sum": float(ref.abs().sum()),
-                        "numel": [got.numel(), ref.numel()]}
+                        "numel": [got.numel(), ref.numel()],
+                        "packed": learner._packs(strategy.train_model)}  # the wrapper's own forward, packed
         strategy.barrier()
     # A whole Learner.update (1 optimizer step, global grad-norm clipping, reduced metrics) on this rank's
     # share equals the 1-process update on the whole batch.
@@ -182,7 +183,7 @@ def _run_grad_check(tmp_path, strategy_name, rows_per_rank, micro):
         for agg in AGGS:
             r = results[agg]
             assert r["numel"][0] == r["numel"][1] and r["ref_abs_sum"] > 0, (rank, agg, r)
-            assert r["max_abs_diff"] < 1e-6, (rank, agg, r)
+            assert r["max_abs_diff"] < 1e-6 and r["packed"], (rank, agg, r)
         upd = results["update"]
         # Adam's first step is ~lr * sign(g): float noise on near-zero gradient entries moves a parameter by up
         # to ~lr * 1e-3 here, so parameters get a looser bound; the (pre-clip) grad norm is compared tightly.

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Iterator
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 
 from .algos import policy_loss
+from .packing import PackedLayout, packed_logits, unwrap
+from .packing import pack as pack_rows
+from .packing import supported as packing_supported
 from .rollout.base import RolloutBatch
 from .schema import AlgoConfig, TrainConfig, typed
 from .strategy import DistEnv, Strategy
@@ -77,33 +81,6 @@ def prompt_groups(prompt_index: torch.Tensor, prompts: tuple[torch.Tensor, ...] 
     return first, G
 
 
-def length_bands(lengths: torch.Tensor, max_padding: float = 0.25) -> list[tuple[torch.Tensor, int]]:
-    """Rows cut into bands of similar response length, for the shared-prompt path of :func:`sequence_logprobs`.
-
-    Rows are taken longest first; a row joins the current band while the band's padding (positions past each
-    row's end, up to the band's longest) stays at most ``max_padding`` of its ``rows x longest`` positions.
-
-    Args:
-        lengths: (B,) response lengths in tokens.
-
-    Returns:
-        ``[(rows, t), ...]``: each band's row positions (longest first) and its width ``t`` (its longest, >= 1).
-    """
-    bands, rows, width, total = [], [], 0, 0
-    for i in torch.argsort(-lengths.long(), stable=True).tolist():
-        length = max(int(lengths[i]), 1)
-        if rows and width * (len(rows) + 1) - (total + length) > max_padding * width * (len(rows) + 1):
-            bands.append((torch.tensor(rows), width))
-            rows, total = [], 0
-        if not rows:
-            width = length
-        rows.append(i)
-        total += length
-    if rows:
-        bands.append((torch.tensor(rows), width))
-    return bands
-
-
 def _select_rows(cache, index: torch.Tensor):
     """A new cache holding rows ``index`` of ``cache`` (with their graph); ``cache`` itself is left as it was."""
     sub = copy.copy(cache)
@@ -118,8 +95,8 @@ def _select_rows(cache, index: torch.Tensor):
 
 def sequence_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
-    groups: tuple[torch.Tensor, int] | None = None, bands: list[tuple[torch.Tensor, int]] | None = None,
-    lengths: torch.Tensor | None = None,
+    groups: tuple[torch.Tensor, int] | None = None, lengths: torch.Tensor | None = None,
+    layout: PackedLayout | None = None,
 ) -> torch.Tensor:
     """(B, T) log-probabilities of the response tokens ``input_ids[:, prompt_len:]`` under ``model``.
 
@@ -135,21 +112,28 @@ def sequence_logprobs(
             into the prompt's activations through the shared cache (the repeat's backward is a fixed-order sum,
             so results stay bitwise reproducible, e.g. across a resume). Only for a plain module (a DDP or
             DeepSpeed wrapper expects one forward per backward) without gradient checkpointing.
-        bands: with ``groups``, :func:`length_bands` of the rows' response lengths, for a model whose logits are
-            its LM head over its decoder's hidden states (``config.model_type`` in :data:`HIDDEN_HEAD_TYPES`;
-            other models ignore ``bands``): the responses then run in those bands, each trimmed to its own width
-            ``t`` and attending to its rows of the shared prompt cache, so a group's short responses are not
-            padded to its longest. The micro-batch is embedded once and the LM head runs once, over the real
-            response positions only (see ``lengths``).
         lengths: (B,) the rows' response lengths in tokens (``RolloutBatch.response_lengths``). Given, for a plain
             module (not a DDP / DeepSpeed wrapper, whose own forward must run) whose logits are its LM head over its
             decoder's hidden states, the LM head and the log-softmax run over the real response positions only,
             not the (B, T, V) logits of every padded position, and the result is 0 past each row's length.
-            Default with ``bands``: the response columns of ``attention_mask``, read back to the host.
+        layout: :func:`r1zero.packing.pack` of the rows, for a :data:`HIDDEN_HEAD_TYPES` LM (or a DDP / DeepSpeed
+            wrapper of one) without activation checkpointing: the micro-batch then runs padding-free, as one packed
+            sequence through the model's own forward (:func:`r1zero.packing.packed_logits`; each shared prompt once,
+            the LM head on the real response positions only); ``attention_mask``, ``groups`` and ``lengths`` are not
+            used. The result is 0 past each row's length.
+
+    Raises:
+        ValueError: ``layout`` for a model outside :data:`HIDDEN_HEAD_TYPES`.
     """
     T = input_ids.shape[1] - prompt_len
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    if layout is not None:
+        model_type = getattr(getattr(unwrap(model), "config", None), "model_type", None)
+        if model_type not in HIDDEN_HEAD_TYPES:
+            raise ValueError(f"a packed layout needs a causal LM of one of {HIDDEN_HEAD_TYPES}, got {model_type!r}")
+        return _place_logprobs(packed_logits(model, input_ids, layout), layout.targets, input_ids[:, prompt_len:],
+                               temperature)
     parts = _decoder_and_head(model)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     if lengths is not None:
         lengths = lengths.long().cpu()
     if groups is None and parts is not None and lengths is not None:  # the head on real response positions only
@@ -167,11 +151,6 @@ def sequence_logprobs(
         first, G = groups
         first = first.to(input_ids.device)
         P = prompt_len
-        if bands is not None and parts is not None:
-            if lengths is None:
-                lengths = attention_mask[:, P:].sum(-1).long().cpu()  # one read-back; the learner passes its lengths
-            return _banded_logprobs(*parts, input_ids, attention_mask, position_ids, P, temperature, first, G, bands,
-                                    lengths)
         head = model(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
                      position_ids=position_ids[first, :P], use_cache=True, logits_to_keep=1)
         cache = getattr(head, "cache", None) or head.past_key_values
@@ -224,7 +203,8 @@ def _to_host(values: list) -> list[float]:
 
 HIDDEN_HEAD_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 """The ``config.model_type`` values whose causal-LM logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no
-logit scaling or soft-capping), so the banded path can run the decoder and apply the head itself."""
+logit scaling or soft-capping), so the learner can run the decoder (packed, or on the real positions of padded rows) and
+apply the head itself."""
 
 
 def _decoder_and_head(model):
@@ -239,55 +219,43 @@ def _decoder_and_head(model):
     return decoder, head
 
 
-def _banded_logprobs(decoder, head, input_ids, attention_mask, position_ids, P: int, temperature: float, first,
-                     G: int, bands, lengths: torch.Tensor) -> torch.Tensor:
-    """:func:`sequence_logprobs`' shared-prompt path, one decoder forward per length band.
-
-    The micro-batch's tokens are embedded once (one embedding gradient for the whole micro-batch, not one
-    dense vocabulary-sized gradient per band) and the LM head runs once, on the hidden states of the response
-    positions only: the ``lengths`` (B,) real tokens of each row, none of a band's padding. Positions past a row's
-    length are 0 in the result. ``decoder, head``: :func:`_decoder_and_head` of the model."""
-    B, T = input_ids.shape[0], input_ids.shape[1] - P
-    device = input_ids.device
-    owner = torch.arange(B, device=device) // G
-    embeds = decoder.embed_tokens(input_ids)  # (B, P + T, D)
-    out = decoder(inputs_embeds=embeds[first, :P], attention_mask=attention_mask[first, :P],
-                  position_ids=position_ids[first, :P], use_cache=True)
-    cache = getattr(out, "cache", None) or out.past_key_values
-    last = out.last_hidden_state[:, -1:]  # (U, 1, D): predicts each prompt's first response token
-    hidden, where = [], []
-    for rows, t in bands:
-        n = lengths[rows].clamp(max=t)  # (b,) on the host: the real positions of each row
-        keep = torch.arange(t).unsqueeze(0) < n.unsqueeze(1)  # (b, t)
-        if not keep.any():
-            continue
-        rows_d = rows.to(device)
-        h = last[owner[rows_d]]
-        if t > 1:
-            tail = decoder(inputs_embeds=embeds[rows_d, P : P + t - 1], attention_mask=attention_mask[rows_d, : P + t - 1],
-                           position_ids=position_ids[rows_d, P : P + t - 1], use_cache=True,
-                           **{_cache_kwarg(decoder): _select_rows(cache, owner[rows_d])})
-            h = torch.cat([h, tail.last_hidden_state], dim=1)  # (b, t, D)
-        flat = (rows.unsqueeze(1) * T + torch.arange(t).unsqueeze(0))[keep]  # (n,) positions in the (B, T) result
-        hidden.append(h.flatten(0, 1)[keep.flatten().nonzero().squeeze(1).to(device)])
-        where.append(flat)
-    return _head_logprobs(head, hidden, where, input_ids[:, P:], temperature)
-
-
 def _head_logprobs(head, hidden: list[torch.Tensor], where: list[torch.Tensor], targets: torch.Tensor,
                    temperature: float) -> torch.Tensor:
     """(B, T) log-probabilities of ``targets`` (B, T) from the LM ``head`` over the hidden states ``hidden`` (pieces
     of (n, D)) of the positions ``where`` (host pieces of (n,) flat indices into (B, T)); 0 elsewhere."""
-    B, T = targets.shape
-    result = torch.zeros(B * T, device=targets.device, dtype=torch.float32)
     if not hidden:
-        return result.view(B, T)
-    where = torch.cat(where).to(targets.device)
-    logits = head(torch.cat(hidden))  # (N, V)
+        return torch.zeros(targets.shape, device=targets.device, dtype=torch.float32)
+    return _place_logprobs(head(torch.cat(hidden)), torch.cat(where), targets, temperature)
+
+
+def _place_logprobs(logits: torch.Tensor, where: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, T) log-probabilities of ``targets`` (B, T) from ``logits`` (M, V) of the positions ``where`` ((M,) flat
+    indices into (B, T), on the host); 0 elsewhere."""
+    B, T = targets.shape
+    where = where.to(targets.device)
     if temperature and temperature != 1.0:
         logits = logits / temperature
     lp = flat_token_logprobs(logits, targets.flatten()[where], chunk=max(T, 1))
-    return result.index_put((where,), lp).view(B, T)
+    return torch.zeros(B * T, device=targets.device, dtype=torch.float32).index_put((where,), lp).view(B, T)
+
+
+def _checkpointing(model) -> bool:
+    """Whether ``model`` recomputes activations in the backward (transformers >= 5 renamed the flag)."""
+    name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") \
+        else "is_gradient_checkpointing"
+    return bool(getattr(model, name, False))
+
+
+class _Micro(NamedTuple):
+    """One micro-batch as the forward takes it (:meth:`Learner._micro_inputs`)."""
+
+    ids: torch.Tensor  # (B, L) on the device
+    att: torch.Tensor | None  # (B, L) on the device; None when packed
+    p: int  # prompt columns of ids
+    mask: torch.Tensor  # (B, t_len) response mask on the device
+    t_len: int  # the rows' longest response
+    groups: tuple[torch.Tensor, int] | None  # prompt_groups of the rows (padded forward only)
+    layout: PackedLayout | None  # the packed layout (packed forward only)
 
 
 def _chunks(idx: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
@@ -343,13 +311,13 @@ class Learner:
             return rows
         return rows[length_order(batch.prompt_index[rows], batch.response_lengths[rows])]
 
-    def _micro_inputs(self, batch: RolloutBatch, idx: torch.Tensor, groups=None):
-        """Slice rows ``idx``, trim columns that are padding in every one of them, and count the fed tokens.
+    def _micro_inputs(self, model, batch: RolloutBatch, idx: torch.Tensor) -> _Micro:
+        """Rows ``idx`` as ``model``'s forward takes them, and the positions it will compute counted.
 
-        Returns ``(ids, att, p, mask, t_len, bands)``: ``bands`` are the rows' :func:`length_bands` when their
-        prompts are shared (``groups``, :func:`prompt_groups` of the rows) and ``train.group_by_length`` is on,
-        else None. Shared, the prompt columns are fed once per prompt and each row's response columns up to its
-        band's width less one. Adds ``(positions, padding positions)`` to :attr:`fed_tokens`.
+        Packed (:meth:`_packs`): the rows' :func:`r1zero.packing.pack` layout, every position real. Otherwise the
+        rows sliced and trimmed of the columns that are padding in all of them, with their :func:`prompt_groups`
+        when ``model`` can share a prompt's cache (the prompt columns are then fed once per prompt). Adds
+        ``(positions, padding positions)`` to :attr:`fed_tokens` (from the host masks: no device sync).
         """
         device = self.strategy.device or next(self.model.parameters()).device
         ids, att = batch.input_ids[idx], batch.attention_mask[idx]
@@ -359,23 +327,29 @@ class Learner:
         t_len = max(t_len, 1)
         first = int((att[:, :P].cumsum(-1) == 0).sum(-1).min().item())  # shortest left pad
         ids, att, p = ids[:, first : P + t_len], att[:, first : P + t_len], P - first
-        banded = groups is not None and self.cfg.group_by_length and _decoder_and_head(self.model) is not None
-        bands = length_bands(resp_mask.sum(-1)) if banded else None
-        if groups is None:
-            fed = [att]
-        else:
-            fed = [att[groups[0], :p]] + [att[rows, p : p + t - 1] for rows, t in bands or [(slice(None), t_len)]]
+        mask = resp_mask[:, :t_len].to(device)
+        if self._packs(model):
+            layout = pack_rows(ids, att, p, batch.response_lengths[idx], batch.prompt_index[idx])
+            self.fed_tokens[0] += layout.num_tokens
+            return _Micro(ids.to(device), None, p, mask, t_len, None, layout)
+        groups = self._groups(model, batch, idx)
+        fed = [att] if groups is None else [att[groups[0], :p], att[:, p : p + t_len - 1]]
         self.fed_tokens[0] += sum(a.numel() for a in fed)
         self.fed_tokens[1] += sum(int((a == 0).sum()) for a in fed)
-        return ids.to(device), att.to(device), p, resp_mask[:, :t_len].to(device), t_len, bands
+        return _Micro(ids.to(device), att.to(device), p, mask, t_len, groups, None)
+
+    def _packs(self, model) -> bool:
+        """Whether ``model``'s forwards run packed (:mod:`r1zero.packing`): ``train.group_by_length`` on, a
+        :data:`HIDDEN_HEAD_TYPES` LM (or a DDP / DeepSpeed wrapper of one), no activation checkpointing."""
+        module = unwrap(model)
+        return bool(self.cfg.group_by_length) and packing_supported() and not _checkpointing(module) \
+            and getattr(getattr(module, "config", None), "model_type", None) in HIDDEN_HEAD_TYPES
 
     def _groups(self, model, batch: RolloutBatch, idx: torch.Tensor):
         """:func:`prompt_groups` of rows ``idx`` where ``model`` can share a prompt's cache, else None."""
         if model is not self.model:
             return None  # a DDP / DeepSpeed wrapper expects one forward per backward
-        name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") \
-            else "is_gradient_checkpointing"  # transformers >= 5 renamed it
-        if getattr(model, name, False):
+        if _checkpointing(model):
             return None  # recomputed activations would run the shared prompt once per response again
         P = batch.prompt_len
         return prompt_groups(batch.prompt_index[idx], (batch.input_ids[idx, :P], batch.attention_mask[idx, :P]))
@@ -390,12 +364,11 @@ class Learner:
             rows = torch.arange(len(batch)) if rows is None else rows
             done = []
             for idx in _chunks(self._order(batch, rows), int(self.cfg.micro_batch_size)):
-                groups = self._groups(model, batch, idx)
-                ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
+                m = self._micro_inputs(model, batch, idx)
                 with self.strategy.autocast():  # bf16 compute over fp32 master weights (strategy.param_dtype)
-                    lp = sequence_logprobs(model, ids, att, p, self.temperature, groups=groups, bands=bands,
-                                           lengths=batch.response_lengths[idx])
-                done.append((idx, t_len, (lp * mask).float()))
+                    lp = sequence_logprobs(model, m.ids, m.att, m.p, self.temperature, groups=m.groups,
+                                           lengths=batch.response_lengths[idx], layout=m.layout)
+                done.append((idx, m.t_len, (lp * m.mask).float()))
             for idx, t_len, lp in done:  # copied back after the loop: the first copy waits, the rest do not
                 out[idx, :t_len] = lp.cpu()
         finally:
@@ -543,11 +516,12 @@ class Learner:
         for i, idx in enumerate(chunks):
             # DDP: no gradient all-reduce until the last micro-batch; DeepSpeed: the accumulation boundary.
             with strategy.accumulate(is_last=i == len(chunks) - 1):
-                groups = self._groups(strategy.train_model, batch, idx)
-                ids, att, p, mask, t_len, bands = self._micro_inputs(batch, idx, groups)
+                m = self._micro_inputs(strategy.train_model, batch, idx)
+                mask, t_len = m.mask, m.t_len
                 with strategy.autocast():
-                    logprobs = sequence_logprobs(strategy.train_model, ids, att, p, self.temperature, groups=groups,
-                                                 bands=bands, lengths=batch.response_lengths[idx] if plain else None)
+                    logprobs = sequence_logprobs(strategy.train_model, m.ids, m.att, m.p, self.temperature,
+                                                 groups=m.groups, lengths=batch.response_lengths[idx] if plain else None,
+                                                 layout=m.layout)
                 dev = logprobs.device
                 if fill_old:  # on-policy: this forward's own values are the old ones (ratio exactly 1)
                     old = (logprobs.detach() * mask).float()
