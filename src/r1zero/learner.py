@@ -203,8 +203,9 @@ def _to_host(values: list) -> list[float]:
 
 HIDDEN_HEAD_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 """The ``config.model_type`` values whose causal-LM logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no
-logit scaling or soft-capping), so the learner can run the decoder (packed, or on the real positions of padded rows) and
-apply the head itself."""
+logit scaling or soft-capping), so the learner can apply the head itself to the real positions of padded rows; and whose
+attention goes through transformers' attention interface with positions from ``position_ids``, so they run packed
+(:mod:`r1zero.packing`, tested on each)."""
 
 
 def _decoder_and_head(model):
