@@ -182,13 +182,16 @@ def gguf_to_hf_cache(src_dir: Path, gguf_file: str, cache_dir: Path) -> Path:
         raise ModelUnavailableError(f"GGUF file not found: {src_dir / gguf_file}")
     t0 = time.time()
     log.info("converting %s to an HF checkpoint in %s (one time)", src_dir / gguf_file, cache_dir)
-    tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_file)
-    quantized = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_file, dtype=torch.float32)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(quantized.state_dict(), strict=True)
+    # Building the plain model draws its (discarded) random init from the global RNG, which the run has already
+    # seeded: without the fork, a run that converts would sample differently from the same seed's later runs.
+    with torch.random.fork_rng(devices=[]):
+        tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_file)
+        quantized = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_file, dtype=torch.float32)
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(quantized.state_dict(), strict=True)
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=cache_dir.name + ".tmp", dir=cache_dir.parent))
     plain.save_pretrained(tmp)
