@@ -20,7 +20,8 @@ from typing import NamedTuple
 import torch
 
 from .algos import policy_loss
-from .packing import PackedLayout, packed_logits, unwrap
+from .models import unwrap
+from .packing import PackedLayout, packed_logits
 from .packing import pack as pack_rows
 from .packing import supported as packing_supported
 from .rollout.base import RolloutBatch
@@ -127,9 +128,9 @@ def sequence_logprobs(
     """
     T = input_ids.shape[1] - prompt_len
     if layout is not None:
-        model_type = getattr(getattr(unwrap(model), "config", None), "model_type", None)
-        if model_type not in HIDDEN_HEAD_TYPES:
-            raise ValueError(f"a packed layout needs a causal LM of one of {HIDDEN_HEAD_TYPES}, got {model_type!r}")
+        if _model_type(model) not in HIDDEN_HEAD_TYPES:
+            raise ValueError(f"a packed layout needs a causal LM of one of {HIDDEN_HEAD_TYPES}, got "
+                             f"{_model_type(model)!r}")
         return _place_logprobs(packed_logits(model, input_ids, layout), layout.targets, input_ids[:, prompt_len:],
                                temperature)
     parts = _decoder_and_head(model)
@@ -208,8 +209,14 @@ attention goes through transformers' attention interface with positions from ``p
 (:mod:`r1zero.packing`, tested on each)."""
 
 
+def _model_type(model) -> str | None:
+    """``config.model_type`` of ``model``, or of the module a DDP / DeepSpeed wrapper holds; None without one."""
+    return getattr(getattr(unwrap(model), "config", None), "model_type", None)
+
+
 def _decoder_and_head(model):
-    """``(decoder, lm_head)`` of a causal LM whose logits are ``lm_head(decoder hidden states)``, else None."""
+    """``(decoder, lm_head)`` of a causal LM whose logits are ``lm_head(decoder hidden states)``, else None (a
+    wrapper too: its own forward must run)."""
     if getattr(getattr(model, "config", None), "model_type", None) not in HIDDEN_HEAD_TYPES:
         return None
     decoder, head = getattr(model, "model", None), getattr(model, "lm_head", None)
@@ -342,9 +349,8 @@ class Learner:
     def _packs(self, model) -> bool:
         """Whether ``model``'s forwards run packed (:mod:`r1zero.packing`): ``train.group_by_length`` on, a
         :data:`HIDDEN_HEAD_TYPES` LM (or a DDP / DeepSpeed wrapper of one), no activation checkpointing."""
-        module = unwrap(model)
-        return bool(self.cfg.group_by_length) and packing_supported() and not _checkpointing(module) \
-            and getattr(getattr(module, "config", None), "model_type", None) in HIDDEN_HEAD_TYPES
+        return bool(self.cfg.group_by_length) and packing_supported() and not _checkpointing(unwrap(model)) \
+            and _model_type(model) in HIDDEN_HEAD_TYPES
 
     def _groups(self, model, batch: RolloutBatch, idx: torch.Tensor):
         """:func:`prompt_groups` of rows ``idx`` where ``model`` can share a prompt's cache, else None."""

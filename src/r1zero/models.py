@@ -161,6 +161,19 @@ def build_tiny_model(cfg, tokenizer, dtype: torch.dtype):
     return Qwen2ForCausalLM(config).to(dtype)
 
 
+def unwrap(model):
+    """The plain HF module inside DDP / DeepSpeed (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers,
+    however nested; ``model`` itself when it is not wrapped. (A DeepSpeed engine has a ``config`` of its own, so only
+    ``.module`` tells a wrapper.)"""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif hasattr(model, "module"):
+            model = model.module
+        else:
+            return model
+
+
 # --------------------------------------------------------------------------------------------------
 # GGUF → cached HF checkpoint
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .models import unwrap
+
 ATTENTION = "r1zero_packed"
 """The name the packed attention function is registered under (transformers' ``AttentionInterface``)."""
 
@@ -153,13 +155,6 @@ def packed_logits(model, input_ids: torch.Tensor, layout: PackedLayout) -> torch
         logits = model(input_ids=ids, position_ids=layout.position_ids.to(device).unsqueeze(0), use_cache=False,
                        logits_to_keep=layout.predict.to(device), **{_PIECES: layout.pieces}).logits
     return logits[0]
-
-
-def unwrap(model):
-    """The module a DDP / DeepSpeed wrapper holds (``.module``, repeatedly), or ``model`` itself."""
-    while hasattr(model, "module"):  # a DeepSpeed engine has a ``config`` of its own: only ``.module`` tells
-        model = model.module
-    return model
 
 
 _MASKS: dict = {}

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from r1zero.models import unwrap
 from r1zero.rollout.base import RolloutBatch, SamplingConfig, encode_prompts
 from r1zero.schema import VLLMRolloutConfig, typed
 
@@ -53,17 +54,6 @@ def import_vllm():
             f"on GPU `pip install -e .[vllm]`"
         ) from None
     return vllm
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain HF module inside DDP / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 @contextlib.contextmanager
@@ -216,7 +206,7 @@ class VLLMRolloutEngine:
         """
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
-        _unwrap(model).save_pretrained(save_dir)
+        unwrap(model).save_pretrained(save_dir)
         tokenizer.save_pretrained(save_dir)
         return cls(str(save_dir), tokenizer, cfg, seed=seed)
 
@@ -342,7 +332,7 @@ class VLLMRolloutEngine:
                 yield pair
 
         if weights is None:
-            weights = ((name, p.detach()) for name, p in _unwrap(model).named_parameters())
+            weights = ((name, p.detach()) for name, p in unwrap(model).named_parameters())
         else:  # vLLM's loader may keep what it is handed (measured on CPU): its own copy, before the source is freed
             weights = ((name, t.detach().clone()) for name, t in weights)
         stream = counted(weights)
