@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from r1zero.hostmem import keep_freed_memory
 from r1zero.learner import Learner
 from r1zero.models import load_model_and_tokenizer, resolve_device, resolve_dtype
 from r1zero.rollout.base import RolloutBatch
@@ -266,7 +267,8 @@ def markdown(rows: list[dict], args, device, dtype) -> str:
             f"{platform.processor() or platform.machine()}); {args.responses} responses ({args.group_size} per prompt), "
             f"prompt <= {args.prompt_len}, response {args.response_min or args.response_len // 2}-{args.response_len} "
             f"tokens, loss_agg={args.loss_agg}, "
-            f"gradient_checkpointing={args.gradient_checkpointing}, median of {args.repeats}.\n\n")
+            f"gradient_checkpointing={args.gradient_checkpointing}, "
+            f"{'host malloc ' + args.host_malloc + ', ' if device.type == 'cpu' else ''}median of {args.repeats}.\n\n")
     cols = ["model", "params (M)", "micro-batch", "grouped", "padding", "tokens", "fwd+bwd s", "vs first",
             "fwd+bwd tok/s (best)", "fwd+bwd resp tok/s", "fwd+bwd GFLOP/s", "of GEMM peak", "of GEMM beside",
             "fwd (no-grad) tok/s (best)", "AdamW step s", "peak GPU GiB"]
@@ -301,12 +303,17 @@ def main() -> None:
     ap.add_argument("--autocast", action="store_true",
                     help="fp32 master weights, forwards under bf16 autocast (dtype=bfloat16 training on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--host-malloc", default="keep", choices=["keep", "system"],
+                    help="on a CPU, keep: freed memory reused, as training runs (r1zero.hostmem); system: glibc's "
+                         "defaults (before/after: run once with each)")
     ap.add_argument("--out", default=None, help="also write the Markdown table here")
     args = ap.parse_args()
     args.micro_batch_sizes = [int(m) for m in args.micro_batch_sizes.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if device.type == "cpu" and args.host_malloc == "keep":
+        keep_freed_memory()
     dtype = torch.float32 if args.autocast else resolve_dtype(args.dtype, device)
     rows = []
     for name in args.models.split(","):

@@ -50,6 +50,7 @@ from omegaconf import OmegaConf
 
 from r1zero.algos import compute_advantages
 from r1zero.data import load_questions
+from r1zero.hostmem import keep_freed_memory
 from r1zero.learner import Learner
 from r1zero.models import load_model_and_tokenizer
 from r1zero.reward import MathGrader
@@ -227,6 +228,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=None, help="also write the Markdown table here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # the allocator r1zero's training uses on a CPU, for both sides (one process)
     template = PromptTemplate.from_config(OmegaConf.load(CONF / "template" / f"{args.template}.yaml"))
     n_steps = args.warmup + args.steps
     questions = load_questions(OmegaConf.create(ASDIV))[: n_steps * args.prompts]

@@ -22,6 +22,7 @@ __all__ = ["_sampling", "evaluate_suite", "format_table", "load_benchmarks", "ma
 
 def run(cfg: DictConfig | EvaluateRunConfig) -> dict[str, float]:
     """Evaluate ``cfg.model`` on ``cfg.eval``; prints the table and writes eval.json in the run dir."""
+    from .hostmem import keep_freed_memory
     from .models import load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
     from .reward import MathGrader
     from .rollout import build_engine
@@ -33,6 +34,8 @@ def run(cfg: DictConfig | EvaluateRunConfig) -> dict[str, float]:
     OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     template = PromptTemplate.from_config(cfg.template)
     suite = load_benchmarks(cfg.eval, cfg.paths.data_root)  # before the model loads: fail fast
     model, tokenizer = load_model_and_tokenizer(cfg.model, device, resolve_dtype(cfg.dtype, device))

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 from .algos import policy_loss
+from .logprob import token_logprobs as flat_token_logprobs
 from .models import unwrap
 from .packing import PackedLayout, packed_logits
 from .packing import pack as pack_rows
@@ -29,23 +30,10 @@ from .schema import AlgoConfig, TrainConfig, typed
 from .strategy import DistEnv, Strategy
 
 
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) from (B, T, V) logits and (B, T) targets, one row at a time.
-
-    Row by row keeps the fp32 (T, V) softmax temporary to one response instead of the whole micro-batch
-    (V is ~150k for Qwen, so a full (B, T, V) fp32 copy dominates learner memory).
-    """
-    return torch.stack([flat_token_logprobs(row, tgt, chunk=max(len(tgt), 1)) for row, tgt in zip(logits, targets)])
-
-
-def flat_token_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
-    """(N,) log p(target) from (N, V) logits and (N,) targets, ``chunk`` rows at a time (each chunk's fp32 copy of
-    its logits is the only temporary of that size)."""
-    out = []
-    for rows, tgt in zip(logits.split(chunk), targets.split(chunk)):
-        rows = rows.float()
-        out.append(rows.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(rows, dim=-1))
-    return torch.cat(out) if out else logits.new_zeros(0, dtype=torch.float32)
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B, T) log p(target) from (B, T, V) logits at ``temperature`` and (B, T) targets, one row at a time
+    (:func:`r1zero.logprob.token_logprobs`; the rows are views, so a sliced ``logits`` is never copied whole)."""
+    return torch.stack([flat_token_logprobs(row, tgt, temperature) for row, tgt in zip(logits, targets)])
 
 
 def _cache_kwarg(model) -> str:
@@ -161,9 +149,7 @@ def sequence_logprobs(
             tail = model(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1],
                          position_ids=position_ids[:, P:-1], use_cache=True, **{_cache_kwarg(model): cache})
             logits = torch.cat([logits, tail.logits], dim=1)
-    if temperature and temperature != 1.0:
-        logits = logits / temperature
-    return token_logprobs(logits, input_ids[:, prompt_len:])
+    return token_logprobs(logits, input_ids[:, prompt_len:], temperature)
 
 
 def length_order(prompt_index: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -241,9 +227,7 @@ def _place_logprobs(logits: torch.Tensor, where: torch.Tensor, targets: torch.Te
     indices into (B, T), on the host); 0 elsewhere."""
     B, T = targets.shape
     where = where.to(targets.device)
-    if temperature and temperature != 1.0:
-        logits = logits / temperature
-    lp = flat_token_logprobs(logits, targets.flatten()[where], chunk=max(T, 1))
+    lp = flat_token_logprobs(logits, targets.flatten()[where], temperature)
     return torch.zeros(B * T, device=targets.device, dtype=torch.float32).index_put((where,), lp).view(B, T)
 
 

@@ -154,7 +154,7 @@ def packed_logits(model, input_ids: torch.Tensor, layout: PackedLayout) -> torch
     with _packed_attention_on(unwrap(model).config):
         logits = model(input_ids=ids, position_ids=layout.position_ids.to(device).unsqueeze(0), use_cache=False,
                        logits_to_keep=layout.predict.to(device), **{_PIECES: layout.pieces}).logits
-    return logits[0]
+    return logits.squeeze(0)  # a view: its backward is a reshape, not a zero-filled (1, M, V) gradient
 
 
 _MASKS: dict = {}

@@ -34,6 +34,7 @@ from .checkpoint import (
 from .cli import hydra_entry
 from .data import DataUnavailableError, PromptSampler, load_questions
 from .errors import ConfigError, OutputUnwritableError
+from .hostmem import keep_freed_memory
 from .learner import Learner
 from .lengths import length_bucket_metrics, zero_signal_frac
 from .manifest import Manifest
@@ -203,6 +204,8 @@ class R1ZeroRecipe:
         # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
         self.strategy = build_strategy(cfg.strategy)
         self.device = self.strategy.setup(cfg.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # the learner's large temporaries reuse pages instead of faulting new ones
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = None
         previous = saved_config(self.run_dir)  # what an earlier run in this directory was made with
