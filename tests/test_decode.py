@@ -18,7 +18,7 @@ from conftest import CONF
 from omegaconf import OmegaConf
 
 from r1zero.errors import ConfigError
-from r1zero.models import load_model_and_tokenizer
+from r1zero.models import cpu_bf16_matmuls, load_model_and_tokenizer
 from r1zero.rollout import decode, static_cache
 from r1zero.rollout.base import SamplingConfig
 from r1zero.rollout.decode import sample_tokens, warp_logits
@@ -184,9 +184,25 @@ def test_static_cache_step_is_bitwise_the_models_forward(arch, autocast, prompts
         assert torch.equal(got[0], want[0])
     lengths = {len(r) for r in got[1]}
     assert len(lengths) > 1, lengths  # compaction ran: rows left the batch at different steps
-    assert (model in static_cache._PACKED) == autocast  # bf16 on CPU runs the prepacked weights, fp32 the modules
+    # bf16 on a CPU with oneDNN's bf16 kernels runs the prepacked weights; fp32, or a CPU without them, the modules
+    assert (model in static_cache._PACKED) == (autocast and cpu_bf16_matmuls())
 
 
+def test_bf16_on_a_cpu_without_bf16_kernels_decodes_through_the_modules(monkeypatch):
+    """An AVX2-only CPU has no oneDNN bf16 path (its weight prepacking raises there): the static step multiplies
+    with the modules under autocast instead, the same tokens as the model's forward."""
+    monkeypatch.setattr(static_cache, "cpu_bf16_matmuls", lambda: False)
+    model, tok = _tiny_arch("qwen2")
+    engine = HFRolloutEngine(model, tok, decoder="loop", autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    static_cache._PACKED.pop(model, None)
+    sampling = SamplingConfig(n=2, max_new_tokens=12, temperature=0.0)
+    got = _responses(engine, sampling, 0, monkeypatch, forward_only=False)
+    want = _responses(engine, sampling, 0, monkeypatch, forward_only=True)
+    assert got[1] == want[1] and torch.equal(got[0], want[0])
+    assert model not in static_cache._PACKED
+
+
+@pytest.mark.skipif(not cpu_bf16_matmuls(), reason="this CPU has no oneDNN bf16 kernels (nothing is prepacked)")
 def test_packed_weights_follow_an_optimizer_step(monkeypatch):
     model, tok = _tiny_arch("qwen2")
     engine = HFRolloutEngine(model, tok, decoder="loop", autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import transformers
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -27,3 +28,17 @@ def test_the_one_time_gguf_conversion_leaves_the_seeded_rng_alone(tmp_path, monk
     monkeypatch.undo()
     loaded = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), gguf.state_dict().values()))
+
+
+def test_auto_bf16_picks_bf16_only_where_it_is_fast(monkeypatch):
+    from r1zero import models
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert models.resolve_dtype("auto", cpu) == torch.float32 and models.resolve_dtype("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(models, "cpu_bf16_matmuls", lambda: True)  # AVX512 / AMX: bf16 autocast is the faster
+    assert models.resolve_dtype("auto_bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(models, "cpu_bf16_matmuls", lambda: False)  # AVX2: bf16 matmuls ~8x slower than fp32
+    assert models.resolve_dtype("auto_bf16", cpu) == torch.float32
+    assert models.resolve_dtype("auto_bf16", cuda) == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'; valid choices: auto, auto_bf16, float32"):
+        models.resolve_dtype("fp8", cpu)

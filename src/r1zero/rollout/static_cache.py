@@ -23,6 +23,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from ..models import cpu_bf16_matmuls
+
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 
 
@@ -129,14 +131,15 @@ _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _linears(model, device: torch.device):
-    """Prepacked linears when the step multiplies in bf16 on a CPU with oneDNN, else the modules themselves.
+    """Prepacked linears when the step multiplies in bf16 on a CPU with oneDNN's bf16 kernels, else the modules
+    themselves.
 
     The packed copy is kept per model and rebuilt only when a parameter changed (its ``_version``, which every
     in-place optimizer update bumps), so an evaluation and the rollout after it share one packing."""
     autocast = torch.is_autocast_enabled(device.type)
     dtype = torch.get_autocast_dtype(device.type) if autocast else next(model.parameters()).dtype
     if device.type != "cpu" or dtype != torch.bfloat16 or not hasattr(torch.ops.mkldnn, "_linear_pointwise") \
-            or not torch.backends.mkldnn.is_available():
+            or not cpu_bf16_matmuls():  # no oneDNN bf16 kernels (an AVX2 CPU): nothing to prepack for
         return _ModuleLinears(model)
     key = tuple((p.data_ptr(), p._version) for p in model.parameters())
     hit = _PACKED.get(model)

@@ -44,7 +44,7 @@ __all__ = ["AlgoConfig", "ArithDataConfig", "DDPStrategyConfig", "DataConfig", "
            "TemplateConfig", "TinyModelConfig", "TrainConfig", "VLLMRolloutConfig", "WandbConfig", "register",
            "run_config", "typed"]
 
-DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+DTYPES = ("auto", "auto_bf16", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 #: False while checking jobs that will run elsewhere (a SLURM multirun): skip this machine's GPUs.
 ENV_CHECKS = True
 
@@ -76,7 +76,7 @@ class _Common:
     reward: RewardConfig = field(default_factory=RewardConfig)  # the grader
     seed: int = 42                           # seeds python, numpy, torch, data order and sampling
     device: str = "auto"                     # auto (cuda if available) | cpu | cuda | cuda:N
-    dtype: str = "auto"                      # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    dtype: str = "auto"                      # auto (bf16 on GPU, fp32 on CPU) | auto_bf16 (bf16 also on CPUs with bf16 matmul kernels) | float32 | bfloat16 | float16
 
     def __post_init__(self) -> None:
         check_device(self.device)
