@@ -53,13 +53,13 @@ def keep_freed_memory() -> bool:
     if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         chosen.append("GLIBC_TUNABLES")
     chosen += [f"LD_PRELOAD={name}" for name in _OTHER_ALLOCATORS if name in preload]
-    libc = None if chosen else _glibc()
     if chosen:
         log.info("host memory: leaving malloc as set (%s)", ", ".join(chosen))
         _applied = False
-    elif libc is None:
-        _applied = False
-    else:
-        _applied = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+        return _applied
+    libc = _glibc()
+    _applied = libc is not None and bool(libc.mallopt(_M_MMAP_MAX, 0)) \
+        and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    if _applied:  # said only when glibc took both settings
         log.info("host memory: freed blocks kept for reuse (glibc mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB)")
     return _applied

@@ -3,8 +3,8 @@
 ``log_softmax(z / temperature)[target]`` through autograd costs several vocabulary-sized temporaries per row: the
 log-sum-exp's shifted and exponentiated copies, then in the backward its softmax, the product with the incoming
 gradient, the gather's zero-filled scatter and the sum of the two. At V = 49k (SmolLM2) to 152k (Qwen) those
-temporaries are as large as the logits themselves, and on a CPU each fresh one also pays its page faults: for
-the embedded default's learner they took about a tenth of the fwd+bwd. :func:`token_logprobs` computes the same
+temporaries are as large as the logits themselves (peak memory 4x the logits', against 2x here; measured in
+``docs/performance.md``). :func:`token_logprobs` computes the same
 values chunk by chunk (each chunk's fp32 temporaries small enough to stay in cache) and its backward writes the
 gradient ``(onehot(target) - softmax(z / temperature)) * grad / temperature`` straight into the one (M, V) tensor
 autograd needs, a chunk at a time.
@@ -89,4 +89,3 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
         raise ValueError(f"token_logprobs takes (M, V) logits and (M,) targets, got {tuple(logits.shape)} and "
                          f"{tuple(targets.shape)}")
     return _TokenLogprobs.apply(logits, targets, float(temperature) if temperature else 1.0)
-
