@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
 test: EXTRAS = dev,deepspeed
 
-.PHONY: install quickstart test
+.PHONY: install quickstart test figures
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
@@ -20,3 +20,11 @@ quickstart: install
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# Every figure, table and claim in docs/ from the committed runs under results/ (tests/test_results.py checks that
+# a rebuild into another DOCS gives the same tables and claims).
+DOCS ?= docs
+figures:
+	$(PYTHON) -m analysis all --runs results/length_bias --out $(DOCS)/figures/length_bias --paper-rows none
+	$(PYTHON) -m analysis all --runs results/laptop --out $(DOCS)/figures/laptop --paper-rows none
+	$(PYTHON) -m analysis claims --runs results/ --out $(DOCS)

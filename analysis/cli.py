@@ -1,4 +1,7 @@
-"""``python -m analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``.
+"""``python -m analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``;
+``python -m analysis claims --runs DIR... [--out DIR]`` (the claims registry, :mod:`analysis.claims`);
+``python -m analysis collect --runs SWEEP_DIR --out results/<experiment>/<sweep>`` (:mod:`analysis.collect`);
+``python -m analysis baserates --runs EVAL_DIR... --out DIR`` (:mod:`analysis.baserates`).
 
 Problems with the runs given end the command with one ``error: ...`` line on stderr and exit
 status 2; skipped lines and runs are reported as ``warning: ...`` lines.
@@ -14,13 +17,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import cost, lengths, plots, reflection, report, seeds, tables
+from . import baserates, collect, cost, lengths, plots, reflection, report, seeds, tables, verdicts
 from .errors import AnalysisError, AnalysisWarning, MissingMetricError, NoRunsError
 from .loading import CONFIG_KEYS, RunSet, discover, metrics_frame
 from .samples import samples_frame
 from .style import Output
 
 COMMANDS = ["dynamics", "ablation", "duet", "table", "reflection", "lengths", "cost", "all"]
+#: Not part of ``all``: the claims registry writes ``claims.md`` (by default into ``docs/``), not a figure.
+CLAIMS_COMMAND = "claims"
+#: Not part of ``all``: copies finished runs' evidence (no weights) into --out, e.g. results/<experiment>/<sweep>.
+COLLECT_COMMAND = "collect"
+#: Not part of ``all``: reads evaluation directories (python -m r1zero.evaluate), not training runs.
+BASERATES_COMMAND = "baserates"
 
 
 def _filter(text: str) -> tuple[str, list[str]]:
@@ -46,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuild the paper's figures and tables from logged r1zero runs.",
     )
     p.add_argument(
-        "command", choices=COMMANDS, help="what to make; 'all' makes everything possible + index.md"
+        "command", choices=[*COMMANDS, CLAIMS_COMMAND, COLLECT_COMMAND, BASERATES_COMMAND],
+        help="what to make; 'all' makes everything possible + index.md; 'claims' checks analysis/claims.py; "
+             "'collect' copies finished runs (metrics, configs, manifests, eval rows; no weights) into --out; "
+             "'baserates' tabulates evaluation directories (accuracy, lengths of right and wrong answers)",
     )
     p.add_argument(
         "--runs",
@@ -56,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="run dirs, multirun dirs or wandb_export.{csv,json,jsonl} (searched recursively)",
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="output directory (required; for 'claims' it defaults to docs/, writing docs/claims.md)")
     p.add_argument(
         "--pick",
         choices=["final", "best"],
@@ -177,9 +190,23 @@ def _one_line_warnings(default: Callable) -> Callable:
     return show
 
 
+def _claims(args: argparse.Namespace) -> int:
+    """Print one row per claim and write ``claims.md``; 0 whatever the verdicts (2 via AnalysisError)."""
+    results = verdicts.evaluate(discover(args.runs))
+    for v in results:
+        print(verdicts.row(v))
+    print(verdicts.write(results, args.out))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 for bad input, as argparse does)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is None:
+        if args.command != CLAIMS_COMMAND:
+            parser.error("the following arguments are required: --out")
+        args.out = Path("docs")
     if args.smooth < 1:
         print("error: --smooth must be >= 1", file=sys.stderr)
         return 2
@@ -187,6 +214,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always", AnalysisWarning)
         warnings.showwarning = _one_line_warnings(warnings.showwarning)
         try:
+            if args.command == CLAIMS_COMMAND:
+                return _claims(args)
+            if args.command == BASERATES_COMMAND:
+                for path in baserates.baserates(discover(args.runs), args.out).paths.values():
+                    print(path)
+                return 0
+            if args.command == COLLECT_COMMAND:
+                for path in collect.collect(discover(args.runs), args.out):
+                    print(path)
+                return 0
             job = _Job(args)
             outputs = _make_all(job) if args.command == "all" else [job.make(args.command)]
         except AnalysisError as e:

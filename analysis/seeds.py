@@ -139,7 +139,7 @@ def to_markdown(tab: pd.DataFrame) -> str:
 def to_latex(tab: pd.DataFrame) -> str:
     benches = _benches(tab)
     cols = "l" * (len(GROUP_COLS) + 1) + "r" * len(benches)
-    esc = lambda s: str(s).replace("_", r"\_")  # noqa: E731
+    esc = lambda s: str(s).replace("_", r"\_")
     lines = [rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
              " & ".join([*map(esc, GROUP_COLS), "seeds", *map(esc, benches)]) + r" \\", r"\midrule"]
     for _, r in tab.iterrows():

@@ -26,6 +26,35 @@ def test_arith_is_deterministic_cycles_operators_and_answers_correctly():
         assert int(q.answer) == {"+": int(x) + int(y), "-": int(x) - int(y), "*": int(x) * int(y)}[op] >= 0
 
 
+def test_arith_chains_operations_with_precedence_and_never_passes_below_zero():
+    qs = generate(split="train", size=40, seed=3, **{**SPEC, "num_operations": 2})
+    assert [q.operator for q in qs[:3]] == ["+-", "-*", "*+"]  # question i's j-th operation: operators[(i + j) % 3]
+    for q in qs:
+        a, op1, b, op2, c = q.question.removeprefix("What is ").removesuffix("?").split()
+        a, b, c = int(a), int(b), int(c)
+        first = {"+": a + b, "-": a - b, "*": a * b}[op1]
+        if op2 == "*":  # the usual precedence: 5 - 2 * 3 is 5 - 6
+            answer = {"+": a + b * c, "-": a - b * c, "*": a * b * c}[op1]
+        else:
+            answer = first + c if op2 == "+" else first - c
+        assert int(q.answer) == answer and first >= 0 and answer >= 0
+    # hand-worked: 14 + 19 - 15 = 18 (the first question of this spec)
+    two = generate(split="train", size=1, seed=1, **{**SPEC, "operators": ["+", "-"], "max_value": 20,
+                                                      "max_factor": 10, "num_operations": 2})
+    assert (two[0].question, two[0].answer) == ("What is 14 + 19 - 15?", "18")
+
+
+@pytest.mark.parametrize("override, key", [("data.min_value=0", "data.min_value"),
+                                           ("data.heldout_percent=100", "data.heldout_percent"),
+                                           ("data.num_operations=0", "data.num_operations")])
+def test_arith_spec_errors_come_from_the_config_before_the_model_loads(override, key):
+    from r1zero.errors import ConfigError
+    from r1zero.schema import run_config
+
+    with pytest.raises(ConfigError, match=key):
+        run_config(compose(["data=arith", override]))
+
+
 def test_arith_train_and_test_never_overlap_whatever_the_seed_or_size():
     test = {q.question for q in generate(split="test", size=60, seed=0, **SPEC)}
     for seed in range(5):
@@ -36,7 +65,7 @@ def test_arith_train_and_test_never_overlap_whatever_the_seed_or_size():
 
 
 def test_arith_refuses_what_it_cannot_make():
-    with pytest.raises(ValueError, match="fewer than 500 distinct train questions for operator '\\*'"):
+    with pytest.raises(ValueError, match="fewer than 500 distinct train questions for operators '\\*'"):
         generate(split="train", size=500, seed=0, **SPEC)
     with pytest.raises(ValueError, match="data.operators"):
         generate(split="train", size=3, seed=0, **{**SPEC, "operators": ["/"]})

@@ -186,7 +186,7 @@ def _arith(cfg) -> list[Question]:
     try:
         qs = generate(split=cfg.split, size=cfg.size, seed=cfg.seed, operators=list(cfg.operators),
                       min_value=cfg.min_value, max_value=cfg.max_value, max_factor=cfg.max_factor,
-                      heldout_percent=cfg.heldout_percent)
+                      heldout_percent=cfg.heldout_percent, num_operations=cfg.num_operations)
     except ValueError as err:
         raise DataUnavailableError(str(err)) from None
     return [Question(q.question, q.answer, row={"question": q.question, "answer": q.answer, "operator": q.operator})

@@ -88,6 +88,8 @@ def rollout_metrics(batch, rewards: torch.Tensor, results, advantages: torch.Ten
         "rollout/response_length_max": float(lengths.max()),
         "rollout/response_length_correct": _mean(lengths[correct].tolist()),
         "rollout/response_length_incorrect": _mean(lengths[~correct].tolist()),
+        # wrong answers that ended on their own: truncated ones score 0 because of their length, these do not
+        "rollout/response_length_incorrect_finished": _mean(lengths[~correct & ~batch.truncated].tolist()),
         "rollout/truncated_frac": float(batch.truncated.float().mean()),
         "rollout/grader_timeouts": float(sum(r.timed_out for r in results)),
         # reward=fn: responses whose call raised or returned bad values (scored 0); 0 under the math grader

@@ -49,7 +49,7 @@ class DataConfig:
 
 @dataclass
 class ArithDataConfig(DataConfig):
-    """``generator: arith``: one-operation arithmetic made by :mod:`r1zero.arith` from these fields."""
+    """``generator: arith``: arithmetic questions made by :mod:`r1zero.arith` from these fields."""
 
     generator: Optional[str] = "arith"       # r1zero.data.GENERATORS
     size: int = 240                          # distinct questions in the set
@@ -60,14 +60,16 @@ class ArithDataConfig(DataConfig):
     max_factor: int = 15                     # * multiplies two numbers in 2..max_factor
     heldout_percent: int = 20                # share of all possible questions (by hash) reserved for the test split
     shuffle: bool = False                    # keep the operator cycle
+    num_operations: int = 1                  # operations per question (2: "What is 14 + 27 - 9?")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         at_least("data.size", self.size, 1)
-        at_least("data.min_value", self.min_value, 0)
+        at_least("data.min_value", self.min_value, 1)
         at_least("data.max_value", self.max_value, self.min_value)
         at_least("data.max_factor", self.max_factor, 2)
-        between("data.heldout_percent", self.heldout_percent, 0, 100)
+        between("data.heldout_percent", self.heldout_percent, 0, 99)
+        at_least("data.num_operations", self.num_operations, 1)
 
 
 @dataclass

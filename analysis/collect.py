@@ -1,0 +1,91 @@
+"""``python -m analysis collect --runs SWEEP_DIR... --out results/<experiment>/<sweep>``: a finished run's evidence,
+small enough to commit.
+
+Per run directory (or evaluation directory) found under ``--runs`` (the same search as every command), copied to ``<out>/<run dir name>/``:
+``metrics.jsonl``, ``config.yaml``, ``.hydra/{config,hydra,overrides}.yaml`` (the Hydra choices select runs in the
+claims registry), ``manifest.json``, ``eval.json``, ``eval_samples.jsonl`` with each response cut to
+:data:`MAX_RESPONSE_CHARS` characters (every row is kept: the seed table bootstraps over its questions), and
+:data:`SAMPLES_PER_END` rows of ``samples.jsonl`` from the first and from the last logged step. Never weights,
+checkpoints or logs. A run that has not finished (no ``final/`` and its manifest not ``finished``) is skipped with
+a warning, so a sweep still running can be collected again later: finished runs are copied over, others wait.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .errors import NoRunsError, warn
+from .loading import EVAL_SAMPLES_FILE, METRICS_FILE, SAMPLES_FILE, RunSet, iter_jsonl
+
+MAX_RESPONSE_CHARS = 400
+SAMPLES_PER_END = 4
+COPIED = ("metrics.jsonl", "config.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
+          "manifest.json", "eval.json")
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run completed: its manifest says so (``finished``), or it wrote ``final/``; an evaluation
+    (``python -m r1zero.evaluate``, no ``metrics.jsonl``) when it wrote ``eval.json``."""
+    if not (run_dir / METRICS_FILE).is_file():
+        return (run_dir / "eval.json").is_file()
+    try:
+        if json.loads((run_dir / "manifest.json").read_text()).get("finished"):
+            return True
+    except (OSError, ValueError):
+        pass
+    return (run_dir / "final").is_dir()
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def _samples(src: Path) -> list[dict]:
+    rows = [r for r in iter_jsonl(src) if isinstance(r.get("step"), int)]
+    if not rows:
+        return []
+    first, last = min(r["step"] for r in rows), max(r["step"] for r in rows)
+    head = [r for r in rows if r["step"] == first][:SAMPLES_PER_END]
+    tail = [r for r in rows if r["step"] == last][:SAMPLES_PER_END] if last != first else []
+    return head + tail
+
+
+def _eval_samples(src: Path) -> list[dict]:
+    out = []
+    for r in iter_jsonl(src):
+        if isinstance(r.get("response"), str) and len(r["response"]) > MAX_RESPONSE_CHARS:
+            r = {**r, "response": r["response"][:MAX_RESPONSE_CHARS] + " [...]"}
+        out.append(r)
+    return out
+
+
+def collect(runset: RunSet, out: Path) -> list[Path]:
+    """Copy each finished run of ``runset`` into ``out/<run dir name>/``; returns the directories written.
+
+    Raises:
+        NoRunsError: no run under the paths has finished.
+    """
+    written = []
+    for run in runset.runs:
+        if not finished(run.path):
+            warn(f"{run.path}: not finished; not collected (collect again when it is)")
+            continue
+        dest = out / run.path.name
+        if dest.exists():
+            shutil.rmtree(dest)
+        for name in COPIED:
+            if (run.path / name).is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run.path / name, dest / name)
+        if (run.path / SAMPLES_FILE).is_file():
+            _write_jsonl(dest / SAMPLES_FILE, _samples(run.path / SAMPLES_FILE))
+        if (run.path / EVAL_SAMPLES_FILE).is_file():
+            _write_jsonl(dest / EVAL_SAMPLES_FILE, _eval_samples(run.path / EVAL_SAMPLES_FILE))
+        written.append(dest)
+    if not written:
+        raise NoRunsError(f"collect: no finished run under {runset.describe()}")
+    return written
