@@ -21,7 +21,7 @@ EVAL_LENGTH_CORRECT = "eval/average/response_length_correct"
 EVAL_LENGTH_INCORRECT = "eval/average/response_length_incorrect"
 #: Training-time metrics that ``--smooth`` may smooth; eval points are never smoothed because
 #: they are sparse and each one is already an average over a benchmark.
-SMOOTHABLE = (REWARD, LENGTH, LENGTH_CORRECT, LENGTH_INCORRECT)
+SMOOTHABLE = (REWARD, LENGTH, LENGTH_CORRECT, LENGTH_INCORRECT, "rollout/response_length_incorrect_finished")
 #: Columns of every aggregated (figure CSV) frame after the grouping columns.
 STAT_COLS = ["metric", "step", "mean", "min", "max", "n_seeds"]
 

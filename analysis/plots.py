@@ -54,6 +54,8 @@ REWARD_PANEL = Panel(REWARD, "Training reward", "reward")
 LENGTH_PANEL = Panel(LENGTH, "Response length", "length (tokens)")
 CORRECT_PANEL = Panel(LENGTH_CORRECT, "Length of correct responses", "length (tokens)")
 INCORRECT_PANEL = Panel(LENGTH_INCORRECT, "Length of incorrect responses", "length (tokens)")
+INCORRECT_FINISHED_PANEL = Panel("rollout/response_length_incorrect_finished", "Incorrect, not truncated",
+                                 "length (tokens)")
 EVAL_PANEL = Panel(EVAL_AVG, "Eval accuracy (avg.)", "accuracy (%)", 100.0, True)
 EVAL_CORRECT_PANEL = Panel(EVAL_LENGTH_CORRECT, "Eval length, correct", "length (tokens)", 1.0, True)
 EVAL_INCORRECT_PANEL = Panel(EVAL_LENGTH_INCORRECT, "Eval length, incorrect", "length (tokens)", 1.0, True)
@@ -116,6 +118,17 @@ def _curves(
     return fig
 
 
+def _logged(df: pd.DataFrame, panels: Sequence[Panel], droppable: Sequence[Panel], what: str,
+            notes: list[str]) -> list[Panel]:
+    """``panels`` less the ``droppable`` ones that no run logs (a run without evaluation, e.g.
+    ``experiment=length_bias``; runs from before ``rollout/response_length_incorrect_finished``), noted."""
+    absent = [p for p in droppable if p.metric not in df.columns or df[p.metric].isna().all()]
+    if absent:
+        notes.append(f"no run logs {', '.join(p.metric for p in absent)}: panel(s) left out")
+        warn(f"{what}: no run logs {', '.join(repr(p.metric) for p in absent)}; those panels are left out")
+    return [p for p in panels if p not in absent]
+
+
 def _caption(df: pd.DataFrame, cols: Sequence[str]) -> str:
     fixed = [c for c in cols if df[c].nunique(dropna=False) == 1]
     return style.setting_title(fixed, [df[c].iloc[0] for c in fixed])
@@ -127,11 +140,15 @@ def dynamics(df: pd.DataFrame, out: Path, smooth_window: int = 1) -> style.Outpu
     The paper's panels first: training reward, the lengths of correct and incorrect *evaluation* answers
     (``eval/average/response_length_correct`` / ``_incorrect``), eval accuracy; then the rollout lengths
     (overall, correct, incorrect) as extra panels. A length never logged (no correct answer yet, or a run
-    from before these metrics existed) is a "no data" panel."""
+    from before these metrics existed) is a "no data" panel; runs that never evaluate (``eval.every=0``) have no
+    eval panels."""
     df = need_values(df, "algo", DYNAMICS_ALGOS, len(DYNAMICS_ALGOS), "dynamics", SETTING_COLS)
-    panels = [REWARD_PANEL, EVAL_CORRECT_PANEL, EVAL_INCORRECT_PANEL, EVAL_PANEL,
-              LENGTH_PANEL, CORRECT_PANEL, INCORRECT_PANEL]
-    optional = [EVAL_CORRECT_PANEL, EVAL_INCORRECT_PANEL, CORRECT_PANEL, INCORRECT_PANEL]
+    notes: list[str] = []
+    panels = _logged(df, [REWARD_PANEL, EVAL_CORRECT_PANEL, EVAL_INCORRECT_PANEL, EVAL_PANEL, LENGTH_PANEL,
+                          CORRECT_PANEL, INCORRECT_PANEL], [EVAL_PANEL], "dynamics", notes)
+    if EVAL_PANEL not in panels:
+        panels = [p for p in panels if p not in (EVAL_CORRECT_PANEL, EVAL_INCORRECT_PANEL)]
+    optional = [p for p in (EVAL_CORRECT_PANEL, EVAL_INCORRECT_PANEL, CORRECT_PANEL, INCORRECT_PANEL) if p in panels]
     df = allow_absent(df, [p.metric for p in optional], "dynamics")
     require_metrics(df, [p.metric for p in panels if p not in optional], "dynamics")
     df = smooth(df, smooth_window)
@@ -142,7 +159,7 @@ def dynamics(df: pd.DataFrame, out: Path, smooth_window: int = 1) -> style.Outpu
         fig = _curves(stats, row_cols, None, [], panels, "algo", algos, style.algo_color, style.algo_label)
         paths = style.save(fig, stats, out, "dynamics")
     return style.Output(
-        "dynamics", "Training dynamics: GRPO vs Dr. GRPO (Fig. 5)", paths, _caption(df, SETTING_COLS)
+        "dynamics", "Training dynamics: GRPO vs Dr. GRPO (Fig. 5)", paths, _caption(df, SETTING_COLS), notes
     )
 
 
@@ -154,7 +171,8 @@ def ablation(df: pd.DataFrame, out: Path, smooth_window: int = 1) -> style.Outpu
     if absent:
         notes.append(f"no runs for {', '.join(absent)}")
         warn(f"ablation: no runs for {', '.join(absent)}; plotting the others")
-    panels = [REWARD_PANEL, CORRECT_PANEL, INCORRECT_PANEL, EVAL_PANEL]
+    panels = _logged(df, [REWARD_PANEL, CORRECT_PANEL, INCORRECT_PANEL, INCORRECT_FINISHED_PANEL, EVAL_PANEL],
+                     [INCORRECT_FINISHED_PANEL, EVAL_PANEL], "ablation", notes)
     df = allow_absent(df, [CORRECT_PANEL.metric, INCORRECT_PANEL.metric], "ablation")
     require_metrics(df, [p.metric for p in panels if p not in (CORRECT_PANEL, INCORRECT_PANEL)], "ablation")
     df = smooth(df, smooth_window)
