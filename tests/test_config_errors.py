@@ -40,7 +40,7 @@ BAD = [
     ("rollout.sleep_level=3", "rollout.sleep_level", "1, 2"),
     ("eval.samples_per_question=4", "eval.samples_per_question", "temperature > 0"),
     ("eval.top_p=0", "eval.top_p", "(0.0, 1.0]"),
-    ("experiment=toyy", "experiment", "laptop, quickstart, toy"),
+    ("experiment=toyy", "experiment", "laptop, laptop_duet, length_bias, quickstart, toy"),
     ("sweep=toyy", "sweep", "ablation, drgrpo_vs_grpo"),
     ("strategy.stage=4", "strategy.stage", "unknown key"),
     ("train.lr=[", "train.lr=[", "key=value"),
