@@ -25,6 +25,7 @@ test: install
 # a rebuild into another DOCS gives the same tables and claims).
 DOCS ?= docs
 figures:
-	$(PYTHON) -m analysis all --runs results/length_bias --out $(DOCS)/figures/length_bias --paper-rows none
+	$(PYTHON) -m analysis all --runs results/length_bias --out $(DOCS)/figures/length_bias --paper-rows none --smooth 10
 	$(PYTHON) -m analysis all --runs results/laptop --out $(DOCS)/figures/laptop --paper-rows none
+	$(PYTHON) -m analysis baserates --runs results/baserates --out $(DOCS)/figures/baserates
 	$(PYTHON) -m analysis claims --runs results/ --out $(DOCS)
