@@ -43,9 +43,10 @@ class Claim:
     template destroyed). The claim reports the pair with the highest interval and holds when that is above
     ``threshold``.
 
-    ``kind="expectation"``: a paper number that users with GPUs check their runs against: effect = mean over seeds
-    of ``statistic`` minus ``expected``; holds above ``threshold`` (a tolerance below the paper's number). NOT RUN
-    until such runs exist.
+    ``kind="expectation"``: one arm's statistic against a reference value: effect = mean over seeds of ``statistic``
+    minus ``expected``; holds above ``threshold``. For a paper number that users with GPUs check their runs against,
+    ``expected`` is the paper's value and ``threshold`` a tolerance below it (NOT RUN until such runs exist); for a
+    direction (incorrect responses grow), ``expected`` is 0.
     """
 
     id: str
@@ -79,6 +80,9 @@ def _testbed_claims(experiment: str, accuracy_metric: str | None) -> list[Claim]
     claims = [
         Claim(f"length_bias@{experiment}", "Fig. 5", "Under GRPO incorrect responses grow longer than under Dr. GRPO",
               where, INCORRECT_LENGTH, "growth", arm_a=GRPO, arm_b=DRGRPO, unit="tokens"),
+        Claim(f"grpo_incorrect_grows@{experiment}", "Fig. 5", "Under GRPO incorrect responses grow longer over training "
+              "(growth above 0)", {**where, **GRPO}, INCORRECT_LENGTH, "growth", kind="expectation", expected=0.0,
+              min_seeds=3, unit="tokens"),
         Claim(f"length_bias_cause@{experiment}", "Fig. 8",
               "The length normaliser causes it: incorrect responses grow more under GRPO -std-norm (1/|o| kept) "
               "than under GRPO -len-norm (1/|o| removed)",

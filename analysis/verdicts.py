@@ -191,12 +191,12 @@ def _difference(records: Sequence[RunRecord], claim: Claim) -> Verdict:
 def _expectation(records: Sequence[RunRecord], claim: Claim) -> Verdict:
     a = _per_seed(records, claim, {})
     if not a:
-        return Verdict(claim, NOT_RUN, note=f"expected {claim.expected:.3f}; no such run here")
+        return Verdict(claim, NOT_RUN, note=f"reference {_value(claim.expected, claim.unit)}; no such run here")
     mean, low, high, _ = interval(a, None)
     enough = len(a) >= claim.min_seeds
     return Verdict(claim, _decide(low - claim.expected, high - claim.expected, claim.threshold, enough),
                    mean - claim.expected, low - claim.expected, high - claim.expected, len(a), 0, False,
-                   f"measured {mean:.3f}, expected {claim.expected:.3f}")
+                   f"measured {_value(mean, claim.unit)}, reference {_value(claim.expected, claim.unit)}")
 
 
 def _duet(records: Sequence[RunRecord], claim: Claim) -> Verdict:
@@ -265,6 +265,10 @@ def evaluate(runset: RunSet, claims: Sequence[Claim] = CLAIMS) -> list[Verdict]:
 # ------------------------------------------------------------------------------------------- output
 
 
+def _value(x: float, unit: str = "") -> str:
+    return f"{x:.1f} {unit}" if unit else f"{x:.3f}"
+
+
 def _num(x: float, unit: str = "") -> str:
     if not np.isfinite(x):
         return "–"
@@ -300,7 +304,7 @@ def to_markdown(verdicts: Sequence[Verdict]) -> str:
         if c.kind == "difference":
             runs += f"; A: {', '.join(f'{k}={x}' for k, x in c.arm_a.items())}; B: " \
                     f"{', '.join(f'{k}={x}' for k, x in c.arm_b.items())}"
-        holds = f"effect > {c.threshold:g}" + (f" (expected {c.expected:.3f})" if c.expected is not None else "")
+        holds = f"effect > {c.threshold:g}" + (f" (reference {c.expected:.3f})" if c.expected is not None else "")
         seeds = f"{v.n_a}/{v.n_b}" if c.kind != "expectation" else str(v.n_a)
         cells = [c.id, c.source, c.statement, runs, f"`{c.metric}` ({c.statistic})", holds,
                  f"{_num(v.effect, c.unit)} {c.unit}".strip(), f"[{_num(v.low, c.unit)}, {_num(v.high, c.unit)}]",

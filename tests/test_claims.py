@@ -100,7 +100,7 @@ def test_expectation_is_not_run_without_runs_and_measured_minus_expected_with_th
                   kind="expectation", expected=0.40, threshold=-0.02, min_seeds=1)
     write_run(tmp_path / "other", algo="drgrpo", seed=1, values=[0.0] * 3, sweep="ablation", evals={3: 0.9})
     (v,) = evaluate(discover([tmp_path]), [claim])
-    assert v.verdict == NOT_RUN and "expected 0.400" in v.note
+    assert v.verdict == NOT_RUN and "reference 0.400" in v.note
     write_run(tmp_path / "oat", algo="drgrpo", seed=1, values=[0.0] * 3, sweep="oat", evals={3: 0.39})
     (v,) = evaluate(discover([tmp_path]), [claim])
     assert v.verdict == PASS and v.effect == pytest.approx(-0.01)  # within the 2-point tolerance
@@ -122,7 +122,7 @@ def discover_nothing():
 def test_registry_ids_are_unique_and_name_the_issue_claims():
     ids = [c.id for c in CLAIMS]
     assert len(ids) == len(set(ids))
-    for needed in ("length_bias@length_bias", "length_bias_cause@length_bias", "length_bias@laptop",
+    for needed in ("length_bias@length_bias", "grpo_incorrect_grows@length_bias", "length_bias_cause@length_bias", "length_bias@laptop",
                    "length_bias_cause@laptop", "drgrpo_accuracy@laptop", "drgrpo_token_efficiency@laptop",
                    "duet@laptop_duet", "table4_average@oat_zero_1.5b", "table4_average@oat_zero_7b"):
         assert needed in ids

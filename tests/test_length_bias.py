@@ -25,11 +25,10 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import compose
 
 import r1zero.train as train_mod
 from analysis.verdicts import growth
-
-from conftest import compose
 
 STEPS = 50
 MARGIN = 20.0  # tokens; see the module docstring
