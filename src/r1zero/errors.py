@@ -30,9 +30,14 @@ class TrackingUnavailableError(RuntimeError):
     """``logger.wandb.mode=online`` cannot reach wandb: no API key, or ``wandb.init`` failed (network)."""
 
 
+class RunDirInUseError(RuntimeError):
+    """Another live process holds the run directory's lock (:mod:`r1zero.runlock`), or its filesystem cannot
+    lock it; the message names the directory, the holder and what to do."""
+
+
 #: Bad input, reported as one line without a traceback.
 USER_ERRORS = (ModelUnavailableError, DataUnavailableError, ConfigError, FileExistsError, OutputUnwritableError,
-               TrackingUnavailableError)
+               TrackingUnavailableError, RunDirInUseError)
 
 
 def bad_value(key: str, what: str, valid: str) -> ConfigError:

@@ -33,7 +33,7 @@ from .checkpoint import (
 )
 from .cli import hydra_entry
 from .data import DataUnavailableError, PromptSampler, load_questions
-from .errors import ConfigError, OutputUnwritableError
+from .errors import ConfigError, OutputUnwritableError, RunDirInUseError
 from .hostmem import keep_freed_memory
 from .learner import Learner
 from .lengths import length_bucket_metrics, zero_signal_frac
@@ -48,6 +48,7 @@ from .reward import MathGrader
 from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
 from .rollout import SamplingConfig, build_engine
 from .rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
+from .runlock import RunDirLock, hold_run_dir
 from .schema import RunConfig, run_config
 from .seeding import set_seed
 from .strategy import Strategy, build_strategy
@@ -194,6 +195,7 @@ class R1ZeroRecipe:
         self._eval_suite = None  # benchmark questions, read at the first evaluation
         self._saving = False
         self._consistent = None
+        self._lock: RunDirLock | None = None  # this run's hold on the run directory (rank 0)
 
     # ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -204,6 +206,7 @@ class R1ZeroRecipe:
         # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
         self.strategy = build_strategy(cfg.strategy)
         self.device = self.strategy.setup(cfg.device)
+        self._hold_run_dir()  # a run directory another live run writes: refused before anything is written or loaded
         if self.device.type == "cpu":
             keep_freed_memory()  # the learner's large temporaries reuse pages instead of faulting new ones
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +309,24 @@ class R1ZeroRecipe:
                                           manifest=self.manifest.data, **hydra_job_info())
                 self.manifest.update(wandb_run_id=settings["id"])
                 self.logger.start_wandb(settings)
+
+    def _hold_run_dir(self) -> None:
+        """Lock the run directory for this job (:mod:`r1zero.runlock`): rank 0 holds it, every rank stops together
+        when it is refused (rank 0 raises the one-line error, the others exit with status 2 without repeating it).
+
+        Raises:
+            RunDirInUseError: another live run holds the directory, or its filesystem cannot lock.
+        """
+        refused = None
+        if self.strategy.is_main:
+            try:
+                self._lock = hold_run_dir(self.run_dir, "paths.run_dir", enabled=self.cfg.paths.lock_run_dir)
+            except (RunDirInUseError, OSError) as err:  # OSError: cannot create it (raised on rank 0 below)
+                refused = err
+        if self.strategy.any(refused is not None):
+            if not self.strategy.is_main:
+                raise SystemExit(2)
+            raise refused
 
     def _reference_model(self, ckpt: Path | None):
         """The frozen initial policy for the KL term.
@@ -533,6 +554,9 @@ class R1ZeroRecipe:
                     log.warning("closing the %s: %s", closer, err)
         if getattr(self, "strategy", None) is not None:
             self.strategy.cleanup()
+        if self._lock is not None:  # after the last write (the OS would drop it at exit anyway)
+            self._lock.release()
+            self._lock = None
 
 
 @contextlib.contextmanager
