@@ -61,6 +61,14 @@ def test_group_advantages_grpo_divides_by_unbiased_std():
     adv = group_advantages(REWARDS, 4, scale_by_std=True, eps=1e-6)
     # 0.75 / (0.5 + 1e-6) = 1.499997
     torch.testing.assert_close(adv, ADV_GRPO.float() * 0.5 / (0.5 + 1e-6))
+    # The default is the paper's std + 1e-8 (train_zero_math.py compute_monte_carlo_advantages): in float32, as
+    # the paper's rewards are, 0.5 + 1e-8 rounds to 0.5, so the advantages are exactly 1.5 and -0.5 (with the
+    # earlier 1e-6 the first was 1.499997).
+    assert group_advantages(REWARDS, 4, scale_by_std=True).tolist() == [1.5, -0.5, -0.5, -0.5]
+    assert compute_advantages("grpo", REWARDS, 4, scale_by_std=True).tolist() == [1.5, -0.5, -0.5, -0.5]
+    from r1zero.schema import AlgoConfig
+
+    assert AlgoConfig().adv_eps == 1e-8
 
 
 def test_group_advantages_per_group_and_uniform_groups():

@@ -100,7 +100,7 @@ def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def group_advantages(
-    rewards: torch.Tensor, group_size: int, scale_by_std: bool, eps: float = 1e-6
+    rewards: torch.Tensor, group_size: int, scale_by_std: bool, eps: float = 1e-8
 ) -> torch.Tensor:
     """Group-relative Monte-Carlo advantage of every response (paper Eq. 2 / Dr. GRPO Eq. 3).
 
@@ -109,7 +109,9 @@ def group_advantages(
         group_size: G, responses per question.
         scale_by_std: GRPO divides by the group's unbiased std (``torch.std``, Bessel-corrected, as in the
             paper's code); Dr. GRPO does not, removing the difficulty bias.
-        eps: added to the std (numerical safety; groups with identical rewards get advantage 0 regardless).
+        eps: added to the std; 1e-8 as the paper's code (understand-r1-zero ``train_zero_math.py``
+            ``ZeroMathLearner.compute_monte_carlo_advantages``: ``advantages / (std + 1e-8)``). Groups with
+            identical rewards get advantage 0 regardless.
 
     Returns:
         (N,) float32 ``r_i - mean(r_group)``, divided by ``std(r_group) + eps`` when ``scale_by_std``.
@@ -144,7 +146,7 @@ def _rloo_adv(rewards, group_size, *, scale_by_std, eps):
 
 
 def compute_advantages(
-    name: str, rewards: torch.Tensor, group_size: int, *, scale_by_std: bool, eps: float = 1e-6
+    name: str, rewards: torch.Tensor, group_size: int, *, scale_by_std: bool, eps: float = 1e-8
 ) -> torch.Tensor:
     """Dispatch to the advantage estimator registered as ``name``; returns (N,).
 

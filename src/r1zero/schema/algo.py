@@ -14,7 +14,7 @@ class AlgoConfig:
     loss_agg: str = "seq_mean_token_sum_norm"  # r1zero.algos.LOSS_AGGREGATIONS (Dr. GRPO's constant normaliser)
     clip_eps: float = 0.2                    # PPO ratio clipping epsilon
     kl_coef: float = 0.0                     # KL penalty to the initial policy (k3); >0 loads a frozen reference copy
-    adv_eps: float = 1.0e-6                  # added to the group std when scale_by_std
+    adv_eps: float = 1.0e-8                  # added to the group std when scale_by_std (the paper's code: std + 1e-8)
 
     def __post_init__(self) -> None:
         from ..algos import ADV_ESTIMATORS, LOSS_AGGREGATIONS
