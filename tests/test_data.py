@@ -104,7 +104,10 @@ def test_a_new_template_is_one_yaml_with_its_answer_format():
     with MathGrader(num_workers=1) as grader:
         res = grader.grade(["6 + 9 </think> <answer> 15 </answer>", "\\boxed{15}"], ["15", "15"], tpl.answer_format)
     assert [r.reward for r in res] == [1.0, 0.0]
-    assert compose(["template=chatml_fewshot"]).template.answer_format == "boxed"
+    # The paper's templates read boxes as the paper does; r1zero's few-shot template keeps its earlier, lenient
+    # reading (the quickstart's numbers were measured with it).
+    assert [compose([f"template={t}"]).template.answer_format for t in ("qwen_math", "no", "chatml_fewshot")] == [
+        "boxed", "boxed", "boxed_lenient"]
     with pytest.raises(ValueError, match="unknown answer format 'latex'"):
         PromptTemplate(name="x", prompt="{question}", answer_format="latex")
 

@@ -37,17 +37,33 @@ def grader():
 @pytest.mark.parametrize(
     "response, answer_format, expected",
     [
+        # boxed: the paper's reading (math_grader.extract_answer / last_boxed_only_string / remove_boxed).
         ("so the answer is $\\boxed{\\frac{1}{2}}$.", "boxed", "\\frac{1}{2}"),
         ("$\\boxed{\\{1,2\\}}$", "boxed", "\\{1,2\\}"),
         ("\\boxed{\\frac{\\sqrt{3}}{2}}", "boxed", "\\frac{\\sqrt{3}}{2}"),
         ("first \\boxed{1}, on reflection \\boxed{2}", "boxed", "2"),  # the last box wins
-        ("thus $\\boxed 5$.", "boxed", "5"),
-        ("\\fbox{7}", "boxed", "7"),
-        ("\\boxed{\\text{(B)}} and later \\fbox{C}", "boxed", "C"),
+        ("\\boxed{ 7 }", "boxed", "7"),
+        ("thus $\\boxed 5$.", "boxed", None),  # no brace after \boxed: remove_boxed fails
+        ("thus $\\boxed 5$, i.e. $\\frac{5}{1}$", "boxed", None),  # the span \boxed 5$ ... \frac{5} is no box
+        ("length $\\boxed {17}$", "boxed", None),  # a space before the brace: not "\boxed{"
+        ("\\fbox{7}", "boxed", None),  # extract_answer needs "\boxed" in the text
+        ("\\boxed{\\text{(B)}} and later \\fbox{C}", "boxed", "\\text{(B)}"),  # the last \boxed, \fbox ignored
         ("\\boxed{1} then \\boxed{2", "boxed", None),  # last box unclosed (truncated): no answer
         ("the answer is 5", "boxed", None),
-        ("\\boxed{}", "boxed", None),
-        ("\\boxed{ }", "boxed", None),
+        ("\\boxed{}", "boxed", ""),  # formatted, empty: scores 0 (the paper's boxed_reward_fn)
+        ("\\boxed{ }", "boxed", ""),
+        # boxed_lenient: r1zero's earlier reading (\fbox, "\boxed 5", "\boxed {17}", escaped braces skipped).
+        ("so the answer is $\\boxed{\\frac{1}{2}}$.", "boxed_lenient", "\\frac{1}{2}"),
+        ("$\\boxed{\\{1,2\\}}$", "boxed_lenient", "\\{1,2\\}"),
+        ("first \\boxed{1}, on reflection \\boxed{2}", "boxed_lenient", "2"),
+        ("thus $\\boxed 5$.", "boxed_lenient", "5"),
+        ("length $\\boxed {17}$", "boxed_lenient", "17"),
+        ("\\fbox{7}", "boxed_lenient", "7"),
+        ("\\boxed{\\text{(B)}} and later \\fbox{C}", "boxed_lenient", "C"),
+        ("\\boxed{1} then \\boxed{2", "boxed_lenient", None),
+        ("the answer is 5", "boxed_lenient", None),
+        ("\\boxed{}", "boxed_lenient", None),
+        ("\\boxed{ }", "boxed_lenient", None),
         # answer_tag: the paper's strict check (math_grader.answer_tag_reward_fn).
         ("think </think> <answer> 5 </answer>", "answer_tag", "5"),
         ("think </think> <answer>$\\boxed{\\frac{1}{2}}$</answer>", "answer_tag", "\\frac{1}{2}"),
@@ -58,12 +74,15 @@ def grader():
         ("<answer>5</answer> more </think> <answer> 6 </answer>", "answer_tag", "6"),
         ("think </think> <answer> </answer>", "answer_tag", ""),  # formatted, empty: scores 0
         ("think </think> <answer> \\boxed{5 </answer>", "answer_tag", ""),  # formatted, unclosed box
+        ("think </think> <answer> \\boxed 5 </answer>", "answer_tag", ""),  # formatted, a box the paper cannot read
+        ("think </think> <answer> \\fbox{5} </answer>", "answer_tag", "\\fbox{5}"),  # no "\boxed": graded as is
         ("think <answer>5</answer>", "answer_tag", None),  # thought never closed
         ("think </think> <answer>5", "answer_tag", None),  # answer tag never closed
         ("\\boxed{5}", "answer_tag", None),  # r1 reads only the answer tag
         # answer_tag_lenient: any whitespace between </think> and <answer> (r1zero's earlier default).
         ("think </think> <answer> 5 </answer>", "answer_tag_lenient", "5"),
         ("think </think>\n<answer>$\\boxed{\\frac{1}{2}}$</answer>", "answer_tag_lenient", "\\frac{1}{2}"),
+        ("think </think> <answer> \\boxed 5 </answer>", "answer_tag_lenient", "5"),
         ("think <answer>5</answer>", "answer_tag_lenient", None),  # thought never closed
         ("think </think> the answer is 5", "answer_tag_lenient", None),  # no answer tag
         ("think </think> <answer>5", "answer_tag_lenient", None),  # answer tag never closed
@@ -76,7 +95,7 @@ def test_extract_answer(response, answer_format, expected):
     assert extract_answer(response, answer_format) == expected
 
 
-@pytest.mark.parametrize("answer_format", ["boxed", "answer_tag", "answer_tag_lenient"])
+@pytest.mark.parametrize("answer_format", ["boxed", "boxed_lenient", "answer_tag", "answer_tag_lenient"])
 def test_extraction_is_linear_on_repeated_unclosed_tags(answer_format):
     """Extraction runs in the trainer process: 20k unclosed ``</think> <answer>`` openers (~100k / 400k
     characters) took the lenient regex 4.4 s / ~70 s (it rescanned to the end from every opener); now one pass."""

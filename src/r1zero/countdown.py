@@ -175,7 +175,7 @@ def extract_equation(response: str) -> str | None:
     else:
         from .reward.extract import extract_answer
 
-        eq = extract_answer(response, "boxed")
+        eq = extract_answer(response, "boxed_lenient")
         if eq is None:
             return None
     if eq.count("=") == 1:

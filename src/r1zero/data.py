@@ -155,7 +155,7 @@ def _strip_unit(answer: str) -> str | None:
 def _last_boxed(answer: str) -> str | None:
     from .reward import extract_answer
 
-    return extract_answer(answer, "boxed")
+    return extract_answer(answer, "boxed_lenient")
 
 
 def _all_boxed(answer: str) -> str | None:

@@ -21,7 +21,7 @@ class PromptTemplate:
         name: the config option (``r1``, ``qwen_math``, ``no``, ``chatml_fewshot``, or a new YAML's).
         prompt: the text with one ``{question}`` slot.
         answer_format: where the grader looks for the final answer (:data:`r1zero.reward.ANSWER_FORMATS`:
-            ``boxed`` or ``answer_tag``), so a new template needs no code.
+            ``boxed``, ``boxed_lenient``, ``answer_tag`` or ``answer_tag_lenient``), so a new template needs no code.
         stop: strings that end generation (kept in the response); EOS always ends it too.
 
     Raises:

@@ -6,12 +6,15 @@ mathematically equivalent to the reference, 0 otherwise, with no format bonus (a
 still scores 0, which removes an easy reward hack). Their code (oat's ``math_grader``) has two extractors,
 reproduced here by ``extract_answer``:
 
-* ``boxed_reward_fn`` (``answer_format: boxed``; templates ``qwen_math``, ``no``, ``chatml_fewshot``): the
-  content of the last ``\\boxed{...}`` (or ``\\fbox{...}``); nothing boxed means unformatted and 0.
+* ``boxed_reward_fn`` (``answer_format: boxed``; templates ``qwen_math``, ``no``): the content of the last
+  ``\\boxed{...}``, in exactly that form; nothing boxed means unformatted and 0. ``answer_format: boxed_lenient``
+  (template ``chatml_fewshot``) also reads ``\\fbox{...}``, ``\\boxed {...}`` and ``\\boxed 5``, which the paper
+  scores unformatted.
 * ``answer_tag_reward_fn`` (``answer_format: answer_tag``; template ``r1``): the prompt ends in
   ``Assistant: <think>``, so the response must close the thought with ``</think>`` and then give
   ``<answer> ... </answer>``; a ``\\boxed{}`` inside the tag is unwrapped. As in the paper's code, the literal
-  ``"</think> <answer>"`` must appear; ``answer_format: answer_tag_lenient`` accepts any whitespace instead.
+  ``"</think> <answer>"`` must appear; ``answer_format: answer_tag_lenient`` accepts any whitespace instead (and
+  unwraps a box as ``boxed_lenient``).
 
 Equivalence is decided by the verifier ``reward.verifier`` names (``VERIFIERS``, ``verifiers.py``):
 

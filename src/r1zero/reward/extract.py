@@ -1,6 +1,8 @@
 """Answer extraction and reference normalisation: pure string code, run in the caller's process.
 
-Mirrors oat's ``boxed_reward_fn`` / ``answer_tag_reward_fn`` extraction (see ``r1zero.reward``).
+Mirrors the paper's ``boxed_reward_fn`` / ``answer_tag_reward_fn`` extraction (understand-r1-zero
+``understand_r1_zero/math_grader.py``; see ``r1zero.reward``), with r1zero's earlier, more lenient readings kept
+as the ``*_lenient`` formats.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import re
 from decimal import Decimal, InvalidOperation
 
 #: Where a response's final answer is, as a template's ``answer_format`` field names it.
-#: ``boxed``: the last ``\\boxed{}`` (oat's ``boxed_reward_fn``); ``answer_tag``: the paper's strict R1 check
-#: (understand-r1-zero ``math_grader.answer_tag_reward_fn``: the literal ``"</think> <answer>"`` must appear);
-#: ``answer_tag_lenient``: any whitespace between ``</think>`` and ``<answer>`` (r1zero's earlier behaviour).
-ANSWER_FORMATS = ("boxed", "answer_tag", "answer_tag_lenient")
+#: ``boxed``: the paper's ``math_grader.boxed_reward_fn`` reading: the content of the last ``\\boxed{...}``, only
+#: in that exact form (``extract_answer`` / ``last_boxed_only_string`` / ``remove_boxed``);
+#: ``boxed_lenient``: r1zero's earlier reading, which also takes ``\\fbox{...}``, ``\\boxed {...}`` and
+#: ``\\boxed 5`` (the paper scores those unformatted, 0); ``answer_tag``: the paper's strict R1 check
+#: (``math_grader.answer_tag_reward_fn``: the literal ``"</think> <answer>"`` must appear, a box inside is read as
+#: ``boxed``); ``answer_tag_lenient``: any whitespace between ``</think>`` and ``<answer>``, a box inside read as
+#: ``boxed_lenient`` (r1zero's earlier behaviour).
+ANSWER_FORMATS = ("boxed", "boxed_lenient", "answer_tag", "answer_tag_lenient")
 
 
 def check_answer_format(answer_format: str) -> None:
@@ -27,7 +33,32 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _R1_OPEN = re.compile(r"</think>\s*<answer>")
 
 
+def paper_boxed(text: str) -> str | None:
+    """The paper's ``math_grader.extract_answer``: None unless ``text`` contains ``\\boxed``; else from the last
+    ``\\boxed`` on, braces are counted (escaped ones too, as there) up to the one that closes the first, and that
+    span must read ``\\boxed{...}``, whose content (unstripped; ``""`` for ``\\boxed{}``) is returned. So
+    ``\\fbox{5}``, ``\\boxed 5``, ``\\boxed {5}`` and an unclosed last box give None.
+
+    understand-r1-zero ``math_grader.py``: ``extract_answer``, ``last_boxed_only_string``, ``remove_boxed``.
+    """
+    idx = text.rfind("\\boxed")
+    if idx < 0:
+        return None
+    depth = 0
+    for j in range(idx, len(text)):
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                box = text[idx : j + 1]
+                return box[len("\\boxed{") : -1] if box.startswith("\\boxed{") else None
+    return None
+
+
 def _last_boxed(text: str) -> str | None:
+    """r1zero's lenient reading (``boxed_lenient``): the last ``\\boxed`` / ``\\fbox``, stripped; None when empty."""
     starts = [m.end() for m in _BOX_RE.finditer(text)]
     if not starts:
         return None
@@ -87,19 +118,26 @@ def extract_answer(response: str, answer_format: str) -> str | None:
         answer_format: one of :data:`ANSWER_FORMATS`.
 
     Returns:
-        ``boxed``: the content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (braces matched,
-        ``\\boxed 5`` accepted). ``answer_tag`` (the paper's rule, ``math_grader.answer_tag_reward_fn``): the
-        response must contain the literal ``"</think> <answer>"`` and a ``"</answer>"``; the answer is the text
-        after the LAST ``<answer>`` with every ``</answer>`` removed, unboxed if it contains ``\\boxed``; a
-        formatted but empty (or unclosed-box) answer is ``""`` (formatted, scores 0).
-        ``answer_tag_lenient``: the content of ``<answer>...</answer>`` following ``</think>`` with any
-        whitespace between them, unboxed if it contains ``\\boxed``. None when absent, unclosed or empty.
+        ``boxed`` (the paper's rule, ``math_grader.boxed_reward_fn``): :func:`paper_boxed`, stripped; a formatted
+        but empty box is ``""`` (formatted, scores 0). ``boxed_lenient``: the content of the last
+        ``\\boxed{...}`` / ``\\fbox{...}`` (braces matched, escaped ones skipped, ``\\boxed {17}`` and
+        ``\\boxed 5`` accepted), None when empty. ``answer_tag`` (the paper's rule,
+        ``math_grader.answer_tag_reward_fn``): the response must contain the literal ``"</think> <answer>"`` and
+        a ``"</answer>"``; the answer is the text after the LAST ``<answer>`` with every ``</answer>`` removed,
+        read as ``boxed`` if it contains ``\\boxed``; a formatted but empty (or unreadable-box) answer is ``""``
+        (formatted, scores 0). ``answer_tag_lenient``: the content of ``<answer>...</answer>`` following
+        ``</think>`` with any whitespace between them, read as ``boxed_lenient`` if it contains a box. None when
+        absent, unclosed or empty. Surrounding whitespace is stripped: the paper's checks strip it too
+        (``mathd_normalize_answer``; ``_normalize`` drops every space).
 
     Raises:
         ValueError: unknown answer format.
     """
     check_answer_format(answer_format)
     if answer_format == "boxed":
+        answer = paper_boxed(response)
+        return None if answer is None else answer.strip()
+    if answer_format == "boxed_lenient":
         return _last_boxed(response)
     if answer_format == "answer_tag":
         return _strict_answer_tag(response)
@@ -136,7 +174,7 @@ def _strict_answer_tag(response: str) -> str | None:
         return None
     answer = response.rpartition("<answer>")[2].replace("</answer>", "")  # = split("<answer>")[-1]
     if "\\boxed" in answer:
-        return _last_boxed(answer) or ""
+        answer = paper_boxed(answer) or ""  # the paper: a box it cannot read is formatted and scores 0
     return answer.strip()
 
 

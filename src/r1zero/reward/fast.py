@@ -285,23 +285,11 @@ def prm800k_equal(given: str, gt: str | None) -> bool:
 
 
 def unbox_reference(gt: str) -> str | None:
-    """The paper's ``extract_answer`` on a reference containing ``\\boxed``: the content of the last
-    ``\\boxed{...}`` (braces counted naively), None when that box is not of the form ``\\boxed{...}``."""
-    idx = gt.rfind("\\boxed")
-    if idx < 0:
-        idx = gt.rfind("\\fbox")
-        if idx < 0:
-            return None
-    depth = 0
-    for j in range(idx, len(gt)):
-        if gt[j] == "{":
-            depth += 1
-        elif gt[j] == "}":
-            depth -= 1
-            if depth == 0:
-                box = gt[idx : j + 1]
-                return box[len("\\boxed{") : -1] if box.startswith("\\boxed{") else None
-    return None
+    """The paper's ``extract_answer`` on a reference containing ``\\boxed`` (:func:`r1zero.reward.extract.paper_boxed`):
+    the content of the last ``\\boxed{...}`` (braces counted naively), None when that box is not of that form."""
+    from .extract import paper_boxed
+
+    return paper_boxed(gt)
 
 
 def grade_fast(given: str, gt: str) -> bool:
