@@ -214,11 +214,23 @@ def test_grade_r1_template(grader):
 
 
 def test_empty_batch_and_overlong_answer(grader):
+    """reward.max_answer_chars: null (the default) checks every answer, as the paper's grader does; N scores a
+    longer extracted answer 0 without sending it to a worker (r1zero's earlier cut was 1000)."""
+    from r1zero.errors import ConfigError
+    from r1zero.schema import RewardConfig
+
     assert grader.grade([], [], "answer_tag") == []
+    long_one = "1." + "0" * 1200  # 1202 characters; fast: PRM800K normalises the integral float to "1"
+    res = grader.grade(["\\boxed{" + long_one + "}"], ["1"], "boxed", timeout_s=5.0, verifier="fast")
+    assert res[0] == GradeResult(1.0, long_one, True)
+    capped = MathGrader(num_workers=1, timeout_s=5.0, verifier="fast", max_answer_chars=1000)
     t0 = time.monotonic()
-    res = grader.grade(["\\boxed{" + "x+" * 3000 + "1}"], ["1"], "boxed", timeout_s=5.0)
-    assert res[0].reward == 0.0 and res[0].formatted and not res[0].timed_out
-    assert time.monotonic() - t0 < 1.0  # not sent to math_verify
+    res = capped.grade(["\\boxed{" + long_one + "}"], ["1"], "boxed")
+    assert res == [GradeResult(0.0, long_one, True)]
+    assert time.monotonic() - t0 < 1.0 and capped._workers == []  # never sent to a worker (none was started)
+    assert RewardConfig().max_answer_chars is None
+    with pytest.raises(ConfigError, match="reward.max_answer_chars"):
+        RewardConfig(max_answer_chars=0)
 
 
 def test_identical_answers_share_a_verdict(grader):

@@ -44,7 +44,8 @@ def run(cfg: DictConfig | EvaluateRunConfig) -> dict[str, float]:
     print(f"r1zero: run directory {run_dir.resolve()}", flush=True)
     t0 = time.perf_counter()
     with MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
-                    verifier=cfg.reward.verifier, batch_timeout_s=cfg.reward.batch_timeout_s) as grader:
+                    verifier=cfg.reward.verifier, batch_timeout_s=cfg.reward.batch_timeout_s,
+                    max_answer_chars=cfg.reward.max_answer_chars) as grader:
         metrics = evaluate_suite(model, tokenizer, template, cfg.eval, engine=engine, grader=grader, run_dir=run_dir,
                                  suite=suite)
     print(format_table(metrics))

@@ -236,7 +236,8 @@ class R1ZeroRecipe:
             self.grader = self._grader
         elif self.reward_fn is None:
             self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
-                                     verifier=cfg.reward.verifier, batch_timeout_s=cfg.reward.batch_timeout_s)
+                                     verifier=cfg.reward.verifier, batch_timeout_s=cfg.reward.batch_timeout_s,
+                                     max_answer_chars=cfg.reward.max_answer_chars)
         else:
             self.grader = RewardFnGrader(self.reward_fn, num_workers=cfg.reward.num_workers,
                                          timeout_s=cfg.reward.timeout_s, answers_per_call=cfg.reward.answers_per_call)

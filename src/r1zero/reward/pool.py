@@ -18,9 +18,6 @@ from pathlib import Path
 from .extract import _shortcut, check_answer_format, extract_answer, reference_alternatives
 from .verifiers import check_verifier
 
-# Longer answers are scored 0 without math_verify, which needs seconds for them. The longest reference in
-# the paper's benchmarks has 204 characters (OlympiadBench); MATH500's has 53.
-MAX_ANSWER_CHARS = 1000
 # A batch's default wall-time budget (``_default_batch_s``) allows one answer its whole hard deadline plus this
 # much per answer sent to the workers: a batch checked at >= 50 answers/s (the workers do 200-1000) with one
 # stuck answer never reaches it, while N answers that each run into their timeout cost one to two timeouts in
@@ -158,6 +155,10 @@ class MathGrader:
             ``fast`` / ``math_verify``: only verdicts the paper's grader cannot differ on (``_paper_shortcut``:
             an answer identical to the reference; two different plain integers). Off only to measure the
             checker itself.
+        max_answer_chars: extracted answers longer than this score 0 without a check (``reward.max_answer_chars``).
+            None (the default): every answer is checked, as the paper's grader does; 1000 was r1zero's earlier
+            cut (the longest reference of the paper's benchmarks has 204 characters, OlympiadBench's; checking a
+            long answer can take the whole ``timeout_s``).
         verifier: the equivalence check, one of ``VERIFIERS`` (``r1zero.reward.verifiers``): ``fast`` and
             ``math_verify`` are the paper's two modes, ``r1zero`` r1zero's earlier checker.
         worker_setup: what every worker sets up at start besides math_verify, from
@@ -174,8 +175,8 @@ class MathGrader:
             want of batch budget).
 
     Raises:
-        ValueError: ``num_workers`` < 1, ``timeout_s`` <= 0, ``batch_timeout_s`` <= 0, or an unknown ``verifier``
-            (the message lists the valid ones).
+        ValueError: ``num_workers`` < 1, ``timeout_s`` <= 0, ``batch_timeout_s`` <= 0, ``max_answer_chars`` < 1, or
+            an unknown ``verifier`` (the message lists the valid ones).
     """
 
     STARTUP_TIMEOUT_S = 120.0
@@ -187,6 +188,7 @@ class MathGrader:
         *,
         memory_limit_mb: int | None = 4096,
         exact_match_shortcut: bool = True,
+        max_answer_chars: int | None = None,
         verifier: str = "r1zero",
         worker_setup: str = "",
         batch_timeout_s: float | None = None,
@@ -197,6 +199,9 @@ class MathGrader:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if batch_timeout_s is not None and not batch_timeout_s > 0:
             raise ValueError(f"batch_timeout_s must be > 0 (or None), got {batch_timeout_s}")
+        if max_answer_chars is not None and max_answer_chars < 1:
+            raise ValueError(f"max_answer_chars must be >= 1 (or None), got {max_answer_chars}")
+        self.max_answer_chars = max_answer_chars
         self.batch_timeout_s = None if batch_timeout_s is None else float(batch_timeout_s)
         check_verifier(verifier)
         self.verifier = verifier
@@ -275,7 +280,8 @@ class MathGrader:
                 continue
             golds = reference_alternatives(references[i])
             verdicts = [shortcut(pred, g) if self.exact_match_shortcut else None for g in golds]
-            if True in verdicts or None not in verdicts or len(pred) > MAX_ANSWER_CHARS:
+            too_long = self.max_answer_chars is not None and len(pred) > self.max_answer_chars
+            if True in verdicts or None not in verdicts or too_long:
                 results[i] = GradeResult(float(True in verdicts), pred, True)
                 continue
             for g, v in zip(golds, verdicts, strict=True):

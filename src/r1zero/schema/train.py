@@ -74,6 +74,9 @@ class RewardConfig:
     #   math_verify fast, else HF math-verify (the paper's 7B scripts and evaluate_model.py)
     #   r1zero      r1zero's earlier checker: math-verify behind a string / number shortcut
     verifier: str = "fast"                   # r1zero.reward.VERIFIERS
+    # Extracted answers longer than this many characters score 0 unchecked; null: every answer is checked, as the
+    # paper's grader does (1000 was r1zero's earlier cut: the longest reference of the paper's benchmarks has 204)
+    max_answer_chars: Optional[int] = None
 
     def __post_init__(self) -> None:
         from ..reward.verifiers import VERIFIERS
@@ -84,3 +87,4 @@ class RewardConfig:
             above("reward.batch_timeout_s", self.batch_timeout_s, 0.0, what="seconds")
         registered("reward.verifier", self.verifier, VERIFIERS, "verifiers")
         at_least("reward.answers_per_call", self.answers_per_call, 1)
+        at_least("reward.max_answer_chars", self.max_answer_chars, 1, none_ok=True)
