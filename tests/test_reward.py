@@ -381,6 +381,38 @@ def test_pathological_batch_costs_about_one_timeout(grader):
     assert elapsed < 3 * timeout + 1.5, elapsed  # budget 2.4 s; without it n / 2 = 10 timeouts
 
 
+def test_math_verify_calls_get_the_papers_one_second(monkeypatch):
+    """The paper's is_latex_equal gives each math-verify call 1 s (parse(parsing_timeout=1) of the reference and
+    of the answer, verify(timeout_seconds=1)), a call past it meaning "not equal". Under an answer budget of 30 s
+    (r1zero.evaluate's) a parse that would run 10 s ends after ~1 s as a plain "not equal", not a timeout; under
+    0.5 s the answer's own alarm comes first and it times out, as before. Run in this process as a worker runs it."""
+    from r1zero.reward import verifiers, worker
+    from r1zero.reward.fast import grade_fast
+
+    def ten_second_parse(s):  # stands in for a math-verify parse that runs long
+        t = time.monotonic()
+        while time.monotonic() - t < 10.0:
+            pass
+        return []
+
+    assert grade_fast("x", "y") is False  # fast says no (and its sympy import is paid before the clock starts)
+    monkeypatch.setattr(verifiers, "_paper_parse", ten_second_parse)
+    old = signal.getsignal(signal.SIGALRM)
+    try:
+        t0 = time.monotonic()
+        assert worker._verify_pair("x", "y", 30.0, "math_verify") == (False, False)
+        assert 0.9 < time.monotonic() - t0 < 5.0
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0.0  # nothing left armed
+        assert worker._verify_pair("x", "y", 0.5, "math_verify") == (False, True)
+        # unlimited calls (the worker's warm-up): the whole 10 s parse runs, here cut by a 2 s answer budget
+        t0 = time.monotonic()
+        assert worker._verify_pair("x", "y", 2.0, "math_verify", call=worker._unlimited_call) == (False, True)
+        assert time.monotonic() - t0 > 1.9
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def test_batch_timeout_caps_the_alarm_and_skips_the_rest():
     with MathGrader(num_workers=1, timeout_s=30.0, batch_timeout_s=1.0) as g:
         g.grade(["\\boxed{1}"], ["\\frac{1}{1}"], "boxed")

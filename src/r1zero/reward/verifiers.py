@@ -21,9 +21,17 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 #: Valid values of ``reward.verifier`` / ``MathGrader(verifier=...)``.
 VERIFIERS = ("fast", "math_verify", "r1zero")
+#: Seconds each math-verify call of the paper's ``is_latex_equal`` may run (understand-r1-zero ``math_grader.py``:
+#: ``parse(..., parsing_timeout=1)`` for the reference and the answer, ``verify(..., timeout_seconds=1)``); a call
+#: past it finds nothing (parse) or says "not equal" (verify). math-verify's own alarm cancels the 1 s
+#: ``timeout(1)`` around the whole function when its first parse ends, so these per-call limits are what bind.
+PAPER_MATH_VERIFY_CALL_S = 1.0
 
 
 def check_verifier(verifier: str) -> None:
@@ -92,14 +100,21 @@ def guard_math_verify_expr() -> None:
     parser.parse_expr_cached = guarded
 
 
-def latex_equal(given: str, gt: str) -> bool:
+def _unlimited(fn: Callable[[], T]) -> T | None:
+    return fn()
+
+
+def latex_equal(given: str, gt: str, call: Callable[[Callable[[], T]], T | None] = _unlimited) -> bool:
     """The paper's ``math_grader.is_latex_equal``: False for a repetitive answer or reference over 128
     characters; True when the PRM800K-normalised strings are equal; else HF math-verify's ``verify`` of both,
     each wrapped in ``$...$`` unless it has a ``$``, parsed with LaTeX (``\\boxed`` at priority 0) and
     expression extraction and no fallback. The paper passes ``extraction_mode=["first_match"]``, which
     math-verify compares to the string ``"first_match"``, i.e. it runs as ``"any_match"``, so this does too.
-    The paper's own 1 s alarms are left to the caller's timeout (the grader's worker). May raise whatever
-    math-verify raises."""
+
+    ``call(fn)`` runs each of the three math-verify calls (the two parses, the verify) and returns ``fn()``, or
+    None when the call ran past its limit, which then means "not equal": the grader's worker passes one that
+    gives every call the paper's :data:`PAPER_MATH_VERIFY_CALL_S` (math-verify's own alarms would cancel the
+    worker's). The default runs them unlimited. May raise whatever math-verify raises."""
     from math_verify import verify
 
     from .fast import prm800k_normalize
@@ -112,7 +127,11 @@ def latex_equal(given: str, gt: str) -> bool:
     if gt_n == prm800k_normalize(given):
         return True
     guard_math_verify_expr()
-    return bool(verify(_paper_parse(gt), _paper_parse(given), timeout_seconds=None))
+    gt_parsed = call(lambda: _paper_parse(gt))
+    given_parsed = call(lambda: _paper_parse(given)) if gt_parsed is not None else None
+    if given_parsed is None:
+        return False  # a parse past its limit: math-verify returns no match, and verify([], ...) is False
+    return bool(call(lambda: verify(gt_parsed, given_parsed, timeout_seconds=None)))
 
 
 @lru_cache(maxsize=4096)
@@ -127,10 +146,10 @@ def _paper_parse(s: str):
                  extraction_mode="any_match", parsing_timeout=None)
 
 
-def paper_grade(given: str, gt: str, verifier: str) -> bool:
+def paper_grade(given: str, gt: str, verifier: str, call: Callable[[Callable[[], T]], T | None] = _unlimited) -> bool:
     """The paper's ``math_grader.grade(given, gt, fast=verifier == "fast")``: a reference containing
-    ``\\boxed`` is unboxed, then ``fast``'s verdict, then (``math_verify`` only) ``latex_equal`` if that said
-    no. ``verifier`` must be ``fast`` or ``math_verify``.
+    ``\\boxed`` is unboxed, then ``fast``'s verdict, then (``math_verify`` only) ``latex_equal`` (its
+    math-verify calls run through ``call``) if that said no. ``verifier`` must be ``fast`` or ``math_verify``.
 
     Raises:
         ValueError: another verifier name. math-verify's own errors propagate (the worker scores them 0).
@@ -144,4 +163,4 @@ def paper_grade(given: str, gt: str, verifier: str) -> bool:
         return False
     if grade_fast(given, ref):
         return True
-    return verifier == "math_verify" and latex_equal(given, ref)
+    return verifier == "math_verify" and latex_equal(given, ref, call)

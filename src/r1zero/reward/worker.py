@@ -14,6 +14,8 @@ import os
 import re
 import signal
 import sys
+import time
+from contextlib import contextmanager
 from functools import lru_cache
 
 
@@ -21,11 +23,19 @@ class _SoftTimeout(BaseException):
     """Raised by SIGALRM in a worker; BaseException so math_verify's ``except Exception`` cannot eat it."""
 
 
+class _CallTimeout(BaseException):
+    """Raised by SIGALRM when one math-verify call ran past the paper's per-call limit (:func:`_call_limit`)."""
+
+
 _alarm_armed = False
+_call_armed = False
 
 
 def _on_alarm(signum, frame):
-    global _alarm_armed
+    global _alarm_armed, _call_armed
+    if _call_armed:  # the timer runs a call's limit, the answer's own alarm waits (see _call_limit)
+        _call_armed = False
+        raise _CallTimeout
     if _alarm_armed:
         # One raise per arming: if library code swallows it, the parent's hard deadline takes over.
         _alarm_armed = False
@@ -54,7 +64,8 @@ def _worker_init(memory_limit_mb: int | None) -> None:
     guard_math_verify_expr()
     _verify_pair("\\frac{1}{2}", "0.5", 30.0)
     _verify_pair("x+1", "1+x", 30.0, "math_verify")  # fast's sympy simplify too (its first call imports 0.3 s)
-    _verify_pair("\\frac{2}{4}", "\\frac12", 30.0, "math_verify")
+    # math-verify's first parse imports and builds its parser: unlimited, or a 1 s call limit could cut an import
+    _verify_pair("\\frac{2}{4}", "\\frac12", 30.0, "math_verify", call=_unlimited_call)
     # math-verify's ANTLR parser builds its prediction tables (shared by every parse) lazily, so a fresh worker
     # checks at ~60% of its warm speed; common answer shapes, as answer and as reference, fill them first.
     for shape in _WARMUP_SHAPES:
@@ -98,17 +109,55 @@ def _equivalent(pred: str, gold: str) -> bool:
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
 
 
-def _check(pred: str, gold: str, verifier: str) -> bool:
+@contextmanager
+def _call_limit(seconds: float):
+    """Limit the block to ``seconds`` (``_CallTimeout``) inside an answer's own alarm, which is paused and then
+    resumed with what is left of it. Nothing is armed outside a worker (no handler of ours: a SIGALRM would kill
+    the process) or when the answer's own alarm comes first (it then times the answer out, as before)."""
+    global _call_armed
+    outer = signal.getitimer(signal.ITIMER_REAL)[0]
+    if signal.getsignal(signal.SIGALRM) is not _on_alarm or (outer and outer <= seconds):
+        yield
+        return
+    t0 = time.monotonic()
+    _call_armed = True
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        _call_armed = False
+        left = outer - (time.monotonic() - t0)
+        signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3) if outer else 0.0)
+
+
+def _paper_call(fn):
+    """``fn()`` (one math-verify call of the paper's ``is_latex_equal``) under the paper's 1 s per call; None past it."""
+    from .verifiers import PAPER_MATH_VERIFY_CALL_S
+
+    try:
+        with _call_limit(PAPER_MATH_VERIFY_CALL_S):
+            return fn()
+    except _CallTimeout:
+        return None
+
+
+def _unlimited_call(fn):
+    return fn()
+
+
+def _check(pred: str, gold: str, verifier: str, call=_paper_call) -> bool:
     if verifier == "r1zero":
         return _equivalent(pred, gold)
     from .verifiers import paper_grade
 
-    return paper_grade(pred, gold, verifier)
+    return paper_grade(pred, gold, verifier, call=call)
 
 
-def _verify_pair(pred: str, gold: str, timeout_s: float, verifier: str = "r1zero") -> tuple[bool, bool]:
-    """(equivalent, timed_out) for one answer under ``verifier`` (``r1zero.reward.VERIFIERS``); runs on a
-    worker's main thread (SIGALRM). An error inside the check (incl. an unknown verifier) scores False.
+def _verify_pair(pred: str, gold: str, timeout_s: float, verifier: str = "r1zero", call=_paper_call) -> tuple[bool, bool]:
+    """(equivalent, timed_out) for one answer under ``verifier`` (``r1zero.reward.VERIFIERS``) within ``timeout_s``
+    seconds, the paper's verifiers' math-verify calls each limited by ``call`` (:func:`_paper_call`: 1 s, a call
+    past it meaning "not equal", not a timeout); runs on a worker's main thread (SIGALRM). An error inside the
+    check (incl. an unknown verifier) scores False.
 
     Raises:
         _SoftTimeout: only if the alarm lands after the computation, in the cleanup below.
@@ -120,7 +169,7 @@ def _verify_pair(pred: str, gold: str, timeout_s: float, verifier: str = "r1zero
     _alarm_armed = True
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
-        ok = _check(pred, gold, verifier)
+        ok = _check(pred, gold, verifier, call)
     except _SoftTimeout:
         timed_out = True
     except Exception:  # noqa: BLE001, S110 - any grader error (incl. MemoryError) scores 0; the worker lives on

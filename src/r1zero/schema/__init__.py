@@ -122,11 +122,23 @@ class RunConfig(_Common):
                                 f"processes ({world_size})", f"a multiple of {world_size}")
 
 
+#: Seconds one answer's check may take in ``python -m r1zero.evaluate`` (``reward.timeout_s`` there). The paper's
+#: ``evaluate_model.py`` sets no limit on the whole check (its ``fast`` step runs unbounded; only its math-verify
+#: calls stop at 1 s, as here: ``verifiers.PAPER_MATH_VERIFY_CALL_S``); r1zero bounds it so that one answer on
+#: which sympy never finishes (``9^{9^{9}}``) cannot hang an evaluation. Training and its in-training evaluation
+#: keep the paper's 1 s (``MATHOracle.get_reward``: ``res.get(timeout=1)``, which oat's evaluation calls too).
+EVALUATE_TIMEOUT_S = 30.0
+
+
 @dataclass
 class EvaluateRunConfig(_Common):
     """``python -m r1zero.evaluate``: ``conf/evaluate.yaml`` with its groups."""
 
     seed: int = 0                            # only matters when eval.temperature > 0
+    # The grader as the paper's evaluate_model.py: fast, else math-verify (its fast=False), each answer's check
+    # bounded at EVALUATE_TIMEOUT_S instead of training's 1 s
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(verifier="math_verify",
+                                                                       timeout_s=EVALUATE_TIMEOUT_S))
 
 
 T = TypeVar("T")
