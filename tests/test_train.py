@@ -123,6 +123,26 @@ def test_two_steps_change_every_parameter(tmp_path, algo):
     assert (tmp_path / "final" / "config.json").exists() and (tmp_path / "config.yaml").exists()
 
 
+def test_a_run_in_prompt_epochs_is_passes_of_whole_rollouts(tmp_path, capsys):
+    """train.prompt_epochs=2 over 5 questions in rollouts of 2: floor(5 / 2) = 2 rollouts a pass, each pass a fresh
+    shuffle whose fifth question is skipped (oat's drop_last prompt loader), so 2 x 2 = 4 steps, every pass 4
+    distinct questions; the manifest records the 4, and the same command again finds the run finished."""
+    from r1zero.manifest import read_manifest
+
+    overrides = [o for o in TINY if not o.startswith(("data.max_questions=", "train.total_steps="))] + [
+        "data.max_questions=5", "train.prompt_epochs=2", "train.total_steps=null"]
+    engine = ScriptedEngine(["ab", "abcdef"])
+    train_mod.run(compose(overrides, run_dir=tmp_path), grader=AlternatingGrader(), engine=engine)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["data/epoch"] for r in rows] == [0.0, 0.0, 1.0, 1.0]
+    for first, second in ((0, 1), (2, 3)):  # one pass: two rollouts, no question twice
+        assert len(set(engine.calls[first]) | set(engine.calls[second])) == 4
+    assert read_manifest(tmp_path)["total_steps"] == 4 and read_manifest(tmp_path)["finished"] is True
+    train_mod.run(compose(overrides, run_dir=tmp_path), grader=AlternatingGrader(), engine=ScriptedEngine(["ab"]))
+    assert "already holds a finished run of 4 steps" in capsys.readouterr().out
+
+
 def test_run_writes_its_manifest(tmp_path):
     from r1zero.manifest import read_manifest
 
