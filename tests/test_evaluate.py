@@ -104,12 +104,14 @@ class _ScriptedEngine:
 
     def __init__(self, rows):
         self.rows = list(rows)  # (response, length, truncated)
+        self.samplings = []  # the SamplingConfig of every call
 
     def generate(self, prompts, sampling):
         import torch
 
         from r1zero.rollout import RolloutBatch
 
+        self.samplings.append(sampling)
         rows, self.rows = self.rows[: len(prompts)], self.rows[len(prompts):]
         T = max(n for _, n, _ in rows)
         mask = torch.tensor([[1.0] * n + [0.0] * (T - n) for _, n, _ in rows])
@@ -119,7 +121,11 @@ class _ScriptedEngine:
                             truncated=torch.tensor([t for _, _, t in rows]), prompt_index=torch.arange(len(rows)))
 
 
-def _suite_metrics(zero_truncated: bool):
+SUITE_ROWS = [("\\boxed{4}", 10, False), ("\\boxed{5}", 30, True), ("\\boxed{1}", 50, False),
+              ("\\boxed{0}", 20, False), ("\\boxed{0}", 40, True)]
+
+
+def _suite_metrics(zero_truncated: bool, ev=None, engine=None):
     from omegaconf import OmegaConf
 
     from r1zero.data import Question
@@ -129,13 +135,31 @@ def _suite_metrics(zero_truncated: bool):
 
     suite = {"a": [Question("q1", "4"), Question("q2", "5"), Question("q3", "6")],
              "b": [Question("q4", "7"), Question("q5", "8")]}
-    engine = _ScriptedEngine([("\\boxed{4}", 10, False), ("\\boxed{5}", 30, True), ("\\boxed{1}", 50, False),
-                              ("\\boxed{0}", 20, False), ("\\boxed{0}", 40, True)])
-    ev = OmegaConf.create({"max_new_tokens": 30, "temperature": 0.0, "batch_size": 8,
-                           "zero_truncated": zero_truncated})
+    engine = engine or _ScriptedEngine(SUITE_ROWS)
+    if ev is None:
+        ev = OmegaConf.create({"max_new_tokens": 30, "temperature": 0.0, "batch_size": 8,
+                               "zero_truncated": zero_truncated})
     with MathGrader(num_workers=1) as grader:
         return evaluate_suite(None, None, PromptTemplate("plain", "{question}"), ev, engine=engine, grader=grader,
                               suite=suite, progress=False)
+
+
+def test_eval_average_is_the_unweighted_mean_over_benchmarks():
+    """evaluate_model.py prints np.mean(list(results.values())), the mean of the per-benchmark accuracies, as
+    train_zero_math.py's evaluate logs eval/average/accuracy: benchmark a (3 questions) scores 2/3, b (2) scores
+    0, so the average is (2/3 + 0) / 2 = 1/3, not the 2 of 5 questions (0.4) a pooled mean would give. It is the
+    suite run with the paper's eval settings (conf/eval/default.yaml): one greedy answer of up to 3000 tokens per
+    question, graded when truncated."""
+    from omegaconf import OmegaConf
+
+    from r1zero.rollout import SamplingConfig
+
+    ev = OmegaConf.merge(compose([]).eval, {"path": None})  # the suite is given; its data_root is not needed
+    engine = _ScriptedEngine(SUITE_ROWS)
+    m = _suite_metrics(False, ev=ev, engine=engine)
+    assert m["eval/a/accuracy"] == pytest.approx(2 / 3) and m["eval/b/accuracy"] == 0.0
+    assert m["eval/average/accuracy"] == pytest.approx(1 / 3)
+    assert engine.samplings[0] == SamplingConfig(n=1, max_new_tokens=3000, temperature=0.0, top_p=1.0, stop=())
 
 
 def test_eval_grades_truncated_answers_unless_asked():

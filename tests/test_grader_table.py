@@ -269,12 +269,20 @@ def test_unknown_verifier_is_refused_with_the_choices():
 
 
 def test_paper_verifier_runs_under_the_pool_timeout():
-    """math_verify mode sends math-verify a 370-million-digit power; the pool's timeout stops it (scored 0 and
-    counted), the rest of the batch is graded, and the grader keeps working."""
-    with MathGrader(num_workers=1, timeout_s=2.0, verifier="math_verify") as g:
+    """math_verify mode sends math-verify a 370-million-digit power. Under training's 1 s per answer (the paper's
+    get_reward: res.get(timeout=1)) the answer's timeout stops it (scored 0 and counted), the rest of the batch is
+    graded, and the grader keeps working. Under a longer budget (r1zero.evaluate's 30 s) the paper's 1 s per
+    math-verify call (is_latex_equal) stops it first: "not equal", not a timeout, as in evaluate_model.py."""
+    import time
+
+    with MathGrader(num_workers=1, timeout_s=1.0, verifier="math_verify") as g:
         res = g.grade(["\\boxed{9^{9^{9}}}", "\\boxed{3}"], ["1", "3"], "boxed")
         assert (res[0].reward, res[0].timed_out) == (0.0, True)
         assert (res[1].reward, res[1].timed_out) == (1.0, False)
+        assert g.timeouts == 1
+        t0 = time.monotonic()
+        res = g.grade(["\\boxed{9^{9^{9}}}"], ["1"], "boxed", timeout_s=30.0)
+        assert (res[0].reward, res[0].timed_out) == (0.0, False) and time.monotonic() - t0 < 10.0
         assert g.timeouts == 1
         # fast says no (an integer reference needs an integer answer), math-verify says yes: a worker answers.
         assert g.grade(["\\boxed{\\frac{4}{2}}"], ["2"], "boxed", timeout_s=60.0)[0].reward == 1.0

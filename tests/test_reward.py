@@ -147,7 +147,7 @@ def test_unknown_answer_format_raises(grader):
         lambda: grade_batch(["\\boxed{1}"], ["1"], "R1"),
         lambda: grader.grade(["\\boxed{1}"], ["1"], "qwen_math"),
     ):
-        with pytest.raises(ValueError, match="boxed, answer_tag"):
+        with pytest.raises(ValueError, match="boxed, boxed_lenient, answer_tag"):
             call()
 
 

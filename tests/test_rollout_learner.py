@@ -92,6 +92,39 @@ def test_gradient_is_independent_of_micro_batch_size(tiny, agg):
         torch.testing.assert_close(grads[micro], grads[B], atol=1e-6, rtol=0)
 
 
+def test_optimizer_is_the_papers_adamw_with_a_constant_lr_and_clip_1(tiny):
+    """The paper's optimizer, built from the composed training config: oat's AdamW (FusedAdam in AdamW mode, eps
+    1e-8), --learning_rate 0.000001, betas (0.9, 0.95) and weight decay 0 (oat's adam_beta_1/2 and l2 defaults),
+    --lr_scheduler constant (transformers' get_scheduler ignores the warmup for it), gradient clipping at
+    max_norm 1.0. Three steps on gradients of global norm 10: each is clipped to norm 1, the lr stays 1e-6. Under
+    zero2/zero3 the same values go into the DeepSpeed config."""
+    import copy
+    import math
+
+    from conftest import compose
+    from r1zero.strategy import build_strategy
+
+    cfg = compose(["model=tiny"])
+    model = copy.deepcopy(tiny[0])
+    learner = Learner(model, cfg.train, cfg.algo, max_new_tokens=16, temperature=1.0)
+    assert type(learner.optimizer) is torch.optim.AdamW
+    group = learner.optimizer.param_groups[0]
+    assert (group["lr"], tuple(group["betas"]), group["weight_decay"], group["eps"], group["amsgrad"]) == (
+        1e-6, (0.9, 0.95), 0.0, 1e-8, False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    count = sum(p.numel() for p in params)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.full_like(p, 10.0 / math.sqrt(count))  # global norm 10
+        assert learner.strategy.clip_and_step(float(cfg.train.max_grad_norm)) == pytest.approx(10.0, rel=1e-4)
+        assert math.sqrt(sum(float(p.grad.pow(2).sum()) for p in params)) == pytest.approx(1.0, rel=1e-4)
+        assert learner.strategy.last_lr() == 1e-6
+    ds = build_strategy(compose(["strategy=zero2"]).strategy).build_config(cfg.train, torch.bfloat16)
+    assert ds["optimizer"]["type"] == "AdamW" and ds["gradient_clipping"] == 1.0
+    assert {k: ds["optimizer"]["params"][k] for k in ("lr", "betas", "eps", "weight_decay")} == {
+        "lr": 1e-6, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0}
+
+
 def test_learner_logprobs_match_generation_positions(tiny):
     # Left padding must not shift positions: a padded row scores like the same row alone.
     model, tok = tiny

@@ -18,22 +18,26 @@ from conftest import REPO, compose
 
 SWEEPS = REPO / "sweeps" / "sweep"
 
+# Every sweep runs as long as the paper's scripts do: --num_prompt_epoch 20 (understand-r1-zero examples/*.sh), no
+# other cap; eval from step 0 (oat's learner evaluates before its first step).
+PAPER_LENGTH = {"train.prompt_epochs": 20, "train.total_steps": None, "eval.at_start": True}
 # name -> (jobs, fixed settings, swept keys -> values); reward.verifier: the paper's --verifier_version for that run
 # (train_zero_math.py's default fast for the 1.5B models, math_verify in examples/qwen2.5-math-7b.sh)
 EXPECTED = {
     "drgrpo_vs_grpo": (2, {"model.name": "qwen15", "template.name": "r1", "data.name": "math12k",
-                           "reward.verifier": "fast"},
+                           "reward.verifier": "fast", **PAPER_LENGTH},
                        {"algo": ["grpo", "drgrpo"]}),
     "ablation": (12, {"model.name": "qwen_math15", "template.name": "r1", "data.name": "math12k",
-                      "reward.verifier": "fast"},
+                      "reward.verifier": "fast", **PAPER_LENGTH},
                  {"algo": ["grpo", "drgrpo", "grpo_no_len_norm", "grpo_no_std_norm"], "seed": ["1", "2", "3"]}),
-    "duet": (12, {"model.name": "qwen_math15", "algo.name": "drgrpo", "train.total_steps": 300,  # Fig. 6: ~300 steps
-                  "reward.verifier": "fast"},
+    "duet": (12, {"model.name": "qwen_math15", "algo.name": "drgrpo", "reward.verifier": "fast", **PAPER_LENGTH},
              {"template": ["r1", "qwen_math", "no"], "data": ["orz57k", "math12k", "gsm8k", "asdiv"]}),
+    # examples/qwen2.5-math-1.5b.sh trains on --prompt_data ./datasets/train/math_12k (not level 3-5)
     "oat_zero_1.5b": (1, {"model.name": "qwen_math15", "template.name": "qwen_math", "algo.name": "drgrpo",
-                          "data.name": "math_lvl3to5", "reward.verifier": "fast"}, {}),
+                          "data.name": "math12k", "reward.verifier": "fast", **PAPER_LENGTH}, {}),
     "oat_zero_7b": (1, {"model.name": "qwen_math7", "template.name": "qwen_math", "algo.name": "drgrpo",
-                        "data.name": "math_lvl3to5", "reward.verifier": "math_verify"}, {}),  # qwen2.5-math-7b.sh
+                        "data.name": "math_lvl3to5", "reward.verifier": "math_verify", **PAPER_LENGTH},
+                    {}),  # examples/qwen2.5-math-7b.sh
 }
 
 
@@ -79,6 +83,24 @@ def test_ablation_on_slurm_a100_is_12_array_jobs_of_one_8xa100_node():
         assert f"#SBATCH {expected}" in lines, (expected, lines)
     # the command line narrows the grid
     assert len(plan(["sweep=ablation", "seed=1"])[1]) == 4
+
+
+def test_sweeps_run_the_papers_passes_counted_as_oat_counts():
+    """20 passes of floor(questions / 128) rollouts: MATH-12k's 12,000 questions (7,500 + 5,000 - MATH500; here
+    11,998: two solutions box nothing, "$\\boxed{}$ primes") give 93 rollouts a pass (the rest of each shuffled
+    pass skipped, as oat's drop_last loader) and 1,860 steps; the Oat-Zero-7B set, 8,523 questions, 66 a pass and
+    1,320 steps. A toy or laptop run keeps its few steps: its train.total_steps caps the passes."""
+    from r1zero.data import load_questions
+    from r1zero.schema import TrainConfig, typed
+
+    cfg = compose(["sweep=ablation"])
+    n = len(load_questions(cfg.data))
+    assert n == 11_998
+    assert typed(TrainConfig, cfg.train).run_steps(n) == 1_860
+    assert typed(TrainConfig, compose(["sweep=oat_zero_7b"]).train).run_steps(8_523) == 1_320
+    for experiment, steps in (("toy", 3), ("laptop", 12)):
+        small = typed(TrainConfig, compose(["sweep=ablation", f"experiment={experiment}"]).train)
+        assert small.prompt_epochs == 20 and small.run_steps(64) == steps
 
 
 def test_toy_overrides_the_sweep_and_the_command_line_overrides_toy():
@@ -165,26 +187,35 @@ def test_multi_process_launcher_with_single_strategy_is_refused_before_submittin
         assert out.returncode == 0, (ok, out.stderr)
 
 
-def test_cost_estimate_of_the_7b_recipe_is_the_papers_27_hours():
-    """Worked by hand (r1zero/cost.py's model), Oat-Zero-7B on one 8xA100 node, 200 steps of 128 x 8 responses:
+def test_cost_estimate_of_the_7b_recipe():
+    """Worked by hand (r1zero/cost.py's model), Oat-Zero-7B on one 8xA100 node, 128 x 8 responses a step:
     generation 1024 x 750 tokens / (255 tok/s x 8 GPUs) = 376.5 s a step; learner 1024 x (150 + 750) tokens x
-    8 FLOPs/param x 7.62e9 params / (0.30 x 312e12 x 8) = 75.0 s; 200 x 451.5 s = 90 300 s; 13 evaluations
-    (every 16 steps + the last) x 1560 questions x 750 tokens / 2040 tok/s = 7456 s; 97 756 s = 27.2 h,
-    217 GPU-hours; with the 24 h limit less the 900 s warning, 2 segments."""
+    8 FLOPs/param x 7.62e9 params / (0.30 x 312e12 x 8) = 75.0 s. The calibration: 200 steps, 90 300 s, and
+    13 evaluations (every 16 steps + the last) x 1560 questions x 750 tokens / 2040 tok/s = 7456 s: 97 756 s =
+    27.2 h, the paper's 27 h (217 GPU-hours; with the 24 h limit less the 900 s warning, 2 segments). The sweep's
+    own length, 20 passes over 8,523 questions = 1,320 steps, with 84 evaluations (step 0, every 16, the last):
+    1320 x 451.5 + 84 x 573.5 = 644 154 s = 178.9 h."""
     from r1zero.cost import estimate
 
-    cfg = compose(["sweep=oat_zero_7b"])
-    est = estimate(cfg, gpus=8, gpu="A100-SXM4-80GB", limit_s=24 * 3600 - 900)
+    calibration = compose(["sweep=oat_zero_7b", "train.prompt_epochs=null", "train.total_steps=200",
+                           "eval.at_start=false"])
+    est = estimate(calibration, gpus=8, gpu="A100-SXM4-80GB", limit_s=24 * 3600 - 900)
     assert est.gen_s == pytest.approx(376.5, abs=0.1) and est.learner_s == pytest.approx(75.0, abs=0.1)
     assert est.eval_s == pytest.approx(7456, abs=1)
     assert est.wall_s / 3600 == pytest.approx(27.2, abs=0.05) and est.gpu_hours == pytest.approx(217, abs=0.5)
     assert est.segments == 2
+    cfg = compose(["sweep=oat_zero_7b"])
+    est = estimate(cfg, gpus=8, gpu="a100", questions=8_523)
+    assert est.wall_s == pytest.approx(1320 * 451.5 + 84 * 573.5, rel=1e-3)
+    with pytest.raises(ValueError, match="train.prompt_epochs: the run's steps need the size of its question set"):
+        estimate(cfg, gpus=8, gpu="a100")  # a run in passes, no cap, no question count
     # every paper sweep gets an estimate, and an H100 is faster than an A100
     for name in SWEEPS.glob("*.yaml"):
         cfg = compose([f"sweep={name.stem}"])
-        assert 0 < estimate(cfg, gpus=8, gpu="h100").wall_s < estimate(cfg, gpus=8, gpu="a100").wall_s
+        assert 0 < estimate(cfg, gpus=8, gpu="h100", questions=12_000) \
+            .wall_s < estimate(cfg, gpus=8, gpu="a100", questions=12_000).wall_s
     with pytest.raises(ValueError, match="unknown GPU type 'v100'"):
-        estimate(cfg, gpus=8, gpu="v100")
+        estimate(cfg, gpus=8, gpu="v100", questions=12_000)
 
 
 def test_dryrun_private_submitit_use_is_pinned_and_fails_in_one_line():

@@ -49,15 +49,18 @@ class AlternatingGrader:
 
 
 class ScriptedEngine:
-    """Answers each prompt with G responses taken in turn from ``responses``; records its calls and syncs."""
+    """Answers each prompt with G responses taken in turn from ``responses`` (those in ``truncated`` flagged as cut
+    by the budget); records its calls, their sampling settings and the syncs."""
 
-    def __init__(self, responses):
+    def __init__(self, responses, truncated=()):
         self.responses, self.calls, self.syncs = list(responses), [], 0
+        self.truncated, self.samplings = set(truncated), []
 
     def generate(self, prompts, sampling):
         from r1zero.rollout import RolloutBatch
 
         self.calls.append(list(prompts))
+        self.samplings.append(sampling)
         rows = [self.responses[j % len(self.responses)] for _ in prompts for j in range(sampling.n)]
         ids = [[3 + ord(c) % 100 for c in r] for r in rows]  # token ids inside the tiny model's vocabulary
         T = max(map(len, ids))
@@ -65,7 +68,7 @@ class ScriptedEngine:
         return RolloutBatch(input_ids=torch.tensor([[1] + x + [0] * (T - len(x)) for x in ids]),
                             attention_mask=torch.cat([torch.ones(len(rows), 1, dtype=torch.long), mask.long()], 1),
                             response_mask=mask, prompt_len=1, responses=rows,
-                            truncated=torch.zeros(len(rows), dtype=torch.bool),
+                            truncated=torch.tensor([r in self.truncated for r in rows]),
                             prompt_index=torch.arange(len(prompts)).repeat_interleave(sampling.n))
 
     def sync_weights(self, model):
@@ -121,6 +124,26 @@ def test_two_steps_change_every_parameter(tmp_path, algo):
     assert {s["step"] for s in samples} == {1, 2}
     assert {"question", "response", "reward"} <= set(samples[0])
     assert (tmp_path / "final" / "config.json").exists() and (tmp_path / "config.yaml").exists()
+
+
+def test_a_run_in_prompt_epochs_is_passes_of_whole_rollouts(tmp_path, capsys):
+    """train.prompt_epochs=2 over 5 questions in rollouts of 2: floor(5 / 2) = 2 rollouts a pass, each pass a fresh
+    shuffle whose fifth question is skipped (oat's drop_last prompt loader), so 2 x 2 = 4 steps, every pass 4
+    distinct questions; the manifest records the 4, and the same command again finds the run finished."""
+    from r1zero.manifest import read_manifest
+
+    overrides = [o for o in TINY if not o.startswith(("data.max_questions=", "train.total_steps="))] + [
+        "data.max_questions=5", "train.prompt_epochs=2", "train.total_steps=null"]
+    engine = ScriptedEngine(["ab", "abcdef"])
+    train_mod.run(compose(overrides, run_dir=tmp_path), grader=AlternatingGrader(), engine=engine)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["data/epoch"] for r in rows] == [0.0, 0.0, 1.0, 1.0]
+    for first, second in ((0, 1), (2, 3)):  # one pass: two rollouts, no question twice
+        assert len(set(engine.calls[first]) | set(engine.calls[second])) == 4
+    assert read_manifest(tmp_path)["total_steps"] == 4 and read_manifest(tmp_path)["finished"] is True
+    train_mod.run(compose(overrides, run_dir=tmp_path), grader=AlternatingGrader(), engine=ScriptedEngine(["ab"]))
+    assert "already holds a finished run of 4 steps" in capsys.readouterr().out
 
 
 def test_run_writes_its_manifest(tmp_path):
@@ -249,6 +272,52 @@ def test_fresh_run_refuses_to_mix_with_existing_metrics(tmp_path):
     with pytest.raises(FileExistsError, match="resume=auto"):
         train_mod.run(compose(TINY + ["resume=null"], run_dir=tmp_path), grader=AlternatingGrader())
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'  # nothing already written is lost
+
+
+class CorrectGrader(AlternatingGrader):
+    """Marks every response correct and records what it was asked to grade (MathGrader's signature)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def grade(self, responses, references, template, truncated=None, **kwargs):
+        self.calls.append({"responses": list(responses), "truncated": truncated})
+        return [GradeResult(1.0, "x", True) for _ in responses]
+
+
+def test_training_grades_truncated_responses_then_zeroes_them(tmp_path):
+    """The paper's training zeroes the reward of a response cut by the budget (train_zero_math.py ZeroMathActor.step:
+    `if no_eos[i][j]: reward = 0`) after grading it (its actor logs the reward mean before that). Half of these
+    responses ("abcdef") are truncated, all are right: graded 1 each (the grader is not told about truncation),
+    trained on as 1, 0, 1, 0: rollout/reward_mean 0.5 beside reward_mean_pre_truncation 1.0, and the
+    samples carry reward 0 exactly where truncated."""
+    grader, engine = CorrectGrader(), ScriptedEngine(["ab", "abcdef"], truncated={"abcdef"})
+    one_step = [o for o in TINY if not o.startswith("train.total_steps=")] + ["train.total_steps=1",
+                                                                          "logger.samples_per_step=8"]
+    train_mod.run(compose(one_step, run_dir=tmp_path), grader=grader, engine=engine)
+    assert grader.calls[0]["truncated"] is None and "abcdef" in grader.calls[0]["responses"]
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert (row["rollout/reward_mean_pre_truncation"], row["rollout/reward_mean"], row["rollout/truncated_frac"]) == (
+        1.0, 0.5, 0.5)
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(s["reward"] == (0.0 if s["truncated"] else 1.0) for s in samples)
+    assert {s["truncated"] for s in samples} == {True, False}
+
+
+def test_rollouts_sample_with_the_papers_settings(tmp_path):
+    """The paper's scripts sample --num_samples 8 --temperature 1 --top_p 1 --generate_max_length 3000 (top_k: oat's
+    -1, off); the R1 template also stops at "</answer>" (ZeroMathActor.init). What the engine is asked for, with
+    the training config left at its defaults but for the tiny model's size."""
+    from r1zero.rollout import SamplingConfig
+
+    small = [o for o in TINY if not o.startswith(("sampling.", "train.total_steps="))] + [
+        "train.total_steps=1", "train.mini_batch_size=null", "template=r1"]
+    engine = ScriptedEngine(["ab </think> <answer> 1 </answer>"])
+    train_mod.run(compose(small, run_dir=tmp_path), grader=AlternatingGrader(), engine=engine)
+    assert engine.samplings == [SamplingConfig(n=8, max_new_tokens=3000, temperature=1.0, top_p=1.0, top_k=0,
+                                               stop=("</answer>",))]
+    assert len(engine.calls[0]) == 2  # prompts_per_rollout=2 here (the paper: 128)
 
 
 def test_rollout_metrics_log_the_reward_before_truncation():

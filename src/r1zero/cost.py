@@ -11,13 +11,19 @@ sweep. The model, per training step (paper Table 6 sizes: P prompts x G samples)
   bf16 peak (:data:`PEAK_TFLOPS`);
 * evaluation every ``eval.every`` steps: ``EVAL_QUESTIONS * L_eval`` greedy tokens at the generation rate.
 
-Generation is the calibrated term. The paper trains Oat-Zero-7B (``sweep=oat_zero_7b``: 200 steps of
-128 x 8 responses, eval every 16 steps) in 27 hours on 8 A100s (Liu et al. 2025, §1 and Table 4), which this
-model reproduces with an *effective* 255 generated tokens/s per A100 at 7.6B parameters: far below vLLM's
-raw decode rate, because colocated engines share memory with the learner, sleep and wake, resync weights and
-wait for each rollout's longest response. Other sizes scale as ``(7.62 / params_b) ** 0.6`` (decode is
-memory-bound: fewer weights to read, larger batches). After a run, ``python -m analysis cost`` compares this
-estimate with the measured ``time/step_s`` and the manifest's GPU-hours.
+The run's steps are ``train.total_steps``, or for a run in passes (``train.prompt_epochs``, the paper's sweeps)
+``TrainConfig.run_steps`` of the question count the caller gives (``python -m r1zero.dryrun`` counts the set).
+
+Generation is the calibrated term: an *effective* 255 generated tokens/s per A100 at 7.6B parameters makes 200
+steps of Oat-Zero-7B (128 x 8 responses, eval every 16 steps) take the paper's 27 hours on 8 A100s (Liu et al.
+2025, §1 and Table 4). 200 steps was r1zero's earlier reading of that run, with no source; the paper's script
+(understand-r1-zero ``examples/qwen2.5-math-7b.sh``, ``--num_prompt_epoch 20``) runs 20 passes over
+``math_lvl3to5_8k``, 20 x floor(8,523 / 128) = 1,320 steps. If that run took the 27 hours, no generation rate
+fits this model: its learner term alone (750-token responses at MFU 0.30) comes to 27.5 h over 1,320 steps, so
+for the paper's runs the model over-estimates, by up to ~6.6x (1,320 / 200), until it is recalibrated on a
+measured run. Other sizes scale as ``(7.62 / params_b) ** 0.6`` (decode is memory-bound: fewer weights to read,
+larger batches). After a run, ``python -m analysis cost`` compares this estimate with the measured
+``time/step_s`` and the manifest's GPU-hours.
 """
 
 from __future__ import annotations
@@ -59,11 +65,17 @@ def _gpu_kind(name: str) -> str:
     raise ValueError(f"unknown GPU type {name!r}; the cost model knows {sorted(PEAK_TFLOPS)}")
 
 
-def estimate(cfg, *, gpus: int, gpu: str = "a100", limit_s: float | None = None) -> Estimate:
+def estimate(cfg, *, gpus: int, gpu: str = "a100", limit_s: float | None = None,
+             questions: int | None = None) -> Estimate:
     """Estimated cost of the training run ``cfg`` (a composed train config) on ``gpus`` GPUs of type ``gpu``.
 
+    ``questions``: the size of the run's question set, which a run in passes (``train.prompt_epochs``) needs for
+    its step count (``TrainConfig.run_steps``); without it the run is ``train.total_steps`` steps (for a run in
+    passes, its cap).
+
     Raises:
-        ValueError: unknown GPU type, or a model without ``params_b``.
+        ValueError: unknown GPU type, a model without ``params_b``, or a run in passes with neither ``questions``
+            nor a ``train.total_steps`` cap.
     """
     kind = _gpu_kind(gpu)
     if cfg.model.params_b is None:
@@ -75,7 +87,15 @@ def estimate(cfg, *, gpus: int, gpu: str = "a100", limit_s: float | None = None)
     gen_s = responses * length / gen_tps
     passes = 6 + 2 + (2 if float(cfg.algo.kl_coef) > 0 else 0)  # fwd+bwd, old_logprobs, reference
     learner_s = responses * (PROMPT_TOKENS + length) * passes * n / (MFU * PEAK_TFLOPS[kind] * 1e12 * gpus)
-    steps = int(cfg.train.total_steps)
+    if questions is not None:
+        from .schema import TrainConfig, typed
+
+        steps = typed(TrainConfig, cfg.train).run_steps(questions)
+    elif cfg.train.total_steps is not None:
+        steps = int(cfg.train.total_steps)
+    else:
+        raise ValueError("train.prompt_epochs: the run's steps need the size of its question set "
+                         "(train.total_steps is null)")
     every = int(cfg.eval.every)
     n_evals = (steps // every + (steps % every > 0) + bool(cfg.eval.at_start)) if every else 0
     eval_s = n_evals * EVAL_QUESTIONS * EXPECTED_LENGTH_FRAC * int(cfg.eval.max_new_tokens) / gen_tps

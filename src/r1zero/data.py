@@ -325,13 +325,19 @@ class PromptSampler:
     """Shuffled batches of questions, epoch after epoch, resumable from ``state_dict()``.
 
     The permutation of epoch ``e`` is drawn from a generator seeded with ``seed + e``, so a resumed run
-    sees exactly the questions an uninterrupted run would.
+    sees exactly the questions an uninterrupted run would. By default a batch runs on into the next epoch's
+    permutation; with ``drop_last`` (``train.prompt_epochs``) an epoch is ``len(questions) // batch_size``
+    batches and the rest of its permutation is skipped, as oat's prompt ``DataLoader`` (``drop_last=True``) does.
     """
 
-    def __init__(self, questions: list[Question], batch_size: int, seed: int, shuffle: bool = True):
+    def __init__(self, questions: list[Question], batch_size: int, seed: int, shuffle: bool = True,
+                 drop_last: bool = False):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if drop_last and len(questions) < batch_size:
+            raise ValueError(f"drop_last with {len(questions)} questions, fewer than one batch of {batch_size}")
         self.questions, self.batch_size, self.seed, self.shuffle = questions, batch_size, seed, shuffle
+        self.drop_last = drop_last
         self.epoch, self.index = 0, 0
         self._order = self._permutation(0)
 
@@ -343,6 +349,8 @@ class PromptSampler:
 
     def next_batch(self) -> list[Question]:
         batch: list[Question] = []
+        if self.drop_last and self.index + self.batch_size > len(self._order):
+            self.index = len(self._order)  # the epoch's last partial batch is skipped
         while len(batch) < self.batch_size:
             if self.index >= len(self._order):
                 self.epoch, self.index = self.epoch + 1, 0

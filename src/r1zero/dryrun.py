@@ -67,6 +67,20 @@ def _submission_text(executor, n_jobs: int) -> str:
     return render("python -u -m submitit.core._submit <folder>", "<uid>")
 
 
+def _question_count(cfg: DictConfig, sizes: dict) -> int | str:
+    """The number of questions of ``cfg.data`` (before prompts over ``train.prompt_max_length`` are dropped:
+    that takes the tokenizer), or one line saying why the set cannot be read here; memoised in ``sizes``."""
+    from .data import DataUnavailableError, load_questions
+
+    key = OmegaConf.to_yaml(cfg.data, resolve=True) + str(cfg.paths.data_root)
+    if key not in sizes:
+        try:
+            sizes[key] = len(load_questions(cfg.data, cfg.paths.data_root))
+        except DataUnavailableError as err:
+            sizes[key] = f"train.prompt_epochs needs the question set's size: {str(err).splitlines()[0]}"
+    return sizes[key]
+
+
 def main(argv: list[str] | None = None) -> int:
     import r1zero.config  # noqa: F401  (the ${r1zero_root:} resolver of hydra.searchpath)
 
@@ -81,15 +95,26 @@ def main(argv: list[str] | None = None) -> int:
           f"sweep dir {cfg.hydra.sweep.dir}")
     gpus, limit_s = launcher_resources(cfg)
     total_h = total_gpu_h = 0.0
+    sizes: dict[str, int | str] = {}  # question set -> its size, or why it could not be read
+    unestimated = 0
     for i, job in enumerate(jobs):
         print(f"  #{i}: {' '.join(job)}")
         if launcher == "SlurmLauncher":
-            est = estimate(compose_job(job), gpus=gpus, gpu="a100", limit_s=limit_s)
+            job_cfg = compose_job(job)
+            questions = None
+            if job_cfg.train.prompt_epochs is not None:  # a run in passes: its steps need the set's size
+                questions = _question_count(job_cfg, sizes)
+                if isinstance(questions, str):
+                    print(f"      estimate: none ({questions})")
+                    unestimated += 1
+                    continue
+            est = estimate(job_cfg, gpus=gpus, gpu="a100", limit_s=limit_s, questions=questions)
             total_h, total_gpu_h = total_h + est.wall_s / 3600, total_gpu_h + est.gpu_hours
             print(f"      estimate: {format_estimate(est)}")
     if launcher == "SlurmLauncher":
+        missing = f"; {unestimated} job(s) without an estimate, not counted" if unestimated else ""
         print(f"sweep estimate: {total_gpu_h:.0f} GPU-hours in all ({total_h:.1f} h of {gpus}-GPU jobs; "
-              f"cost model and its sources: r1zero/cost.py)")
+              f"cost model and its sources: r1zero/cost.py{missing})")
     if launcher == "SlurmLauncher":
         print("sbatch header of every job:")
         for line in sbatch_header(cfg, len(jobs)):

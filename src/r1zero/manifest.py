@@ -8,9 +8,10 @@ the hardware, the seeds, the SLURM and wandb ids, and the wall time and GPU-hour
 Fields: ``command`` (list of str), ``cwd``, ``git`` {``commit``, ``dirty``} (None outside a checkout),
 ``versions`` {package: version or None}, ``hardware`` {``cpu_count``, ``gpu_name``, ``gpu_count``,
 ``gpu_memory_gib``}, ``world_size``, ``seed``, ``slurm`` {``job_id``, ``array_job_id``, ``array_task_id``}
-(None outside SLURM), ``wandb_run_id``, ``started_at`` / ``ended_at`` (ISO 8601, UTC), ``wall_s`` (seconds, summed
-over the segments of a resumed run), ``gpu_hours`` (``wall_s`` x GPUs in use / 3600), ``segments`` (how many
-times the run started), ``finished`` (bool).
+(None outside SLURM), ``wandb_run_id``, ``total_steps`` (the steps the run is to take: ``train.total_steps``, or
+what ``train.prompt_epochs`` passes over the question set come to; None where not given), ``started_at`` /
+``ended_at`` (ISO 8601, UTC), ``wall_s`` (seconds, summed over the segments of a resumed run), ``gpu_hours``
+(``wall_s`` x GPUs in use / 3600), ``segments`` (how many times the run started), ``finished`` (bool).
 """
 
 from __future__ import annotations
@@ -99,9 +100,11 @@ class Manifest:
         seed: the run's seed.
         world_size: processes training together; with GPUs, GPU-hours count one GPU per process.
         t0: ``time.perf_counter()`` when this segment started (default: now).
+        total_steps: the steps the run is to take (train's resolved length; None: not given).
     """
 
-    def __init__(self, run_dir: Path, *, seed: int, world_size: int = 1, t0: float | None = None):
+    def __init__(self, run_dir: Path, *, seed: int, world_size: int = 1, t0: float | None = None,
+                 total_steps: int | None = None):
         import time
 
         self.path = Path(run_dir) / MANIFEST
@@ -119,6 +122,7 @@ class Manifest:
             "seed": seed,
             "slurm": slurm_ids(),
             "wandb_run_id": previous.get("wandb_run_id"),
+            "total_steps": total_steps,
             "started_at": previous.get("started_at") or _now(),
             "ended_at": None,
             "wall_s": self._wall_before,

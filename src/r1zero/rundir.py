@@ -21,8 +21,8 @@ from .errors import OutputUnwritableError, bad_value
 #: Keys a continued run may change: where it writes and logs, how long it runs (and how many non-finite steps in a row
 #: it stands), when it saves and evaluates.
 MAY_CHANGE_ON_RESUME = ("resume", "allow_config_change", "paths.", "logger.", "device", "reward.num_workers",
-                        "train.total_steps", "train.save_every", "train.keep_checkpoints", "train.save_final",
-                        "train.max_nonfinite_steps",
+                        "train.total_steps", "train.prompt_epochs", "train.save_every", "train.keep_checkpoints",
+                        "train.save_final", "train.max_nonfinite_steps",
                         "eval.every", "eval.at_start", "eval.at_end")
 
 
@@ -95,15 +95,31 @@ def check_same_config(run_dir: Path, previous: dict | None, current: dict, allow
                         "the run's own config (its config.yaml), a new hydra.run.dir, or allow_config_change=true")
 
 
-def finished_run(run_dir: Path, previous: dict | None, total_steps: int) -> int | None:
-    """The step count of a finished run in ``run_dir`` that ``total_steps`` does not extend, else None."""
+def finished_run(run_dir: Path, previous: dict | None, total_steps: int | None,
+                 prompt_epochs: int | None = None) -> int | None:
+    """The step count of a finished run in ``run_dir`` that the requested length does not extend, else None.
+
+    Told without the question set (this runs before it loads): a run of ``total_steps`` steps is done when the
+    finished run had as many or more; a run of ``prompt_epochs`` passes when the finished one had the same
+    ``prompt_epochs`` and ``total_steps`` cap (the rest of the config is the same, ``check_same_config``), its
+    length then read from the manifest (``total_steps``). Any other change is not called finished: the run loads
+    and finds out.
+    """
     try:
         manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    steps = (previous or {}).get("train", {}).get("total_steps")
-    if manifest.get("finished") and isinstance(steps, int) and steps >= total_steps:
-        return steps
+    if not manifest.get("finished"):
+        return None
+    train = (previous or {}).get("train", {})
+    steps = train.get("total_steps")
+    if prompt_epochs is None:
+        if train.get("prompt_epochs") is None and isinstance(steps, int) and steps >= total_steps:
+            return steps
+        return None
+    done = manifest.get("total_steps")
+    if train.get("prompt_epochs") == prompt_epochs and steps == total_steps and isinstance(done, int):
+        return done
     return None
 
 

@@ -194,6 +194,7 @@ class R1ZeroRecipe:
         self.run_dir = Path(cfg.paths.run_dir)
         self._grader, self._engine = grader, engine  # collaborators given instead of built (tests' fakes)
         self.step = 0
+        self.total_steps: int | None = None  # the run's length, known once the question set is loaded (setup)
         self._eval_suite = None  # benchmark questions, read at the first evaluation
         self._saving = False
         self._consistent = None
@@ -227,7 +228,8 @@ class R1ZeroRecipe:
         config = OmegaConf.to_container(OmegaConf.structured(cfg))
         if continuing:  # one experiment per run directory
             check_same_config(self.run_dir, previous, config, cfg.allow_config_change)
-        if cfg.resume == "auto" and (done := finished_run(self.run_dir, previous, cfg.train.total_steps)):
+        if cfg.resume == "auto" and (done := finished_run(self.run_dir, previous, cfg.train.total_steps,
+                                                          cfg.train.prompt_epochs)):
             raise RunComplete(f"r1zero: {self.run_dir.resolve()} already holds a finished run of {done} steps; "
                               f"nothing to do (more steps: train.total_steps=N; a new run: another hydra.run.dir)")
         if self.strategy.is_main:
@@ -262,8 +264,15 @@ class R1ZeroRecipe:
         if self.dropped_long:
             log.info("dropped %d questions whose prompt exceeds train.prompt_max_length=%s tokens",
                      self.dropped_long, cfg.train.prompt_max_length)
+        # the run's length: train.total_steps, or train.prompt_epochs passes over the kept questions (as oat counts)
+        self.total_steps = cfg.train.run_steps(len(self.questions))
+        if cfg.train.prompt_epochs is not None:
+            log.info("train.prompt_epochs=%d over %d questions in rollouts of %d: %d steps%s", cfg.train.prompt_epochs,
+                     len(self.questions), cfg.train.prompts_per_rollout, self.total_steps,
+                     f" (capped by train.total_steps={cfg.train.total_steps})"
+                     if self.total_steps == cfg.train.total_steps else "")
         self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed),
-                                     shuffle=cfg.data.shuffle)
+                                     shuffle=cfg.data.shuffle, drop_last=cfg.train.prompt_epochs is not None)
         if cfg.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         ref_model = None
@@ -306,7 +315,7 @@ class R1ZeroRecipe:
         if self.strategy.is_main:  # after the logger accepted the run dir: never overwrites another run's
             # what produced this run: command, commit, versions, hardware, seeds, ids, time used
             self.manifest = Manifest(self.run_dir, seed=int(cfg.seed), world_size=self.strategy.world_size,
-                                     t0=t_setup)
+                                     t0=t_setup, total_steps=self.total_steps)
             if cfg.logger.wandb.mode != "disabled":  # the schema checked the mode
                 # one group per multirun, tags per config, the manifest as config, the same run after a requeue
                 settings = wandb_settings(config, self.run_dir,
@@ -359,7 +368,7 @@ class R1ZeroRecipe:
     # ----------------------------------------------------------------------------------------------
     def train(self) -> None:
         cfg = self.cfg
-        total = int(cfg.train.total_steps)
+        total = self.total_steps
         bar = None
         if cfg.logger.progress_bar and self.strategy.is_main:
             from tqdm.auto import tqdm
@@ -535,7 +544,7 @@ class R1ZeroRecipe:
 
     def _maybe_checkpoint(self) -> None:
         every = self.cfg.train.save_every
-        if every > 0 and self.step % every == 0 and self.step < int(self.cfg.train.total_steps):
+        if every > 0 and self.step % every == 0 and self.step < self.total_steps:
             self.save_checkpoint()
 
     def save_checkpoint(self) -> Path:
@@ -568,7 +577,8 @@ class R1ZeroRecipe:
 
     # ----------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
-        finished, unsaved = self.step >= int(self.cfg.train.total_steps) and not self._diverged, None
+        finished = self.total_steps is not None and self.step >= self.total_steps and not self._diverged
+        unsaved = None
         if self.cfg.train.save_final and finished:
             if self.strategy.weights_finite():
                 self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")

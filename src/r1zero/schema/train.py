@@ -26,7 +26,12 @@ class SamplingParams:
 
 @dataclass
 class TrainConfig:
-    total_steps: int = 200                   # rollout -> update iterations (one policy update per rollout batch)
+    # rollout -> update iterations (one policy update per rollout batch); with prompt_epochs, a cap (null: none)
+    total_steps: Optional[int] = 200
+    # passes over the question set, as oat's --num_prompt_epoch (the paper's scripts: 20): the run is
+    # prompt_epochs x floor(questions kept / prompts_per_rollout) steps, each pass a fresh shuffle whose last
+    # partial rollout is skipped (oat's drop_last); null: train.total_steps steps, rollouts running on across passes
+    prompt_epochs: Optional[int] = None
     prompts_per_rollout: int = 128           # questions per rollout; x group_size responses
     mini_batch_size: Optional[int] = 128     # responses per optimizer step (all ranks), rows shuffled per epoch; null: the whole rollout
     prompt_max_length: Optional[int] = 1024  # questions whose templated prompt has more tokens are dropped; null: keep all
@@ -46,10 +51,13 @@ class TrainConfig:
     max_nonfinite_steps: int = 3
 
     def __post_init__(self) -> None:
-        for key in ("total_steps", "prompts_per_rollout", "micro_batch_size", "ppo_epochs", "max_nonfinite_steps"):
+        for key in ("prompts_per_rollout", "micro_batch_size", "ppo_epochs", "max_nonfinite_steps"):
             at_least(f"train.{key}", getattr(self, key), 1)
-        for key in ("mini_batch_size", "prompt_max_length", "keep_checkpoints"):
+        for key in ("total_steps", "prompt_epochs", "mini_batch_size", "prompt_max_length", "keep_checkpoints"):
             at_least(f"train.{key}", getattr(self, key), 1, none_ok=True)
+        if self.total_steps is None and self.prompt_epochs is None:
+            raise bad_value("train.total_steps", "is null and so is train.prompt_epochs: the run has no length",
+                            "a number of steps, or train.prompt_epochs=N (passes over the question set)")
         above("train.lr", self.lr, 0.0)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise bad_value("train.betas", f"{list(self.betas)} is not two numbers in [0, 1)", "e.g. [0.9, 0.95]")
@@ -57,6 +65,30 @@ class TrainConfig:
         above("train.max_grad_norm", self.max_grad_norm, 0.0)
         at_least("train.warmup_steps", self.warmup_steps, 0)
         at_least("train.save_every", self.save_every, 0)
+
+
+    def run_steps(self, questions: int) -> int:
+        """The run's length in steps over a question set of ``questions`` (after long prompts are dropped).
+
+        Without ``prompt_epochs``: ``total_steps``. With it, as oat counts (``learners/base.py``
+        ``LearnerBase.learn``: ``num_prompt_epoch`` passes over a ``DataLoader`` of ``rollout_batch_size_per_device``
+        prompts on each of the ``world_size`` ranks, ``DistributedSampler`` and loader both ``drop_last``, one policy
+        update per rollout): ``prompt_epochs x floor(questions / prompts_per_rollout)``, at most ``total_steps``.
+        E.g. the paper's 20 passes over MATH-12k's 12,000 questions in rollouts of 128: 20 x 93 = 1,860 steps.
+
+        Raises:
+            ConfigError: ``prompt_epochs`` is set and the question set is smaller than one rollout.
+        """
+        if self.prompt_epochs is None:
+            return int(self.total_steps)
+        per_pass = int(questions) // self.prompts_per_rollout
+        if per_pass == 0:
+            raise bad_value("train.prompt_epochs", f"a pass over the {questions} questions holds no rollout of "
+                            f"train.prompts_per_rollout={self.prompts_per_rollout}",
+                            f"train.prompts_per_rollout <= {questions}, or train.prompt_epochs=null with "
+                            "train.total_steps=N")
+        steps = self.prompt_epochs * per_pass
+        return steps if self.total_steps is None else min(steps, int(self.total_steps))
 
 
 @dataclass
