@@ -12,6 +12,9 @@ first 50 steps (the lr is constant, so a 50-step run is the first 50 steps of th
 * GRPO: +44.1, -2.1, +48.8; Dr. GRPO: -30.2, -59.4, -55.5.
 * GRPO minus Dr. GRPO per seed: +74.3, +57.3, +104.3 (the committed 200-step runs are in docs/claims.md).
 
+The test's runs are the first 50 steps of the committed seed-1 runs (``results/length_bias/ablation``: GRPO
++17.1, Dr. GRPO -65.3, difference +82.4 over those steps).
+
 A GRPO whose length normaliser were lost (the 1/|o_i| turned into Dr. GRPO's constant) would behave like
 ``grpo_no_len_norm``, whose incorrect responses shrink like Dr. GRPO's, so the difference would be about 0.
 ``MARGIN`` is 20 tokens: below a third of the smallest tuning-seed difference (+57.3), and
