@@ -126,7 +126,7 @@ def test_prompt_sampler_drops_the_last_partial_rollout_of_a_pass_only_when_asked
     on = PromptSampler(qs, 4, seed=0)
     first = [q.question for b in (on.next_batch(), on.next_batch()) for q in b]
     third = on.next_batch()
-    assert on.epoch == 1 and set(q.question for q in third[:2]) == set(map(str, range(10))) - set(first)
+    assert on.epoch == 1 and {q.question for q in third[:2]} == set(map(str, range(10))) - set(first)
     cut = PromptSampler(qs, 4, seed=0, drop_last=True)
     assert [q.question for b in (cut.next_batch(), cut.next_batch()) for q in b] == first  # the same shuffle
     third = cut.next_batch()

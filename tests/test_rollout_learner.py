@@ -101,8 +101,9 @@ def test_optimizer_is_the_papers_adamw_with_a_constant_lr_and_clip_1(tiny):
     import copy
     import math
 
-    from conftest import compose
     from r1zero.strategy import build_strategy
+
+    from conftest import compose
 
     cfg = compose(["model=tiny"])
     model = copy.deepcopy(tiny[0])

@@ -30,7 +30,9 @@ Identical answers within a batch are verified once. ``math_verify``/sympy can ru
 answers (``\\boxed{9^{9^{9}}}``) and times out via SIGALRM, which only works on a process's main thread, so
 grading runs in worker subprocesses with two layers of per-answer timeout: a SIGALRM in the worker (cheap,
 the worker survives) and a hard deadline after which the parent kills and replaces a worker stuck in C code.
-A timeout scores 0 and is counted. A batch also has a wall-time budget (``reward.batch_timeout_s``): alarms are
+A timeout scores 0 and is counted. Inside an answer's budget, ``fast`` / ``math_verify`` give each math-verify
+call the paper's 1 s (``verifiers.PAPER_MATH_VERIFY_CALL_S``); a call past it means "not equal", as in the
+paper's ``is_latex_equal``. A batch also has a wall-time budget (``reward.batch_timeout_s``): alarms are
 cut to what is left of it, and once it is spent the answers not yet checked score 0 as timeouts, so many
 pathological answers cost one to two timeouts, not one each per worker.
 

@@ -20,8 +20,9 @@ ever sees strings its regular expression matched (digits, ``.``, blanks, ``+-*/^
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -66,7 +66,6 @@ class TrainConfig:
         at_least("train.warmup_steps", self.warmup_steps, 0)
         at_least("train.save_every", self.save_every, 0)
 
-
     def run_steps(self, questions: int) -> int:
         """The run's length in steps over a question set of ``questions`` (after long prompts are dropped).
 
