@@ -248,10 +248,13 @@ def test_a_second_sigterm_stops_mid_step_saving_the_last_completed_step(tmp_path
     """The first SIGTERM asks for a checkpoint at the step's end; a second one during that step stops at once,
     checkpointing the last completed step, and exits 143 in one line; resume=auto then finishes the run."""
     run_dir = tmp_path / "run"
+    # Long steps (32 responses of up to 256 tokens) and signals 50 ms apart: both land in the step after the first
+    # logged one on any machine (with 8 responses and 0.2 s apart, an AVX2 machine finished the step in between).
     cmd = [sys.executable, "-m", "r1zero.train", "experiment=toy", "train.total_steps=6", "eval.every=0",
-           "sampling.max_new_tokens=256", f"hydra.run.dir={run_dir}"]  # long steps: both signals land in one
+           "sampling.max_new_tokens=256", "train.prompts_per_rollout=4", "sampling.group_size=8",
+           "train.micro_batch_size=32", f"hydra.run.dir={run_dir}"]
     returncode, err = run_and_signal(cmd, tmp_path, run_dir, [signal.SIGTERM, signal.SIGTERM], after_steps=1,
-                                     wait_s=300, poll_s=0.02, gap_s=0.2, timeout_s=120)
+                                     wait_s=300, poll_s=0.02, gap_s=0.05, timeout_s=120)
     assert returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     k = logged_steps(run_dir)[-1]
