@@ -98,7 +98,7 @@ def test_sweeps_run_the_papers_passes_counted_as_oat_counts():
     assert n == 11_998
     assert typed(TrainConfig, cfg.train).run_steps(n) == 1_860
     assert typed(TrainConfig, compose(["sweep=oat_zero_7b"]).train).run_steps(8_523) == 1_320
-    for experiment, steps in (("toy", 3), ("laptop", 12)):
+    for experiment, steps in (("toy", 3), ("laptop", 30)):
         small = typed(TrainConfig, compose(["sweep=ablation", f"experiment={experiment}"]).train)
         assert small.prompt_epochs == 20 and small.run_steps(64) == steps
 
