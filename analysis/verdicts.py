@@ -21,7 +21,7 @@ from scipy import stats as sstats
 
 from .claims import CLAIMS, Claim
 from .errors import AnalysisError
-from .loading import METRICS_FILE, RunSet, _config_file, _lookup, read_config, read_jsonl
+from .loading import METRICS_FILE, RunSet, _config_file, _lookup, _metrics_frame, read_config, read_jsonl
 
 PASS, FAIL, INCONCLUSIVE, NOT_RUN = "PASS", "FAIL", "INCONCLUSIVE", "NOT RUN"
 KINDS = ("difference", "duet", "expectation")
@@ -106,13 +106,10 @@ def load_records(runset: RunSet) -> list[RunRecord]:
         cfg_path = _config_file(run.path)
         config = read_config(cfg_path) if cfg_path else {}
         config["choices"] = _choices(run.path)
-        rows = read_jsonl(run.path / METRICS_FILE)
-        df = pd.DataFrame(rows)
-        if df.empty or "step" not in df.columns:
-            continue
-        # a resumed run re-logs the steps after its last checkpoint; eval rows may share a step: keep the last
-        df = df.groupby("step", sort=True).last().reset_index()
-        records.append(RunRecord(run.path, config, df))
+        # the same frame every figure reads: one row per step, the last value a resumed run logged for it
+        df = _metrics_frame(read_jsonl(run.path / METRICS_FILE), str(run.path / METRICS_FILE))
+        if df is not None:
+            records.append(RunRecord(run.path, config, df))
     return records
 
 
