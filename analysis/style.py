@@ -196,6 +196,7 @@ def save(fig: Figure, data: pd.DataFrame, out: Path, name: str) -> dict[str, Pat
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
     fig.savefig(paths["png"], dpi=PNG_DPI)
-    fig.savefig(paths["pdf"])
+    # no creation date: rebuilding unchanged runs gives byte-identical PDFs (no churn in git)
+    fig.savefig(paths["pdf"], metadata={"CreationDate": None})
     data.to_csv(paths["csv"], index=False)
     return paths
