@@ -12,7 +12,6 @@ share of the rollout; the totals are summed over ranks and each rank's loss is m
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -68,18 +67,6 @@ def prompt_groups(prompt_index: torch.Tensor, prompts: tuple[torch.Tensor, ...] 
     if any(not torch.equal(t[first].repeat_interleave(G, dim=0), t) for t in prompts):
         return None
     return first, G
-
-
-def _select_rows(cache, index: torch.Tensor):
-    """A new cache holding rows ``index`` of ``cache`` (with their graph); ``cache`` itself is left as it was."""
-    sub = copy.copy(cache)
-    if hasattr(cache, "layers"):  # transformers >= 4.56: per-layer objects whose tensors are replaced, not mutated
-        sub.layers = [copy.copy(layer) for layer in cache.layers]
-    for name in ("key_cache", "value_cache"):  # older transformers: lists of tensors, replaced item by item
-        if isinstance(getattr(cache, name, None), list):
-            setattr(sub, name, list(getattr(cache, name)))
-    sub.batch_select_indices(index)
-    return sub
 
 
 def sequence_logprobs(

@@ -297,11 +297,3 @@ def grade_fast(given: str, gt: str) -> bool:
     strings equal, or ``prm800k_equal``. Never raises on bad input; may be slow (sympy simplify), so run it
     under a timeout (the grader's workers do)."""
     return hendrycks_normalize(given) == hendrycks_normalize(gt) or prm800k_equal(given, gt)
-
-
-def fast_equal(given: str, gt: str) -> bool:
-    """The paper's ``fast`` verdict on one pair, ``math_grader.grade(given, gt, fast=True)``: a reference
-    containing ``\\boxed`` is unboxed first (``unbox_reference``; False when that fails), then
-    ``grade_fast``."""
-    ref = unbox_reference(gt) if "\\boxed" in gt else gt
-    return ref is not None and grade_fast(given, ref)
