@@ -51,7 +51,7 @@ _UNIT_WORDS = [
 ]
 _UNIT_RES = [re.compile(r"(^|\W)" + u + r"($|\W)") for u in _UNIT_WORDS + [u + "s" for u in _UNIT_WORDS]]
 # Matches where any of _UNIT_RES does (one alternation, searched exhaustively): an answer without a unit word --
-# most of them -- skips the ~600 substitutions, 1.5 ms of each normalisation.
+# most of them -- skips the ~600 substitutions, most of a normalisation's time (docs/performance.md, "Grader").
 _ANY_UNIT = re.compile(r"(?:^|\W)(?:" + "|".join(_UNIT_WORDS + [u + "s" for u in _UNIT_WORDS]) + r")(?:$|\W)")
 # Unit words the PRM800K normaliser removes wherever they occur (with an optional plural and power).
 _PRM_UNIT_RES = [(u, re.compile(u + r"(es)?(s)? *(\^[0-9]+)?")) for u in (
