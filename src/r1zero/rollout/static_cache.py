@@ -23,9 +23,9 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from ..models import cpu_bf16_matmuls
+from ..models import SPEED_PATHS, cpu_bf16_matmuls
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_MODEL_TYPES = SPEED_PATHS["static_cache"]  # r1zero.models.SPEED_PATHS says which types, and why
 
 
 def unsupported_reason(model) -> str | None:
