@@ -1,4 +1,4 @@
-"""Evaluate the claims registry (:mod:`analysis.claims`) on run directories: ``python -m analysis claims``.
+"""Evaluate the claims registry (:mod:`r1zero_analysis.claims`) on run directories: ``python -m r1zero_analysis claims``.
 
 Per claim: the runs its selector picks, one statistic per run (:data:`STATISTICS`), the effect with a 95%
 bootstrap interval over seeds (``scipy.stats.bootstrap``, percentile method, 9,999 resamples, fixed random state;
@@ -280,6 +280,9 @@ def row(v: Verdict) -> str:
             f"seeds {seeds:<5} {v.verdict}" + (f"  ({v.note})" if v.note else ""))
 
 
+# The committed docs/claims.md opens with this text (tests/test_results.py rebuilds it byte for byte), so its command
+# stays `python -m analysis`, which in a checkout's root is this same package; `python -m r1zero_analysis` runs it from
+# anywhere. Both change together when docs/claims.md is next rebuilt.
 HEADER = """# Claims
 
 Each finding of Liu et al. (2025) that r1zero checks against its own committed runs, rebuilt by
