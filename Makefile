@@ -25,8 +25,8 @@ test: install
 # a rebuild into another DOCS gives the same tables and claims).
 DOCS ?= docs
 figures:
-	$(PYTHON) -m analysis all --runs results/length_bias --out $(DOCS)/figures/length_bias --paper-rows none --smooth 10
-	$(PYTHON) -m analysis all --runs results/laptop/ablation --out $(DOCS)/figures/laptop --paper-rows none
-	$(if $(wildcard results/laptop/duet),$(PYTHON) -m analysis all --runs results/laptop/duet --out $(DOCS)/figures/laptop_duet --paper-rows none)
-	$(PYTHON) -m analysis baserates --runs results/baserates --out $(DOCS)/figures/baserates
-	$(PYTHON) -m analysis claims --runs results/ --out $(DOCS)
+	$(PYTHON) -m r1zero_analysis all --runs results/length_bias --out $(DOCS)/figures/length_bias --paper-rows none --smooth 10
+	$(PYTHON) -m r1zero_analysis all --runs results/laptop/ablation --out $(DOCS)/figures/laptop --paper-rows none
+	$(if $(wildcard results/laptop/duet),$(PYTHON) -m r1zero_analysis all --runs results/laptop/duet --out $(DOCS)/figures/laptop_duet --paper-rows none)
+	$(PYTHON) -m r1zero_analysis baserates --runs results/baserates --out $(DOCS)/figures/baserates
+	$(PYTHON) -m r1zero_analysis claims --runs results/ --out $(DOCS)

@@ -3,10 +3,10 @@
 Reads run directories only (``metrics.jsonl``, ``samples.jsonl``, ``eval_samples.jsonl`` and the
 Hydra config, see ``docs/design.md``) or long-format wandb exports, never training internals.
 
-Command line: ``python -m analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``.
+Command line: ``python -m r1zero_analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``.
 From Python::
 
-    from analysis import load_runs, plots
+    from r1zero_analysis import load_runs, plots
     df = load_runs(["multirun/2026-01-01/12-00-00"])   # one row per run x step
     plots.dynamics(df, Path("figures"))
 """

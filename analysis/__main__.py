@@ -1,4 +1,4 @@
-"""``python -m analysis``: see :mod:`analysis.cli`."""
+"""``python -m r1zero_analysis``: see :mod:`r1zero_analysis.cli`."""
 
 from .cli import main
 

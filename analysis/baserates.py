@@ -1,4 +1,4 @@
-"""``python -m analysis baserates --runs EVAL_DIR... --out DIR``: what a model does before any RL, per setting.
+"""``python -m r1zero_analysis baserates --runs EVAL_DIR... --out DIR``: what a model does before any RL, per setting.
 
 One row per evaluation directory (``python -m r1zero.evaluate`` at T > 0 with several samples per question): the
 template, the question set's spec, accuracy and pass@k (from ``eval.json``), the share of answers with an

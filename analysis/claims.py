@@ -2,8 +2,8 @@
 
 One :class:`Claim` per finding and testbed (``<finding>@<experiment>``). A claim names the runs it reads (a
 selector on the runs' configs, :class:`Select`), the two arms it compares, the metric and the per-run statistic,
-and what counts as holding (the effect, arm A minus arm B, against a threshold). ``python -m analysis claims
---runs results/`` evaluates every claim (:mod:`analysis.verdicts`): the effect, a 95% bootstrap interval over
+and what counts as holding (the effect, arm A minus arm B, against a threshold). ``python -m r1zero_analysis claims
+--runs results/`` evaluates every claim (:mod:`r1zero_analysis.verdicts`): the effect, a 95% bootstrap interval over
 seeds, the seeds per arm, and PASS, FAIL, INCONCLUSIVE or NOT RUN. A claim that does not hold is reported, never
 dropped: add a claim here, never remove one because it fails.
 
@@ -11,7 +11,7 @@ Selectors read the run's resolved ``config.yaml`` by dotted key (``algo.name``, 
 choices of its ``.hydra/hydra.yaml`` as ``choices.<group>`` (``choices.experiment``: ``length_bias``, ``laptop``);
 a value may be a list (any of them).
 
-Per-run statistics (:data:`analysis.verdicts.STATISTICS`):
+Per-run statistics (:data:`r1zero_analysis.verdicts.STATISTICS`):
 
 * ``growth``: mean of the metric over the last quarter of the logged steps minus its mean over the first 3 steps
   (a seed's initial policy is the same under every algorithm, so the runs start alike);

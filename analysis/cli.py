@@ -1,7 +1,7 @@
-"""``python -m analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``;
-``python -m analysis claims --runs DIR... [--out DIR]`` (the claims registry, :mod:`analysis.claims`);
-``python -m analysis collect --runs SWEEP_DIR --out results/<experiment>/<sweep>`` (:mod:`analysis.collect`);
-``python -m analysis baserates --runs EVAL_DIR... --out DIR`` (:mod:`analysis.baserates`).
+"""``python -m r1zero_analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``;
+``python -m r1zero_analysis claims --runs DIR... [--out DIR]`` (the claims registry, :mod:`r1zero_analysis.claims`);
+``python -m r1zero_analysis collect --runs SWEEP_DIR --out results/<experiment>/<sweep>`` (:mod:`r1zero_analysis.collect`);
+``python -m r1zero_analysis baserates --runs EVAL_DIR... --out DIR`` (:mod:`r1zero_analysis.baserates`).
 
 Problems with the runs given end the command with one ``error: ...`` line on stderr and exit
 status 2; skipped lines and runs are reported as ``warning: ...`` lines.
@@ -49,9 +49,9 @@ def _keywords(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m analysis``."""
+    """The argument parser of ``python -m r1zero_analysis``."""
     p = argparse.ArgumentParser(
-        prog="python -m analysis",
+        prog="python -m r1zero_analysis",
         description="Rebuild the paper's figures and tables from logged r1zero runs.",
     )
     p.add_argument(

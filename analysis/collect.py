@@ -1,4 +1,4 @@
-"""``python -m analysis collect --runs SWEEP_DIR... --out results/<experiment>/<sweep>``: a finished run's evidence,
+"""``python -m r1zero_analysis collect --runs SWEEP_DIR... --out results/<experiment>/<sweep>``: a finished run's evidence,
 small enough to commit.
 
 Per run directory (or evaluation directory) found under ``--runs`` (the same search as every command), copied to ``<out>/<run dir name>/``:

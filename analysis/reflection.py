@@ -79,7 +79,7 @@ def has_reflection(responses: pd.Series, pattern: re.Pattern[str]) -> pd.Series:
 def reflection_stats(samples: pd.DataFrame, keywords: Iterable[str] = DEFAULT_KEYWORDS) -> pd.DataFrame:
     """Per run group x source x step: reflection fraction and accuracy with / without reflection.
 
-    ``samples`` is :func:`analysis.samples.samples_frame`, with a ``response`` column or an already
+    ``samples`` is :func:`r1zero_analysis.samples.samples_frame`, with a ``response`` column or an already
     computed ``reflect`` column. Accuracies are NaN where no response falls in the subset (e.g.
     ``acc_reflect`` at a step without any reflective response).
     """
@@ -172,7 +172,7 @@ def _plot_source(axes, stats: pd.DataFrame, cols: Sequence[str], source: str) ->
 
 
 def detector(keywords: Iterable[str] = DEFAULT_KEYWORDS) -> Callable[[str], bool]:
-    """A ``detect`` function for :func:`analysis.samples.samples_frame`."""
+    """A ``detect`` function for :func:`r1zero_analysis.samples.samples_frame`."""
     pattern = keyword_pattern(keywords)
     return lambda text: pattern.search(text) is not None
 
@@ -180,7 +180,7 @@ def detector(keywords: Iterable[str] = DEFAULT_KEYWORDS) -> Callable[[str], bool
 def reflection(samples: pd.DataFrame, out: Path, keywords: Iterable[str] = DEFAULT_KEYWORDS) -> style.Output:
     """Write ``reflection.png/.pdf`` and ``reflection.csv``: one panel row per sample source.
 
-    ``samples`` is :func:`analysis.samples.samples_frame` (with ``detect=detector(keywords)`` for
+    ``samples`` is :func:`r1zero_analysis.samples.samples_frame` (with ``detect=detector(keywords)`` for
     large logs, so response texts are not held in memory)."""
     keywords = tuple(keywords)
     stats = reflection_stats(samples, keywords)

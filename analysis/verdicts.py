@@ -1,4 +1,4 @@
-"""Evaluate the claims registry (:mod:`analysis.claims`) on run directories: ``python -m analysis claims``.
+"""Evaluate the claims registry (:mod:`r1zero_analysis.claims`) on run directories: ``python -m r1zero_analysis claims``.
 
 Per claim: the runs its selector picks, one statistic per run (:data:`STATISTICS`), the effect with a 95%
 bootstrap interval over seeds (``scipy.stats.bootstrap``, percentile method, 9,999 resamples, fixed random state;
@@ -283,7 +283,7 @@ def row(v: Verdict) -> str:
 HEADER = """# Claims
 
 Each finding of Liu et al. (2025) that r1zero checks against its own committed runs, rebuilt by
-`python -m analysis claims --runs results/ --out docs` from the registry in `analysis/claims.py`. Effect: arm A
+`python -m r1zero_analysis claims --runs results/ --out docs` from the registry in `analysis/claims.py`. Effect: arm A
 minus arm B (or, for a paper number, measured minus expected); 95% interval: bootstrap over seeds (paired by seed
 when both arms ran the same seeds); PASS when the whole interval is past the threshold, FAIL when the whole
 interval is on the other side, INCONCLUSIVE when it straddles it or an arm has too few seeds, NOT RUN when no

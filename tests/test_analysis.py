@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis import (
+from r1zero_analysis import (
     AnalysisWarning,
     MissingMetricError,
     NoRunsError,
@@ -19,9 +19,9 @@ from analysis import (
     reflection,
     tables,
 )
-from analysis.cli import main
-from analysis.loading import ID_COLS, discover
-from analysis.samples import samples_frame
+from r1zero_analysis.cli import main
+from r1zero_analysis.loading import ID_COLS, discover
+from r1zero_analysis.samples import samples_frame
 
 REWARD = "rollout/reward_mean"
 LEN = "rollout/response_length_mean"
@@ -599,7 +599,7 @@ def test_cli_all_writes_index_and_skips_what_cannot_be_made(dyn_runs: Path, tmp_
 
 
 def test_config_labels_handle_unquoted_no_template_and_missing_keys():
-    from analysis.loading import config_labels
+    from r1zero_analysis.loading import config_labels
 
     cfg = yaml.safe_load("template: {name: no}\nalgo: {name: grpo}\nseed: 3\n")  # `no` loads as False
     assert config_labels(cfg) == {
@@ -617,7 +617,7 @@ def _with_manifest(d: Path, **versions) -> Path:
 
 
 def test_index_lists_versions_and_warns_when_compared_runs_differ(tmp_path):
-    from analysis.report import versions_summary
+    from r1zero_analysis.report import versions_summary
 
     rows = curve([0.1, 0.2], [10, 11], [9, 9], [12, 13])
     a = _with_manifest(write_run(tmp_path / "a", algo="grpo", metrics=rows))
@@ -637,7 +637,7 @@ def _eval_rows(step, bench, correct_by_question):
 
 
 def test_seed_table_means_intervals_and_protocol(tmp_path):
-    from analysis import seeds
+    from r1zero_analysis import seeds
 
     rows = curve([0.1], [10], [9], [12])
     # benchmark b, per question: seed 1 = (1 [2 samples: 1, 1], 1, 0, 0) -> 0.5; seed 2 = (1, 0.5 [samples 1, 0],

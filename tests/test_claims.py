@@ -1,5 +1,5 @@
 """The claims registry (``analysis/claims.py``) and its evaluation (``analysis/verdicts.py``), on synthetic runs with
-hand-worked numbers, and ``python -m analysis collect``."""
+hand-worked numbers, and ``python -m r1zero_analysis collect``."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.claims import CLAIMS, Claim
-from analysis.cli import main
-from analysis.collect import MAX_RESPONSE_CHARS, SAMPLES_PER_END
-from analysis.loading import discover
-from analysis.verdicts import FAIL, INCONCLUSIVE, NOT_RUN, PASS, RegistryError, evaluate, growth, interval
+from r1zero_analysis.claims import CLAIMS, Claim
+from r1zero_analysis.cli import main
+from r1zero_analysis.collect import MAX_RESPONSE_CHARS, SAMPLES_PER_END
+from r1zero_analysis.loading import discover
+from r1zero_analysis.verdicts import FAIL, INCONCLUSIVE, NOT_RUN, PASS, RegistryError, evaluate, growth, interval
 
 BAD = "rollout/response_length_incorrect"
 
@@ -115,7 +115,7 @@ def test_malformed_registry_is_one_error(bad, message):
 
 
 def discover_nothing():
-    from analysis.loading import RunSet
+    from r1zero_analysis.loading import RunSet
     return RunSet([], [], [])
 
 

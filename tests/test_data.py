@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -44,15 +46,28 @@ def test_arith_chains_operations_with_precedence_and_never_passes_below_zero():
     assert (two[0].question, two[0].answer) == ("What is 14 + 19 - 15?", "18")
 
 
-@pytest.mark.parametrize("override, key", [("data.min_value=0", "data.min_value"),
-                                           ("data.heldout_percent=100", "data.heldout_percent"),
-                                           ("data.num_operations=0", "data.num_operations")])
-def test_arith_spec_errors_come_from_the_config_before_the_model_loads(override, key):
+@pytest.mark.parametrize("overrides, message", [
+    (["data=arith", "data.min_value=0"], "data.min_value: 0 is below 1; valid: an integer >= 1"),
+    (["data=arith", "data.heldout_percent=100"], "data.heldout_percent: 100 is outside (0, 99]; valid: a number in (0, 99]"),
+    (["data=arith", "data.heldout_percent=0"], "data.heldout_percent: 0 is outside (0, 99]; valid: a number in (0, 99]"),
+    (["data=arith", "data.num_operations=0"], "data.num_operations: 0 is below 1; valid: an integer >= 1"),
+    (["data=countdown", "data.min_number=0"], "data.min_number: 0 is below 1; valid: an integer >= 1"),
+    (["data=countdown", "data.max_target=0"], "data.max_target: 0 is below 1; valid: an integer >= 1"),
+    (["data=countdown", "data.heldout_percent=100"],
+     "data.heldout_percent: 100 is outside (0, 99]; valid: a number in (0, 99]"),
+])
+def test_generator_spec_errors_come_from_the_config_before_the_model_loads(overrides, message):
+    """What the generators (r1zero.arith, r1zero.countdown) refuse, the schema refuses first: one line naming the key,
+    the value and the valid range, raised when the recipe is built (before setup loads the model)."""
     from r1zero.errors import ConfigError
     from r1zero.schema import run_config
+    from r1zero.train import R1ZeroRecipe
 
-    with pytest.raises(ConfigError, match=key):
-        run_config(compose(["data=arith", override]))
+    with pytest.raises(ConfigError) as info:
+        run_config(compose(overrides))
+    assert str(info.value) == message
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        R1ZeroRecipe(compose(["model=tiny", *overrides]))
 
 
 def test_arith_train_and_test_never_overlap_whatever_the_seed_or_size():

@@ -232,6 +232,11 @@ def test_architectures_the_step_does_not_cover_decode_through_their_forward(tiny
                                                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                                                sliding_window=16))
     assert static_cache.unsupported_reason(mistral) == "sliding-window attention"
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    qwen3 = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, head_dim=16,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    assert "model_type 'qwen3'" in static_cache.unsupported_reason(qwen3)  # q_norm / k_norm: r1zero.models.SPEED_PATHS
     sampling = SamplingConfig(n=2, max_new_tokens=10, temperature=0.0)
     a = HFRolloutEngine(gpt2, tok, decoder="generate").generate(PROMPTS, sampling)
     b = HFRolloutEngine(gpt2, tok, decoder="loop").generate(PROMPTS, sampling)

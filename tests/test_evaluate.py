@@ -139,7 +139,7 @@ def _suite_metrics(zero_truncated: bool, ev=None, engine=None):
     if ev is None:
         ev = OmegaConf.create({"max_new_tokens": 30, "temperature": 0.0, "batch_size": 8,
                                "zero_truncated": zero_truncated})
-    with MathGrader(num_workers=1) as grader:
+    with MathGrader(num_workers=1, verifier="r1zero") as grader:
         return evaluate_suite(None, None, PromptTemplate("plain", "{question}"), ev, engine=engine, grader=grader,
                               suite=suite, progress=False)
 

@@ -178,6 +178,45 @@ def test_a_full_disk_at_a_checkpoint_keeps_no_half_checkpoint_and_resume_continu
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: what a tampered trainer_state.pt could run instead."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_resume_refuses_a_trainer_state_that_would_run_code(tmp_path):
+    """A checkpoint's trainer_state.pt is read with weights_only=True: a pickle that calls a function on load (a
+    tampered file, or one someone else wrote) is refused in one line naming the file, and never runs."""
+    import torch
+
+    import r1zero.train as train_mod
+    from r1zero.checkpoint import load_trainer_state
+
+    first = train_mod.R1ZeroRecipe(compose(TOY + ["train.save_final=false"], run_dir=tmp_path / "run"))
+    first.setup(); first.train(); ckpt = first.save_checkpoint(); first.cleanup()  # noqa: E702
+    state = load_trainer_state(ckpt)  # what r1zero writes loads under weights_only=True
+    marker = tmp_path / "pwned"
+    torch.save({**state, "sampler": _Payload(marker)}, ckpt / "trainer_state.pt")
+
+    with pytest.raises(ConfigError) as info:
+        train_mod.run(compose(TOY + ["train.total_steps=2", f"resume={ckpt}"], run_dir=tmp_path / "other"))
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{ckpt}/trainer_state.pt: refused, not a trainer state r1zero wrote")
+    assert f"it pickles {open.__module__}.open; loading it could run code, so it was not loaded" in msg
+    assert not marker.exists()
+    (ckpt / "trainer_state.pt").write_bytes(b"not a torch file")  # foreign bytes: the same one line
+    with pytest.raises(ConfigError, match=rf"^{ckpt}/trainer_state.pt: refused, not a trainer state r1zero wrote"):
+        load_trainer_state(ckpt)
+
+    torch.save(_Payload(marker), tmp_path / "live.pt")  # the payload is live: a full unpickle runs it
+    torch.load(tmp_path / "live.pt", weights_only=False)
+    assert marker.exists()
+
+
 def test_a_full_disk_while_writing_metrics_is_one_line(tmp_path, monkeypatch):
     import r1zero.train as train_mod
     from r1zero.tracking import MetricsLogger

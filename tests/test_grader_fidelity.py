@@ -31,7 +31,7 @@ def math500():
 @pytest.fixture(scope="module")
 def grader():
     # A generous timeout: a miss must mean "not equivalent", not "the shared CPU was busy".
-    with MathGrader(num_workers=2, timeout_s=15.0) as g:
+    with MathGrader(num_workers=2, timeout_s=15.0, verifier="r1zero") as g:
         yield g
 
 
@@ -46,7 +46,7 @@ def test_gold_solutions_with_shortcut(math500, grader):
 def test_gold_solutions_math_verify_only(math500):
     """math_verify itself, with the string shortcut off: >= 99.5% and exactly the known misses."""
     outputs, answers = math500
-    with MathGrader(num_workers=2, timeout_s=15.0, exact_match_shortcut=False) as g:
+    with MathGrader(num_workers=2, timeout_s=15.0, exact_match_shortcut=False, verifier="r1zero") as g:
         res = g.grade(outputs, answers, "boxed")
     misses = {i: (r.extracted, answers[i], r.timed_out) for i, r in enumerate(res) if r.reward != 1.0}
     assert set(misses) == set(KNOWN_MISSES), f"new or fixed misses: {misses}"

@@ -3,7 +3,7 @@
 The random tiny model, a reward that ignores length (``r1zero.reward.parity``: the response's first byte is even),
 8 questions x 8 responses of up to 256 tokens, lr 1e-3: the real rollout, grader workers, learner and optimizer.
 Any drift of the incorrect responses' length is the loss aggregation's doing. The statistic is the claims
-registry's ``growth`` (``analysis.verdicts.growth``): the mean of ``rollout/response_length_incorrect`` over the
+registry's ``growth`` (``r1zero_analysis.verdicts.growth``): the mean of ``rollout/response_length_incorrect`` over the
 last quarter of the steps minus its mean over the first 3.
 
 Measured on the 2-core CI machine at this setting on the tuning seeds 101-103 (never the committed seeds 1-3),
@@ -31,7 +31,7 @@ import pytest
 from conftest import compose
 
 import r1zero.train as train_mod
-from analysis.verdicts import growth
+from r1zero_analysis.verdicts import growth
 
 STEPS = 50
 MARGIN = 20.0  # tokens; see the module docstring

@@ -9,7 +9,7 @@ from test_length_grouping import hand_batch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 from r1zero import packing
-from r1zero.learner import HIDDEN_HEAD_TYPES, sequence_logprobs
+from r1zero.learner import HIDDEN_HEAD_TYPES, PACKED_TYPES, sequence_logprobs
 
 SMALL = {"vocab_size": 200, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "max_position_embeddings": 64, "tie_word_embeddings": False}
@@ -29,6 +29,17 @@ MODELS = {
     "qwen2_window_on_layer_1": lambda: _model(Qwen2Config(use_sliding_window=True, sliding_window=4,
                                                           max_window_layers=1, **SMALL)),
 }
+
+
+def test_the_speed_paths_read_one_table():
+    """The learner's lists (LM head on real positions, packed micro-batches) and the static-cache decoder's are rows
+    of r1zero.models.SPEED_PATHS; the packed test above covers every type its row lists."""
+    from r1zero.models import SPEED_PATHS
+    from r1zero.rollout import static_cache
+
+    assert HIDDEN_HEAD_TYPES is SPEED_PATHS["hidden_head"] and PACKED_TYPES is SPEED_PATHS["packed"]
+    assert static_cache.SUPPORTED_MODEL_TYPES is SPEED_PATHS["static_cache"]
+    assert {name.split("_")[0] for name in MODELS} == set(PACKED_TYPES)
 
 
 def test_the_layout_by_hand():
@@ -77,7 +88,7 @@ def test_the_packed_forward_gives_the_padded_values_and_gradients(name):
     wherever they are consecutive); one embedding call, one decoder forward, one LM-head call over exactly the
     real response positions; the model's own attention is back afterwards."""
     model = MODELS[name]()
-    assert model.config.model_type in HIDDEN_HEAD_TYPES
+    assert model.config.model_type in PACKED_TYPES
     batch = hand_batch([5, 9], [1, 14, 2, 13, 12, 1, 3, 14], G=4, P=9, T=14)
     weight = torch.linspace(-1, 1, len(batch)).unsqueeze(1)
     for rows in (torch.arange(8), torch.arange(1, 7)):

@@ -135,7 +135,7 @@ def test_grader_workers_survive_the_slurm_warning_signal():
     die of USR2 or SIGINT mid-answer."""
     from r1zero.reward import MathGrader
 
-    grader = MathGrader(num_workers=1)
+    grader = MathGrader(num_workers=1, verifier="r1zero")
     try:
         assert grader.grade(["\\boxed{1/2}"], ["0.5"], "boxed")[0].reward == 1.0  # starts the worker
         worker = grader._workers[0].proc

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from r1zero.reward import (
+    DEFAULT_VERIFIER,
     GradeResult,
     MathGrader,
     extract_answer,
@@ -26,7 +27,7 @@ PATHOLOGICAL = "\\boxed{9^{9^{9}}}"
 
 @pytest.fixture(scope="module")
 def grader():
-    with MathGrader(num_workers=2, timeout_s=5.0) as g:
+    with MathGrader(num_workers=2, timeout_s=5.0, verifier="r1zero") as g:  # r1zero's own checker
         g.start()
         yield g
 
@@ -414,7 +415,7 @@ def test_math_verify_calls_get_the_papers_one_second(monkeypatch):
 
 
 def test_batch_timeout_caps_the_alarm_and_skips_the_rest():
-    with MathGrader(num_workers=1, timeout_s=30.0, batch_timeout_s=1.0) as g:
+    with MathGrader(num_workers=1, timeout_s=30.0, batch_timeout_s=1.0, verifier="r1zero") as g:
         g.grade(["\\boxed{1}"], ["\\frac{1}{1}"], "boxed")
         t0 = time.monotonic()
         res = g.grade([PATHOLOGICAL, "\\boxed{\\frac{2}{4}}"], ["1", "0.5"], "boxed")
@@ -475,3 +476,17 @@ def test_module_level_api():
     assert rewards == [1.0, 0.0, 0.0, 0.0]
     detailed = grade_batch_detailed(["\\boxed{4}"], ["4"], "boxed", truncated=[True], timeout_s=1.0)
     assert detailed == [GradeResult(0.0, "4", True, truncated=True)]
+
+
+def test_the_graders_default_verifier_is_the_configs():
+    """``grade_batch``, ``grade_batch_detailed`` and ``MathGrader`` grade with the verifier a run gets when its
+    config names none (``reward.verifier``: the paper's ``fast``)."""
+    import inspect
+
+    from conftest import compose
+
+    from r1zero.schema import RewardConfig, run_config
+
+    assert RewardConfig().verifier == run_config(compose([])).reward.verifier == DEFAULT_VERIFIER == "fast"
+    for api in (grade_batch, grade_batch_detailed, MathGrader):
+        assert inspect.signature(api).parameters["verifier"].default == DEFAULT_VERIFIER, api

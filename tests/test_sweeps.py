@@ -146,7 +146,7 @@ def test_toy_sweep_runs_locally(tmp_path):
         assert Path(run / "config.yaml").is_file()
     # The analysis reads what training wrote: metric and config names are checked end to end.
     figures = tmp_path / "figures"
-    out = subprocess.run([sys.executable, "-m", "analysis", "all", "--runs", str(sweep), "--out", str(figures)],
+    out = subprocess.run([sys.executable, "-m", "r1zero_analysis", "all", "--runs", str(sweep), "--out", str(figures)],
                          check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "error:" not in out.stderr

@@ -1,7 +1,9 @@
 """Checkpoints for ``resume=auto``: model + tokenizer (HF format) and the trainer state.
 
 Layout: ``<run_dir>/checkpoints/step_000050/`` holding the HF files and ``trainer_state.pt`` (optimizer,
-scheduler, data position, RNG states, step). A checkpoint is written under a temporary name
+scheduler, data position, RNG states, step). ``trainer_state.pt`` holds only tensors and plain Python values (the
+RNG states as lists and tensors), so it is read with ``torch.load(weights_only=True)``: resuming from a checkpoint
+someone else wrote (a shared folder, a download) cannot run code it pickles; such a file is refused in one line. A checkpoint is written under a temporary name
 (``.tmp_step_000050``) and renamed, so a run killed mid-save never leaves a half checkpoint that ``resume=auto``
 would pick; a save that fails (a full disk) removes its temporary directory, and the leftovers of a killed run
 are removed when the next run in the directory starts (:func:`remove_partial`).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import random
 import re
 import shutil
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import OutputUnwritableError
+from .errors import ConfigError, OutputUnwritableError
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 #: Directories of unfinished saves: the checkpoint itself, and each rank's DeepSpeed shards before they move in.
@@ -31,15 +34,22 @@ _LOW_SPACE = 64 << 20  # bytes: a write that failed with less free than this fai
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The Python, NumPy, torch (and CUDA) RNG states, as tensors and plain lists (``weights_only`` loads them)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -127,5 +137,35 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_trainer_state(ckpt: Path) -> dict:
-    # Our own file (optimizer tensors, RNG tuples), so full unpickling is needed and trusted.
-    return torch.load(Path(ckpt) / "trainer_state.pt", map_location="cpu", weights_only=False)
+    """``<ckpt>/trainer_state.pt``, read with ``weights_only=True`` (tensors and plain values only).
+
+    Raises:
+        ConfigError: one line naming the file, when it holds anything else (a pickled object or function: a tampered
+            file, one another program wrote, or one from before r1zero stored its RNG states as lists; nothing in
+            it ran) or is not a trainer state at all.
+    """
+    path = Path(ckpt) / "trainer_state.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # what weights_only refuses: a global the file would import or call
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise _foreign(path, f"it pickles {found.group(1)}; loading it could run code, so it was not loaded") \
+                from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
+        raise _foreign(path, f"not a torch.save file: {(detail.group(1) if detail else text.splitlines()[0]).strip()}") \
+            from None
+    except EOFError:
+        raise _foreign(path, "empty or cut short") from None
+    except (RuntimeError, ValueError) as err:  # not a torch.save file (a damaged zip, another format)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise _foreign(path, f"not a torch.save file: {first.split('. ')[0]}") from None
+    if not (isinstance(state, dict) and {"step", "learner", "sampler"} <= state.keys()):
+        raise _foreign(path, "no step, learner and sampler state in it")
+    return state
+
+
+def _foreign(path: Path, why: str) -> ConfigError:
+    return ConfigError(f"{path}: refused, not a trainer state r1zero wrote ({why}); valid: resume=null, auto, or a "
+                       f"checkpoints/step_* directory written by this version of r1zero")

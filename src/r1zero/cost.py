@@ -22,7 +22,7 @@ steps of Oat-Zero-7B (128 x 8 responses, eval every 16 steps) take the paper's 2
 fits this model: its learner term alone (750-token responses at MFU 0.30) comes to 27.5 h over 1,320 steps, so
 for the paper's runs the model over-estimates, by up to ~6.6x (1,320 / 200), until it is recalibrated on a
 measured run. Other sizes scale as ``(7.62 / params_b) ** 0.6`` (decode is memory-bound: fewer weights to read,
-larger batches). After a run, ``python -m analysis cost`` compares this estimate with the measured
+larger batches). After a run, ``python -m r1zero_analysis cost`` compares this estimate with the measured
 ``time/step_s`` and the manifest's GPU-hours.
 """
 

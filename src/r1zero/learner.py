@@ -12,7 +12,6 @@ share of the rollout; the totals are summed over ranks and each rank's loss is m
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -21,7 +20,7 @@ import torch
 
 from .algos import policy_loss
 from .logprob import token_logprobs as flat_token_logprobs
-from .models import unwrap
+from .models import SPEED_PATHS, unwrap
 from .packing import PackedLayout, packed_logits
 from .packing import pack as pack_rows
 from .packing import supported as packing_supported
@@ -70,18 +69,6 @@ def prompt_groups(prompt_index: torch.Tensor, prompts: tuple[torch.Tensor, ...] 
     return first, G
 
 
-def _select_rows(cache, index: torch.Tensor):
-    """A new cache holding rows ``index`` of ``cache`` (with their graph); ``cache`` itself is left as it was."""
-    sub = copy.copy(cache)
-    if hasattr(cache, "layers"):  # transformers >= 4.56: per-layer objects whose tensors are replaced, not mutated
-        sub.layers = [copy.copy(layer) for layer in cache.layers]
-    for name in ("key_cache", "value_cache"):  # older transformers: lists of tensors, replaced item by item
-        if isinstance(getattr(cache, name, None), list):
-            setattr(sub, name, list(getattr(cache, name)))
-    sub.batch_select_indices(index)
-    return sub
-
-
 def sequence_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
     groups: tuple[torch.Tensor, int] | None = None, lengths: torch.Tensor | None = None,
@@ -105,19 +92,19 @@ def sequence_logprobs(
             module (not a DDP / DeepSpeed wrapper, whose own forward must run) whose logits are its LM head over its
             decoder's hidden states, the LM head and the log-softmax run over the real response positions only,
             not the (B, T, V) logits of every padded position, and the result is 0 past each row's length.
-        layout: :func:`r1zero.packing.pack` of the rows, for a :data:`HIDDEN_HEAD_TYPES` LM (or a DDP / DeepSpeed
+        layout: :func:`r1zero.packing.pack` of the rows, for a :data:`PACKED_TYPES` LM (or a DDP / DeepSpeed
             wrapper of one) without activation checkpointing: the micro-batch then runs padding-free, as one packed
             sequence through the model's own forward (:func:`r1zero.packing.packed_logits`; each shared prompt once,
             the LM head on the real response positions only); ``attention_mask``, ``groups`` and ``lengths`` are not
             used. The result is 0 past each row's length.
 
     Raises:
-        ValueError: ``layout`` for a model outside :data:`HIDDEN_HEAD_TYPES`.
+        ValueError: ``layout`` for a model outside :data:`PACKED_TYPES`.
     """
     T = input_ids.shape[1] - prompt_len
     if layout is not None:
-        if _model_type(model) not in HIDDEN_HEAD_TYPES:
-            raise ValueError(f"a packed layout needs a causal LM of one of {HIDDEN_HEAD_TYPES}, got "
+        if _model_type(model) not in PACKED_TYPES:
+            raise ValueError(f"a packed layout needs a causal LM of one of {PACKED_TYPES}, got "
                              f"{_model_type(model)!r}")
         return _place_logprobs(packed_logits(model, input_ids, layout), layout.targets, input_ids[:, prompt_len:],
                                temperature)
@@ -188,11 +175,10 @@ def _to_host(values: list) -> list[float]:
     return [next(flat) if isinstance(v, torch.Tensor) else float(v) for v in values]
 
 
-HIDDEN_HEAD_TYPES = ("llama", "qwen2", "qwen3", "mistral")
-"""The ``config.model_type`` values whose causal-LM logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no
-logit scaling or soft-capping), so the learner can apply the head itself to the real positions of padded rows; and whose
-attention goes through transformers' attention interface with positions from ``position_ids``, so they run packed
-(:mod:`r1zero.packing`, tested on each)."""
+HIDDEN_HEAD_TYPES = SPEED_PATHS["hidden_head"]
+"""The ``config.model_type`` values whose LM head the learner applies itself (``r1zero.models.SPEED_PATHS``)."""
+PACKED_TYPES = SPEED_PATHS["packed"]
+"""The ``config.model_type`` values whose micro-batches run packed (``r1zero.models.SPEED_PATHS``)."""
 
 
 def _model_type(model) -> str | None:
@@ -332,9 +318,9 @@ class Learner:
 
     def _packs(self, model) -> bool:
         """Whether ``model``'s forwards run packed (:mod:`r1zero.packing`): ``train.group_by_length`` on, a
-        :data:`HIDDEN_HEAD_TYPES` LM (or a DDP / DeepSpeed wrapper of one), no activation checkpointing."""
+        :data:`PACKED_TYPES` LM (or a DDP / DeepSpeed wrapper of one), no activation checkpointing."""
         return bool(self.cfg.group_by_length) and packing_supported() and not _checkpointing(unwrap(model)) \
-            and _model_type(model) in HIDDEN_HEAD_TYPES
+            and _model_type(model) in PACKED_TYPES
 
     def _groups(self, model, batch: RolloutBatch, idx: torch.Tensor):
         """:func:`prompt_groups` of rows ``idx`` where ``model`` can share a prompt's cache, else None."""

@@ -3,8 +3,8 @@
 ``log_softmax(z / temperature)[target]`` through autograd costs several vocabulary-sized temporaries per row: the
 log-sum-exp's shifted and exponentiated copies, then in the backward its softmax, the product with the incoming
 gradient, the gather's zero-filled scatter and the sum of the two. At V = 49k (SmolLM2) to 152k (Qwen) those
-temporaries are as large as the logits themselves (peak memory 4x the logits', against 2x here; measured in
-``docs/performance.md``). :func:`token_logprobs` computes the same
+temporaries are as large as the logits themselves (the peak memory, before and after: ``docs/performance.md``).
+:func:`token_logprobs` computes the same
 values chunk by chunk (each chunk's fp32 temporaries small enough to stay in cache) and its backward writes the
 gradient ``(onehot(target) - softmax(z / temperature)) * grad / temperature`` straight into the one (M, V) tensor
 autograd needs, a chunk at a time.

@@ -28,6 +28,24 @@ from .schema import ModelConfig, TinyModelConfig, typed
 
 log = logging.getLogger(__name__)
 
+#: The one table of which ``config.model_type`` values each speed path supports; a model outside a row takes the
+#: plain path there (same values, slower). Tests: tests/test_packing.py (the packed forward, every type listed),
+#: tests/test_decode.py (the static-cache step against the model's forward).
+#:
+#: ``hidden_head``: the causal-LM logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no logit scaling or
+#: soft-capping), so the learner applies the head itself to the real positions of padded rows
+#: (:func:`r1zero.learner.sequence_logprobs`).
+#: ``packed``: those logits, and attention through transformers' attention interface with positions from
+#: ``position_ids``, so the learner's micro-batches run padding-free (:mod:`r1zero.packing`).
+#: ``static_cache``: decoder layers whose arithmetic :mod:`r1zero.rollout.static_cache` reproduces op for op
+#: (pre-norm attention with rotary q/k and a gated SiLU MLP). Qwen3 is not in it: its layers also RMS-normalise q and
+#: k per head (``q_norm`` / ``k_norm``), which that step does not do.
+SPEED_PATHS: dict[str, tuple[str, ...]] = {
+    "hidden_head": ("llama", "qwen2", "qwen3", "mistral"),
+    "packed": ("llama", "qwen2", "qwen3", "mistral"),
+    "static_cache": ("llama", "qwen2", "mistral"),
+}
+
 TINY = "tiny"
 _TINY_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -43,8 +61,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 def cpu_bf16_matmuls() -> bool:
     """Whether this CPU multiplies bf16 through oneDNN's bf16 kernels (AVX512 or AMX; oneDNN's own check).
 
-    Without them (e.g. an AVX2-only CPU) a bf16 matmul falls back to a generic kernel, ~8x slower than fp32 on the
-    2-core development machine, and oneDNN's bf16 weight prepacking is unavailable."""
+    Without them (e.g. an AVX2-only CPU) a bf16 matmul falls back to a generic kernel, much slower than fp32
+    (docs/performance.md), and oneDNN's bf16 weight prepacking is unavailable."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -52,8 +70,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The compute dtype a run's ``dtype`` names on ``device``.
 
     ``auto`` → bf16 on GPU, fp32 on CPU (CPU bf16 matmuls are slow and lossy for the ratio); ``auto_bf16`` → bf16 on
-    GPU and on a CPU with bf16 matmul kernels (:func:`cpu_bf16_matmuls`), else fp32 (the quickstart's choice:
-    1.6x faster than fp32 on an AVX512-BF16 CPU, ~8x slower on an AVX2 one).
+    GPU and on a CPU with bf16 matmul kernels (:func:`cpu_bf16_matmuls`), else fp32 (the quickstart's choice: bf16
+    is faster than fp32 where the CPU has those kernels and much slower where it does not; docs/performance.md).
 
     Raises:
         ValueError: an unknown name (the message lists the valid ones).
@@ -202,7 +220,7 @@ def unwrap(model):
 def gguf_to_hf_cache(src_dir: Path, gguf_file: str, cache_dir: Path) -> Path:
     """Dequantise ``src_dir/gguf_file`` once into an fp32 HF checkpoint at ``cache_dir``; return it.
 
-    The GGUF load (~25 s for 135M parameters) produces a model transformers refuses to save because it is
+    The GGUF load (slow: the weights are dequantised) produces a model transformers refuses to save because it is
     flagged as quantized, so the weights are moved into a plain model built from the same config. The
     directory is written under a temporary name and renamed, so an interrupted conversion leaves no
     half-written cache.
@@ -308,7 +326,7 @@ def load_model_and_tokenizer(cfg, device: torch.device, dtype: torch.dtype, weig
         gc.pad_token_id = tokenizer.pad_token_id
     if device.type == "cpu" and (weights_from is not None or str(cfg.path) != TINY):  # loaded from files
         # from_pretrained can leave parameters in memory-mapped safetensors storage whose alignment changes which
-        # CPU kernels run (measured: ~1e-9 gradient differences). Fresh copies make a resumed run compute bit
+        # CPU kernels run (gradients then differ in their last bits). Fresh copies make a resumed run compute bit
         # for bit what the uninterrupted one does. (On GPU, .to(device) copies anyway.)
         with torch.no_grad():
             for param in model.parameters():

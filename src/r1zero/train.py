@@ -59,7 +59,7 @@ log = logging.getLogger("r1zero.train")
 
 
 __all__ = ["R1ZeroRecipe", "RunComplete", "drop_long_prompts", "gather_rollout", "hydra_job_info", "main", "rollout_metrics", "run",
-           "set_seed", "validate"]
+           "set_seed"]
 
 
 def _mean(xs) -> float:
@@ -153,22 +153,6 @@ def hydra_job_info() -> dict[str, str | None]:
     choices = hc.runtime.choices
     return {"sweep": choices.get("sweep"), "experiment": choices.get("experiment"),
             "sweep_dir": str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None}
-
-
-def validate(cfg: DictConfig | RunConfig, world_size: int = 1) -> RunConfig:
-    """Fail fast, before any model is loaded, on values that would only break mid-run: the schema's checks
-    (:mod:`r1zero.schema`) and the batch split over ``world_size`` processes. Returns the typed config.
-
-    Raises:
-        ConfigError: one line naming the bad key and the valid choices.
-    """
-    cfg = run_config(cfg)
-    cfg.check_batches(world_size)
-    try:  # reward=fn: import the user's function now, before the model loads
-        check_reward_config(OmegaConf.structured(cfg.reward))
-    except RewardFnError as err:
-        raise ConfigError(str(err)) from None
-    return cfg
 
 
 class RunComplete(Exception):

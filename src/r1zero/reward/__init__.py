@@ -48,10 +48,11 @@ import threading
 
 from .extract import ANSWER_FORMATS, check_answer_format, extract_answer, normalize_reference, reference_alternatives
 from .pool import GradeResult, MathGrader
-from .verifiers import VERIFIERS, check_verifier
+from .verifiers import DEFAULT_VERIFIER, VERIFIERS, check_verifier
 
 __all__ = [
     "ANSWER_FORMATS",
+    "DEFAULT_VERIFIER",
     "GradeResult",
     "VERIFIERS",
     "check_answer_format",
@@ -85,7 +86,7 @@ def grade_batch_detailed(
     *,
     truncated: list[bool] | None = None,
     timeout_s: float = 5.0,
-    verifier: str = "r1zero",
+    verifier: str = DEFAULT_VERIFIER,
 ) -> list[GradeResult]:
     """``MathGrader.grade`` on the shared module-level grader (workers: ``$R1ZERO_GRADER_WORKERS`` or
     min(4, CPUs)) with ``verifier`` (one of ``VERIFIERS``). Raises ValueError for an unknown answer format or
@@ -101,7 +102,7 @@ def grade_batch(
     *,
     truncated: list[bool] | None = None,
     timeout_s: float = 5.0,
-    verifier: str = "r1zero",
+    verifier: str = DEFAULT_VERIFIER,
 ) -> list[float]:
     """Rewards in {0.0, 1.0}, one per response; see ``grade_batch_detailed``.
 

@@ -153,9 +153,9 @@ def _last_r1_answer(response: str) -> str | None:
     """The last match of ``</think>\\s*<answer>(.*?)</answer>`` (``re.findall(...)[-1]``, DOTALL), or None.
 
     The same matches as the regex, in O(len(response)): the regex retries its lazy ``(.*?)`` from every
-    ``<answer>`` opener and rescans to the end for each unclosed one (5 s on 100k characters of repeated
-    ``</think> <answer>``); here a missing ``</answer>`` after the first remaining opener ends the search, as no
-    later opener can be closed either.
+    ``<answer>`` opener and rescans to the end for each unclosed one (quadratic in the length of repeated
+    ``</think> <answer>``; docs/performance.md, "Grader"); here a missing ``</answer>`` after the first remaining
+    opener ends the search, as no later opener can be closed either.
     """
     answer, pos = None, 0
     while (m := _R1_OPEN.search(response, pos)) is not None:

@@ -51,7 +51,7 @@ _UNIT_WORDS = [
 ]
 _UNIT_RES = [re.compile(r"(^|\W)" + u + r"($|\W)") for u in _UNIT_WORDS + [u + "s" for u in _UNIT_WORDS]]
 # Matches where any of _UNIT_RES does (one alternation, searched exhaustively): an answer without a unit word --
-# most of them -- skips the ~600 substitutions, 1.5 ms of each normalisation.
+# most of them -- skips the ~600 substitutions, most of a normalisation's time (docs/performance.md, "Grader").
 _ANY_UNIT = re.compile(r"(?:^|\W)(?:" + "|".join(_UNIT_WORDS + [u + "s" for u in _UNIT_WORDS]) + r")(?:$|\W)")
 # Unit words the PRM800K normaliser removes wherever they occur (with an optional plural and power).
 _PRM_UNIT_RES = [(u, re.compile(u + r"(es)?(s)? *(\^[0-9]+)?")) for u in (
@@ -297,11 +297,3 @@ def grade_fast(given: str, gt: str) -> bool:
     strings equal, or ``prm800k_equal``. Never raises on bad input; may be slow (sympy simplify), so run it
     under a timeout (the grader's workers do)."""
     return hendrycks_normalize(given) == hendrycks_normalize(gt) or prm800k_equal(given, gt)
-
-
-def fast_equal(given: str, gt: str) -> bool:
-    """The paper's ``fast`` verdict on one pair, ``math_grader.grade(given, gt, fast=True)``: a reference
-    containing ``\\boxed`` is unboxed first (``unbox_reference``; False when that fails), then
-    ``grade_fast``."""
-    ref = unbox_reference(gt) if "\\boxed" in gt else gt
-    return ref is not None and grade_fast(given, ref)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .extract import _shortcut, check_answer_format, extract_answer, reference_alternatives
-from .verifiers import check_verifier
+from .verifiers import DEFAULT_VERIFIER, check_verifier
 
 # A batch's default wall-time budget (``_default_batch_s``) allows one answer its whole hard deadline plus this
 # much per answer sent to the workers: a batch checked at >= 50 answers/s (the workers do 200-1000) with one
@@ -160,7 +160,8 @@ class MathGrader:
             cut (the longest reference of the paper's benchmarks has 204 characters, OlympiadBench's; checking a
             long answer can take the whole ``timeout_s``).
         verifier: the equivalence check, one of ``VERIFIERS`` (``r1zero.reward.verifiers``): ``fast`` and
-            ``math_verify`` are the paper's two modes, ``r1zero`` r1zero's earlier checker.
+            ``math_verify`` are the paper's two modes, ``r1zero`` r1zero's earlier checker. The default,
+            ``DEFAULT_VERIFIER`` (``fast``), is the config's (``reward.verifier``).
         worker_setup: what every worker sets up at start besides math_verify, from
             :func:`r1zero.reward.custom.worker_setup_arg` (the ``reward.fn`` it imports); "" for none.
         batch_timeout_s: wall-time budget in seconds of one ``grade`` call's worker checks, counted from the first
@@ -189,7 +190,7 @@ class MathGrader:
         memory_limit_mb: int | None = 4096,
         exact_match_shortcut: bool = True,
         max_answer_chars: int | None = None,
-        verifier: str = "r1zero",
+        verifier: str = DEFAULT_VERIFIER,
         worker_setup: str = "",
         batch_timeout_s: float | None = None,
     ):

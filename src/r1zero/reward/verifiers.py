@@ -28,6 +28,9 @@ T = TypeVar("T")
 
 #: Valid values of ``reward.verifier`` / ``MathGrader(verifier=...)``.
 VERIFIERS = ("fast", "math_verify", "r1zero")
+#: The verifier when none is named: the config's default (``reward.verifier``, ``r1zero.schema.RewardConfig``; a test
+#: keeps the two equal), the paper's default ``--verifier_version fast``.
+DEFAULT_VERIFIER = "fast"
 #: Seconds each math-verify call of the paper's ``is_latex_equal`` may run (understand-r1-zero ``math_grader.py``:
 #: ``parse(..., parsing_timeout=1)`` for the reference and the answer, ``verify(..., timeout_seconds=1)``); a call
 #: past it finds nothing (parse) or says "not equal" (verify). math-verify's own alarm cancels the 1 s

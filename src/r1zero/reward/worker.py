@@ -63,11 +63,12 @@ def _worker_init(memory_limit_mb: int | None) -> None:
 
     guard_math_verify_expr()
     _verify_pair("\\frac{1}{2}", "0.5", 30.0)
-    _verify_pair("x+1", "1+x", 30.0, "math_verify")  # fast's sympy simplify too (its first call imports 0.3 s)
+    _verify_pair("x+1", "1+x", 30.0, "math_verify")  # fast's sympy simplify too (its first call imports modules)
     # math-verify's first parse imports and builds its parser: unlimited, or a 1 s call limit could cut an import
     _verify_pair("\\frac{2}{4}", "\\frac12", 30.0, "math_verify", call=_unlimited_call)
     # math-verify's ANTLR parser builds its prediction tables (shared by every parse) lazily, so a fresh worker
-    # checks at ~60% of its warm speed; common answer shapes, as answer and as reference, fill them first.
+    # checks slower than a warm one (docs/performance.md, "Grader"); common answer shapes, as answer and as
+    # reference, fill them first.
     for shape in _WARMUP_SHAPES:
         _verify_pair(shape, "2", 30.0)
         _verify_pair("2", shape, 30.0)

@@ -2,8 +2,9 @@
 
 It samples from the same distribution as transformers ``generate`` (temperature, then top-k, then top-p, as
 transformers' ``TemperatureLogitsWarper`` / ``TopKLogitsWarper`` / ``TopPLogitsWarper`` apply them) and spends
-less on the quickstart's shape (36 responses of ~20 tokens to 6 prompts), where ``generate`` spent a fifth of its
-time in ``torch.multinomial`` and most of its matmuls on work that is thrown away (docs/performance.md):
+less on RL's shape (a few prompts, many short responses to each), where ``generate`` draws each token with
+``torch.multinomial``'s race over the whole vocabulary and spends most of its matmuls on work that is thrown away
+(the profile and the speed-ups: docs/performance.md, "Rollout"):
 
 * each distinct prompt is prefilled once and its KV cache repeated for its ``n`` responses (``generate`` prefills
   all ``n`` copies);

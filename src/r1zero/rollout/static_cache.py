@@ -1,8 +1,8 @@
 """A decode step on a static KV cache for Llama-family models (``rollout.decoder=loop``).
 
-On the quickstart's shape (a few dozen rows, one new token each) transformers' forward spends as long outside its
-matmuls as in them, and its matmuls reorder each bf16 weight before using it (docs/performance.md). This step runs
-the same layers' arithmetic on the model's own parameters:
+On a decode step's shape (a few dozen rows, one new token each) transformers' forward spends much of its time
+outside its matmuls, and its matmuls reorder each bf16 weight before using it (docs/performance.md, "Rollout").
+This step runs the same layers' arithmetic on the model's own parameters:
 
 * the KV cache is one preallocated buffer per layer, written in place (no ``DynamicCache`` ``cat`` per layer and
   step), and the attention mask one boolean tensor;
@@ -23,9 +23,9 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from ..models import cpu_bf16_matmuls
+from ..models import SPEED_PATHS, cpu_bf16_matmuls
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_MODEL_TYPES = SPEED_PATHS["static_cache"]  # r1zero.models.SPEED_PATHS says which types, and why
 
 
 def unsupported_reason(model) -> str | None:
@@ -78,9 +78,9 @@ class _PackedLinears:
     """bf16 copies of the linears' weights in oneDNN's blocked layout (CPU), q/k/v and gate/up each one matrix.
 
     ``F.linear`` on a plain bf16 weight reorders it into that layout on every call, which on a small decoding
-    batch costs as much as the product: prepacked, the step's matmuls read each weight once (1.3-1.7x faster at
-    1-36 rows on AVX512-BF16, docs/performance.md). The products are bitwise those of ``F.linear`` under bf16
-    autocast, fused or not (tests/test_decode.py).
+    batch costs about as much as the product: prepacked, the step's matmuls read each weight once (the speed-up:
+    docs/performance.md, "Rollout"). The products are bitwise those of ``F.linear`` under bf16 autocast, fused or
+    not (tests/test_decode.py).
     """
 
     def __init__(self, model, dtype):

@@ -333,7 +333,7 @@ class VLLMRolloutEngine:
 
         if weights is None:
             weights = ((name, p.detach()) for name, p in unwrap(model).named_parameters())
-        else:  # vLLM's loader may keep what it is handed (measured on CPU): its own copy, before the source is freed
+        else:  # vLLM's loader may keep what it is handed (on CPU it does): its own copy, before the source is freed
             weights = ((name, t.detach().clone()) for name, t in weights)
         stream = counted(weights)
         try:

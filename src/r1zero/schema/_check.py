@@ -1,7 +1,7 @@
 """The checks the schemas' ``__post_init__`` methods share; each raises one :func:`~r1zero.errors.bad_value`."""
 
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import bad_value
 
@@ -39,7 +39,3 @@ def registered(key: str, value: Any, registry: Iterable[str], what: str) -> None
     names = sorted(registry)
     if value not in names:
         raise bad_value(key, f"{key}={value!r} is not one of the registered {what}", ", ".join(names))
-
-
-def optional(value: Optional[Any]) -> bool:
-    return value is not None

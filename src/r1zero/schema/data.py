@@ -68,7 +68,7 @@ class ArithDataConfig(DataConfig):
         at_least("data.min_value", self.min_value, 1)
         at_least("data.max_value", self.max_value, self.min_value)
         at_least("data.max_factor", self.max_factor, 2)
-        between("data.heldout_percent", self.heldout_percent, 0, 99)
+        between("data.heldout_percent", self.heldout_percent, 0, 99)  # r1zero.arith: 0 < percent < 100
         at_least("data.num_operations", self.num_operations, 1)
 
 
@@ -89,5 +89,7 @@ class CountdownDataConfig(DataConfig):
         super().__post_init__()
         at_least("data.size", self.size, 1)
         at_least("data.count", self.count, 2)
+        at_least("data.min_number", self.min_number, 1)
         at_least("data.max_number", self.max_number, self.min_number)
-        between("data.heldout_percent", self.heldout_percent, 0, 100)
+        at_least("data.max_target", self.max_target, 1)
+        between("data.heldout_percent", self.heldout_percent, 0, 99)  # r1zero.countdown: 0 < percent < 100
