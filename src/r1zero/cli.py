@@ -12,8 +12,9 @@ from omegaconf import DictConfig
 from . import config as _config
 from .errors import USER_ERRORS, ConfigError
 from .launch import check_launch, preflight
+from .runlock import RunDirLock, hold_run_dir
 
-__all__ = ["USER_ERRORS", "LaunchCheck", "check_launch", "hydra_entry", "report_error"]
+__all__ = ["USER_ERRORS", "LaunchCheck", "RunDirLockCallback", "check_launch", "hydra_entry", "report_error"]
 
 
 def report_error(err: Exception) -> None:
@@ -61,3 +62,39 @@ class LaunchCheck(Callback):
         except ConfigError as err:
             report_error(err)
             sys.exit(2)
+
+
+class RunDirLockCallback(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``train.yaml`` and ``evaluate.yaml``): locks ``hydra.run.dir``
+    (:func:`r1zero.runlock.hold_run_dir`) before Hydra writes ``.hydra/`` and the job's log there, so a refused
+    run leaves the directory as it was; a held directory prints one ``r1zero: error:`` line and exits with status 2.
+
+    Single runs of one process only: a multirun's job directories are written by Hydra before any callback of the
+    job runs, and under torchrun / srun one rank holds the lock for all (the recipe takes it once the process group
+    is up and tells every rank). Both lock ``paths.run_dir`` in the run itself.
+    """
+
+    def __init__(self) -> None:
+        self._lock: RunDirLock | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        import os
+
+        from omegaconf import OmegaConf
+
+        from .strategy.env import detect_dist_env
+
+        if detect_dist_env().world_size > 1:
+            return
+        run_dir = OmegaConf.select(config, "hydra.run.dir")  # ${now:} is resolved once per config: Hydra's value
+        try:
+            self._lock = hold_run_dir(os.path.abspath(str(run_dir)), "hydra.run.dir",
+                                      enabled=bool(OmegaConf.select(config, "paths.lock_run_dir", default=True)))
+        except USER_ERRORS as err:
+            report_error(err)
+            sys.exit(2)
+
+    def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -1,9 +1,9 @@
 """Every user-error class of r1zero, in one place.
 
-A user error is bad input (a config value, a missing model or data set, a run directory in use) or an
-environment the run cannot write to or log from (a read-only or full output directory, wandb unreachable): the entry
-points print it as one line, ``r1zero: error: <message>``, and exit with status 2. Anything else is a bug and
-keeps its traceback. This module imports nothing of r1zero, so every module can raise these.
+A user error is bad input (a config value, a missing model or data set, a run directory in use), an
+environment the run cannot write to or log from (a read-only or full output directory, wandb unreachable), or a run
+whose updates stay non-finite (it stops, keeping its last finite checkpoint): the entry points print it as one line,
+``r1zero: error: <message>``, and exit with status 2. Anything else is a bug and keeps its traceback. This module imports nothing of r1zero, so every module can raise these.
 """
 
 from __future__ import annotations
@@ -30,9 +30,19 @@ class TrackingUnavailableError(RuntimeError):
     """``logger.wandb.mode=online`` cannot reach wandb: no API key, or ``wandb.init`` failed (network)."""
 
 
+class RunDirInUseError(RuntimeError):
+    """Another live process holds the run directory's lock (:mod:`r1zero.runlock`), or its filesystem cannot
+    lock it; the message names the directory, the holder and what to do."""
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """``train.max_nonfinite_steps`` optimizer steps in a row had a non-finite loss or gradient norm (each
+    skipped), or the weights are not finite where a checkpoint would be written; nothing non-finite was saved."""
+
+
 #: Bad input, reported as one line without a traceback.
 USER_ERRORS = (ModelUnavailableError, DataUnavailableError, ConfigError, FileExistsError, OutputUnwritableError,
-               TrackingUnavailableError)
+               TrackingUnavailableError, RunDirInUseError, NonFiniteTrainingError)
 
 
 def bad_value(key: str, what: str, valid: str) -> ConfigError:

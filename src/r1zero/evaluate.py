@@ -12,6 +12,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .cli import hydra_entry
+from .rundir import saved_config
+from .runlock import hold_run_dir
 from .schema import EvaluateRunConfig, run_config
 from .suite import _sampling, evaluate_suite, format_table, load_benchmarks, pass_at_k, pass_k_values
 from .templates import PromptTemplate
@@ -21,17 +23,31 @@ __all__ = ["_sampling", "evaluate_suite", "format_table", "load_benchmarks", "ma
 
 
 def run(cfg: DictConfig | EvaluateRunConfig) -> dict[str, float]:
-    """Evaluate ``cfg.model`` on ``cfg.eval``; prints the table and writes eval.json in the run dir."""
+    """Evaluate ``cfg.model`` on ``cfg.eval``; prints the table and writes eval.json in the run dir.
+
+    The run dir is locked for the evaluation (:mod:`r1zero.runlock`), so a training run still writing it (an
+    evaluation into ``hydra.run.dir=<run dir>``) refuses it before the model loads. There its own ``config.yaml``
+    stays (``resume=auto`` compares against it): the evaluation's config goes to ``eval_config.yaml``.
+
+    Raises:
+        RunDirInUseError: another live run holds the run dir.
+    """
+    cfg = run_config(cfg, EvaluateRunConfig)  # typed and checked before anything loads
+    run_dir = Path(cfg.paths.run_dir)
+    with hold_run_dir(run_dir, "paths.run_dir", enabled=cfg.paths.lock_run_dir):
+        return _evaluate(cfg, run_dir)
+
+
+def _evaluate(cfg: EvaluateRunConfig, run_dir: Path) -> dict[str, float]:
     from .hostmem import keep_freed_memory
     from .models import load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
     from .reward import MathGrader
     from .rollout import build_engine
     from .seeding import set_seed
 
-    cfg = run_config(cfg, EvaluateRunConfig)  # typed and checked before anything loads
-    run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    training = "train" in (saved_config(run_dir) or {})  # a training run's directory
+    OmegaConf.save(OmegaConf.structured(cfg), run_dir / ("eval_config.yaml" if training else "config.yaml"))
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
     if device.type == "cpu":

@@ -13,6 +13,7 @@ share of the rollout; the totals are summed over ranks and each rank's loss is m
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -27,6 +28,8 @@ from .packing import supported as packing_supported
 from .rollout.base import RolloutBatch
 from .schema import AlgoConfig, TrainConfig, typed
 from .strategy import DistEnv, Strategy
+
+log = logging.getLogger("r1zero.learner")
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -273,6 +276,9 @@ class Learner:
         # token positions fed through the model by the update's forwards, and how many of them were padding
         # (attention mask 0): perf/padding_frac. Counted from the CPU masks, so no device sync.
         self.fed_tokens = [0, 0]
+        # optimizer steps skipped in a row for a non-finite loss or gradient norm, across updates (the trainer
+        # stops at train.max_nonfinite_steps); the same on every rank
+        self.nonfinite_streak = 0
 
     @property
     def optimizer(self):
@@ -378,6 +384,12 @@ class Learner:
     def update(self, batch: RolloutBatch, advantages: torch.Tensor, step: int = 0) -> dict[str, float]:
         """One PPO phase on a rollout batch; returns ``train/...`` metrics.
 
+        An optimizer step whose loss (any micro-batch, any rank) or gradient norm is not finite is skipped
+        (:meth:`~r1zero.strategy.Strategy.clip_and_step`): ``train/nonfinite_skipped`` counts them,
+        ``train/nonfinite_micro_batch`` names the first micro-batch (0-based over the update, smallest over ranks)
+        whose loss was not finite, and :attr:`nonfinite_streak` the skips in a row; ``train/loss`` and
+        ``train/grad_norm`` average the steps taken.
+
         Args:
             batch: the rollout (N responses).
             advantages: (N,) per-response advantages.
@@ -407,15 +419,35 @@ class Learner:
         sums: dict[str, torch.Tensor] = {}  # token-weighted metric sums, on the device until the end
         weights: dict[str, torch.Tensor] = {}
         losses, grad_norms = [], []
+        skipped, micro_done, first_bad = 0, 0, float("inf")
+        n_steps = sum(len(mbs) for mbs in epochs)
         self.model.train()
         for epoch, mini_batches in enumerate(epochs):
             for k, mb in enumerate(mini_batches):
                 self.strategy.zero_grad()
+                micro_losses: list[torch.Tensor] = []
                 step_loss = self.accumulate_gradients(batch, mb, old_logprobs, advantages, ref_logprobs,
-                                                      sums=sums, weights=weights, fill_old=epoch == 0 and k == 0)
-                grad_norm = self.strategy.clip_and_step(float(self.cfg.max_grad_norm))
-                losses.append(step_loss)
-                grad_norms.append(float(grad_norm))
+                                                      sums=sums, weights=weights, fill_old=epoch == 0 and k == 0,
+                                                      micro_losses=micro_losses)
+                finite = torch.isfinite(torch.stack(micro_losses))  # (micro-batches,) on the device, not read yet
+                grad_norm, stepped = self.strategy.clip_and_step(float(self.cfg.max_grad_norm), finite.all())
+                if stepped:
+                    losses.append(step_loss)
+                    grad_norms.append(float(grad_norm))
+                    self.nonfinite_streak = 0
+                else:
+                    skipped += 1
+                    self.nonfinite_streak += 1
+                    bad = (~finite).nonzero().flatten().tolist()
+                    if bad:
+                        first_bad = min(first_bad, micro_done + bad[0])
+                    where = (f"the loss of micro-batch {', '.join(str(micro_done + b) for b in bad)} is not finite"
+                             if bad else "every loss is finite")
+                    log.warning("step %d: optimizer step %d/%d skipped (rank %d: %s; gradient norm %s); weights, "
+                                "optimizer and lr schedule unchanged (%d in a row)", step,
+                                epoch * len(mini_batches) + k + 1, n_steps, self.strategy.rank, where, grad_norm,
+                                self.nonfinite_streak)
+                micro_done += len(micro_losses)
         # the one read-back of the update's device-side metrics
         keys = sorted(sums)
         host = _to_host([sums[k] for k in keys] + [weights[k] for k in keys] + losses)
@@ -436,9 +468,14 @@ class Learner:
             if "ratio_max" in sums:
                 sums["ratio_max"] = self.strategy.all_reduce(sums["ratio_max"], op="max")
         metrics = {f"train/{k}": sums[k] / max(weights[k], 1e-12) for k in sums}
+        if skipped:  # the same count on every rank; the micro-batch where some rank first saw a non-finite loss
+            first_bad = self.strategy.all_reduce(first_bad, op="min")
+            if first_bad != float("inf"):
+                metrics["train/nonfinite_micro_batch"] = float(first_bad)
         metrics.update({
-            "train/loss": sum(losses) / len(losses),
-            "train/grad_norm": sum(grad_norms) / len(grad_norms),
+            "train/loss": sum(losses) / len(losses) if losses else float("nan"),  # NaN: left out of the row
+            "train/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
+            "train/nonfinite_skipped": float(skipped),
             "train/lr": self.strategy.last_lr(),
             "train/optimizer_steps": float(len(losses)),
             "train/advantage_mean": adv_stats[0] / max(adv_stats[2], 1.0),
@@ -460,6 +497,7 @@ class Learner:
         sums: dict | None = None,
         weights: dict | None = None,
         fill_old: bool = False,
+        micro_losses: list | None = None,
     ) -> torch.Tensor:
         """Backpropagate the loss of one optimizer batch ``rows`` in micro-batches; returns its loss (0-d, detached).
 
@@ -469,7 +507,8 @@ class Learner:
         ``sums``/``weights`` when given, as 0-d float64 tensors on the device (nothing here waits for the
         device; :meth:`update` reads everything back once). With ``fill_old`` the parameters are still the
         sampling policy's: each micro-batch's detached log-probabilities are used as, and written into,
-        ``old_logprobs`` (N, T).
+        ``old_logprobs`` (N, T). ``micro_losses``, when given, gets each micro-batch's loss (0-d, detached, on the
+        device), in the order they ran.
 
         Distributed (``strategy.distributed``): ``rows`` are this rank's share of the optimizer batch. The
         totals are summed over ranks and the loss is multiplied by ``strategy.loss_multiplier`` (the world
@@ -521,6 +560,8 @@ class Learner:
                 )
                 strategy.backward(loss * scale if scale != 1.0 else loss)
             total = loss.detach() if total is None else total + loss.detach()
+            if micro_losses is not None:
+                micro_losses.append(loss.detach())
             if sums is not None and weights is not None:
                 w = mask.sum(dtype=torch.float64)
                 for k, v in m.items():

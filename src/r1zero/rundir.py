@@ -18,10 +18,11 @@ from omegaconf import OmegaConf
 
 from .errors import OutputUnwritableError, bad_value
 
-#: Keys a continued run may change: where it writes and logs, how long it runs, when it saves and evaluates.
+#: Keys a continued run may change: where it writes and logs, how long it runs (and how many non-finite steps in a row
+#: it stands), when it saves and evaluates.
 MAY_CHANGE_ON_RESUME = ("resume", "allow_config_change", "paths.", "logger.", "device", "reward.num_workers",
                         "train.total_steps", "train.prompt_epochs", "train.save_every", "train.keep_checkpoints",
-                        "train.save_final",
+                        "train.save_final", "train.max_nonfinite_steps",
                         "eval.every", "eval.at_start", "eval.at_end")
 
 

@@ -33,7 +33,7 @@ from .checkpoint import (
 )
 from .cli import hydra_entry
 from .data import DataUnavailableError, PromptSampler, load_questions
-from .errors import ConfigError, OutputUnwritableError
+from .errors import ConfigError, NonFiniteTrainingError, OutputUnwritableError, RunDirInUseError
 from .hostmem import keep_freed_memory
 from .learner import Learner
 from .lengths import length_bucket_metrics, zero_signal_frac
@@ -48,6 +48,7 @@ from .reward import MathGrader
 from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
 from .rollout import SamplingConfig, build_engine
 from .rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
+from .runlock import RunDirLock, hold_run_dir
 from .schema import RunConfig, run_config
 from .seeding import set_seed
 from .strategy import Strategy, build_strategy
@@ -181,6 +182,8 @@ class R1ZeroRecipe:
         self._eval_suite = None  # benchmark questions, read at the first evaluation
         self._saving = False
         self._consistent = None
+        self._lock: RunDirLock | None = None  # this run's hold on the run directory (rank 0)
+        self._diverged = False  # stopped by train.max_nonfinite_steps: not finished, no final/
 
     # ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -191,6 +194,7 @@ class R1ZeroRecipe:
         # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
         self.strategy = build_strategy(cfg.strategy)
         self.device = self.strategy.setup(cfg.device)
+        self._hold_run_dir()  # a run directory another live run writes: refused before anything is written or loaded
         if self.device.type == "cpu":
             keep_freed_memory()  # the learner's large temporaries reuse pages instead of faulting new ones
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -302,6 +306,24 @@ class R1ZeroRecipe:
                                           manifest=self.manifest.data, **hydra_job_info())
                 self.manifest.update(wandb_run_id=settings["id"])
                 self.logger.start_wandb(settings)
+
+    def _hold_run_dir(self) -> None:
+        """Lock the run directory for this job (:mod:`r1zero.runlock`): rank 0 holds it, every rank stops together
+        when it is refused (rank 0 raises the one-line error, the others exit with status 2 without repeating it).
+
+        Raises:
+            RunDirInUseError: another live run holds the directory, or its filesystem cannot lock.
+        """
+        refused = None
+        if self.strategy.is_main:
+            try:
+                self._lock = hold_run_dir(self.run_dir, "paths.run_dir", enabled=self.cfg.paths.lock_run_dir)
+            except (RunDirInUseError, OSError) as err:  # OSError: cannot create it (raised on rank 0 below)
+                refused = err
+        if self.strategy.any(refused is not None):
+            if not self.strategy.is_main:
+                raise SystemExit(2)
+            raise refused
 
     def _reference_model(self, ckpt: Path | None):
         """The frozen initial policy for the KL term.
@@ -415,6 +437,7 @@ class R1ZeroRecipe:
             self.logger.log(self.step, metrics)
             self._consistent = (self.step, self.sampler.state_dict(), rng_state())
             self._log_samples(questions, prompts, batch, rewards, references)
+            self._stop_if_diverged()  # before this step's checkpoint: the directory keeps the checkpoints it has
             self._maybe_checkpoint()
             if bar is not None:
                 bar.update(1)
@@ -444,6 +467,28 @@ class R1ZeroRecipe:
               f"logged before. The same command with hydra.run.dir={self.run_dir} (resume=auto) continues the run.",
               file=sys.stderr, flush=True)
         raise SystemExit(128 + stop.signum)
+
+    def _stop_if_diverged(self) -> None:
+        """Stop once ``train.max_nonfinite_steps`` optimizer steps in a row were skipped (the learner's streak, the
+        same on every rank). The weights are still those of the last finite step, but the run is going nowhere.
+
+        Raises:
+            NonFiniteTrainingError: on rank 0, one line naming the steps and the newest checkpoint (other ranks exit
+                with status 2 without repeating it).
+        """
+        limit, streak = self.cfg.train.max_nonfinite_steps, self.learner.nonfinite_streak
+        if streak < limit:
+            return
+        self._diverged = True
+        if not self.strategy.is_main:
+            raise SystemExit(2)
+        latest = latest_checkpoint(self.run_dir)
+        kept = f"the newest checkpoint is {latest}" if latest else "no checkpoint was written"
+        raise NonFiniteTrainingError(
+            f"train.max_nonfinite_steps={limit}: {streak} optimizer steps in a row up to step {self.step} had a "
+            f"non-finite loss or gradient norm and were skipped (train/nonfinite_skipped in metrics.jsonl); stopped, "
+            f"{kept} (none is written from non-finite weights); valid: a lower train.lr or dtype=float32 (the same "
+            f"command with allow_config_change=true continues from there), or a higher train.max_nonfinite_steps")
 
     def _log_samples(self, questions, prompts, batch, rewards, references) -> None:
         k = min(self.cfg.logger.samples_per_step, len(batch))
@@ -495,9 +540,13 @@ class R1ZeroRecipe:
             self._saving = False
 
     def _save_checkpoint(self) -> Path:
+        s = self.strategy
+        if not s.weights_finite():  # the optimizer skips non-finite steps; this makes the guarantee unconditional
+            raise NonFiniteTrainingError(
+                f"{self.run_dir / 'checkpoints' / f'step_{self.step:06d}'}: not written, the weights are not finite; "
+                f"the newest checkpoint stays {latest_checkpoint(self.run_dir) or 'none'}; valid: resume=auto from it")
         if self.manifest is not None:
             self.manifest.update()  # the time used so far survives a kill after this checkpoint
-        s = self.strategy
         shards = s.save_sharded_state(self.run_dir / "checkpoints" / f".strategy_step_{self.step:06d}")
         full_state = s.full_state_dict()
         state = {"learner": self.learner.state_dict(), "sampler": self.sampler.state_dict(),
@@ -512,9 +561,16 @@ class R1ZeroRecipe:
 
     # ----------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
-        finished = self.total_steps is not None and self.step >= self.total_steps
+        finished = self.total_steps is not None and self.step >= self.total_steps and not self._diverged
+        unsaved = None
         if self.cfg.train.save_final and finished:
-            self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")
+            if self.strategy.weights_finite():
+                self.strategy.save_pretrained(self.model, self.tokenizer, self.run_dir / "final")
+            else:
+                finished = False
+                unsaved = NonFiniteTrainingError(
+                    f"{self.run_dir / 'final'}: not written, the weights are not finite; the newest checkpoint is "
+                    f"{latest_checkpoint(self.run_dir) or 'none'}; valid: resume=auto from it")
         try:
             if getattr(self, "manifest", None) is not None:
                 self.manifest.update(finished=finished)
@@ -530,6 +586,11 @@ class R1ZeroRecipe:
                     log.warning("closing the %s: %s", closer, err)
         if getattr(self, "strategy", None) is not None:
             self.strategy.cleanup()
+        if self._lock is not None:  # after the last write (the OS would drop it at exit anyway)
+            self._lock.release()
+            self._lock = None
+        if unsaved is not None:
+            raise unsaved
 
 
 @contextlib.contextmanager

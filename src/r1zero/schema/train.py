@@ -46,9 +46,12 @@ class TrainConfig:
     save_every: int = 50                     # checkpoint every N steps (0: only at the end)
     save_final: bool = True                  # save the model + tokenizer in HF format to <run_dir>/final
     keep_checkpoints: Optional[int] = 2      # newest checkpoints kept on disk (null: all)
+    # An optimizer step whose loss or gradient norm is not finite (bf16 overflow, a bad batch) is skipped: no weight,
+    # AdamW or lr-schedule change (train/nonfinite_skipped). This many in a row stop the run; its checkpoints stay
+    max_nonfinite_steps: int = 3
 
     def __post_init__(self) -> None:
-        for key in ("prompts_per_rollout", "micro_batch_size", "ppo_epochs"):
+        for key in ("prompts_per_rollout", "micro_batch_size", "ppo_epochs", "max_nonfinite_steps"):
             at_least(f"train.{key}", getattr(self, key), 1)
         for key in ("total_steps", "prompt_epochs", "mini_batch_size", "prompt_max_length", "keep_checkpoints"):
             at_least(f"train.{key}", getattr(self, key), 1, none_ok=True)

@@ -192,13 +192,37 @@ class Strategy:
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
-    def clip_and_step(self, max_grad_norm: float) -> float:
-        """Clip the global gradient norm, step the optimizer and the lr schedule; returns the pre-clip norm."""
+    def clip_and_step(self, max_grad_norm: float, loss_finite: torch.Tensor | bool = True) -> tuple[float, bool]:
+        """Clip the global gradient norm, then step the optimizer and the lr schedule, unless the norm or the loss
+        is not finite on some rank: then the gradients are dropped and the weights, the AdamW states and the lr
+        schedule stay as they were, on every rank alike (an update from a NaN or inf would ruin the policy).
+
+        Args:
+            max_grad_norm: the global L2 norm the gradients are clipped to.
+            loss_finite: whether this rank's loss of the optimizer batch is finite (a 0-d bool tensor on the device
+                is read back together with the norm: one device sync per optimizer step, as before).
+
+        Returns:
+            ``(norm, stepped)``: the pre-clip gradient norm (may be NaN or inf) and whether the optimizer stepped.
+        """
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for p in self.module.parameters() if p.requires_grad], float(max_grad_norm))
+        ok = torch.isfinite(grad_norm) & torch.as_tensor(loss_finite, device=grad_norm.device)
+        norm, ok = torch.stack([grad_norm.double(), ok.double()]).tolist()
+        stepped = not self.any(not ok)  # DDP: a rank's NaN loss may leave the others' gradients finite
+        if not stepped:
+            self.zero_grad()
+            return norm, False
         self.optimizer.step()
         self.scheduler.step()
-        return float(grad_norm)
+        return norm, True
+
+    def weights_finite(self) -> bool:
+        """Whether every parameter of the policy is finite on every rank (collective; ZeRO-3: each rank's
+        partitions). Checked before anything is saved, so no checkpoint holds a NaN or inf weight."""
+        local = [torch.isfinite(getattr(p, "ds_tensor", p)).all() for p in self.module.parameters()]
+        ok = bool(torch.stack(local).all()) if local else True
+        return not self.any(not ok)
 
     def last_lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from ..errors import NonFiniteTrainingError
 from ..schema import TrainConfig, typed
 from .base import Strategy, _lr_lambda
 from .env import DistEnv
@@ -142,13 +144,27 @@ class DeepSpeedStrategy(Strategy):
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss, scale_wrt_gas=False)
 
-    def clip_and_step(self, max_grad_norm: float) -> float:
+    def clip_and_step(self, max_grad_norm: float, loss_finite: torch.Tensor | bool = True) -> tuple[float, bool]:
+        """As :meth:`Strategy.clip_and_step`, with DeepSpeed's own verdict: its overflow check skips a step whose
+        gradient norm is not finite (what a non-finite loss leaves), on every rank together, and leaves the
+        weights, optimizer and lr schedule as they were (``optimizer.overflow``); ``loss_finite`` is not needed.
+
+        Raises:
+            NonFiniteTrainingError: this DeepSpeed applied a step whose gradient norm is not finite (the weights may
+                be ruined; nothing is saved from them).
+        """
         # gradient_clipping in the DeepSpeed config clips by the global norm (max_grad_norm); the engine steps
         # the optimizer and the lr schedule at the boundary.
         self.engine.set_gradient_accumulation_boundary(True)
         self.engine.step()
-        norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
+        raw = self.engine.get_global_grad_norm()  # None: zero_optimization.compute_grad_norm=false
+        norm = float(raw) if raw is not None else float("nan")
+        stepped = not bool(getattr(self.optimizer, "overflow", False))
+        if stepped and raw is not None and not math.isfinite(norm):
+            raise NonFiniteTrainingError(f"DeepSpeed {self.import_deepspeed().__version__} applied an optimizer step "
+                                         f"whose gradient norm is {norm}; valid: a DeepSpeed that skips such steps "
+                                         f"(0.19.8 does), then resume=auto from the newest checkpoint")
+        return norm, stepped
 
     def gradient_vector(self) -> torch.Tensor:
         from deepspeed.utils import safe_get_full_grad
