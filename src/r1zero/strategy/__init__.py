@@ -16,9 +16,10 @@ The :class:`~r1zero.learner.Learner` never touches the optimizer directly; per o
         with strategy.accumulate(is_last=i == last):   # DDP: no_sync() except the last; DeepSpeed: boundary flag
             loss = ... forward through strategy.train_model ...
             strategy.backward(loss * strategy.loss_multiplier)
-    grad_norm = strategy.clip_and_step(max_grad_norm)   # clip, optimizer step, lr-scheduler step
+    grad_norm, stepped = strategy.clip_and_step(max_grad_norm, loss_finite)   # clip, optimizer + lr-schedule step
 
-so the single-device path is the plain ``loss.backward()`` / ``clip_grad_norm_`` / ``optimizer.step()`` it was.
+so the single-device path is the plain ``loss.backward()`` / ``clip_grad_norm_`` / ``optimizer.step()`` it was,
+except that a step whose loss (on any rank) or gradient norm is not finite is skipped on every rank alike.
 
 **Exact normalisation across ranks.** Every rank rolls out its own whole groups (advantages stay local) and
 normalises its micro-batch losses by the *global* totals of the optimizer batch (``num_responses`` /
