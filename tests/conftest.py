@@ -87,3 +87,45 @@ def resume_from_checkpoint(cmd: list[str], cwd: Path, run_dir: Path, step: int, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ckpt = run_dir / "checkpoints" / f"step_{step:06d}"
     assert f"resumed from {ckpt} at step {step}" in resumed.stdout + resumed.stderr
+
+
+def _rank_main(rank: int, fn, *args) -> None:
+    """What each process of :func:`run_ranks` runs: ``fn(rank, *args)``, with a fatal signal (SIGABRT from a
+    timed-out :func:`run_ranks`) printing every thread's Python stack to stderr first."""
+    import faulthandler
+
+    faulthandler.enable()
+    fn(rank, *args)
+
+
+def run_ranks(fn, args: tuple, nprocs: int = 2, timeout_s: float = 600) -> None:
+    """Run ``fn(rank, *args)`` in ``nprocs`` spawned processes (a DDP / ZeRO job of ``nprocs`` ranks) and wait
+    for all of them.
+
+    A rank that fails fails the test (torch stops the others). A rank still running after ``timeout_s`` seconds
+    (a hang: a rank waiting in a collective that another rank left) has its Python stacks printed (SIGABRT, see
+    :func:`_rank_main`), is killed with the others, and fails the test, so a hang never blocks the suite. The
+    limit is a guard against a hang, far above what the jobs take (seconds; minutes when DeepSpeed first builds
+    its CPU op), not a timing check.
+    """
+    import signal
+    import time
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(_rank_main, args=(fn, *args), nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:
+                alive = [rank for rank, p in enumerate(ctx.processes) if p.is_alive()]
+                for rank in alive:
+                    os.kill(ctx.processes[rank].pid, signal.SIGABRT)  # stacks to stderr (captured by pytest)
+                pytest.fail(f"rank(s) {alive} of {nprocs} still running after {timeout_s:.0f} s (a hang); their "
+                            f"stacks are in the captured stderr")
+    finally:
+        for p in ctx.processes:  # whatever ended the wait (a failure, the timeout, pytest-timeout), no rank outlives it
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(10)

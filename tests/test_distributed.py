@@ -21,8 +21,7 @@ import sys
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-from conftest import CONF, REPO
+from conftest import CONF, REPO, run_ranks
 from omegaconf import OmegaConf
 
 from r1zero.strategy import DistEnv, build_strategy, detect_dist_env, first_slurm_host
@@ -176,8 +175,7 @@ class _CopyingEngine:
 
 def _run_grad_check(tmp_path, strategy_name, rows_per_rank, micro):
     port = _free_port()
-    mp.start_processes(_worker, args=(2, port, strategy_name, rows_per_rank, micro, str(tmp_path)), nprocs=2,
-                       join=True, start_method="spawn")
+    run_ranks(_worker, (2, port, strategy_name, rows_per_rank, micro, str(tmp_path)))
     for rank in range(2):
         results = json.loads((tmp_path / f"rank{rank}.json").read_text())
         for agg in AGGS:

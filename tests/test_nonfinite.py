@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-from conftest import compose, logged_steps
+from conftest import compose, logged_steps, run_ranks
 from test_train import AlternatingGrader, ScriptedEngine
 
 from r1zero.errors import USER_ERRORS, NonFiniteTrainingError
@@ -189,8 +188,7 @@ def _ddp_worker(rank: int, port: int, run_dir: str, out_dir: str) -> None:
 @pytest.mark.slow
 def test_under_ddp_every_rank_skips_together_and_stops_together(tmp_path):
     run_dir = tmp_path / "run"
-    mp.start_processes(_ddp_worker, args=(_free_port(), str(run_dir), str(tmp_path)), nprocs=2, join=True,
-                       start_method="spawn")
+    run_ranks(_ddp_worker, (_free_port(), str(run_dir), str(tmp_path)))
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0.get("error", "").startswith("train.max_nonfinite_steps=2: 2 optimizer steps in a row up to step 4")
     assert r1 == {"rank": 1, "exit": 2}  # rank 0 alone says why

@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -33,6 +34,10 @@ def _start(code: str, ready: str, tmp_path: Path) -> subprocess.Popen:
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), *sys.path])}
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    # a child that neither prints nor exits fails the test instead of blocking it (a hang guard, not a timing check)
+    if not select.select([proc.stdout], [], [], 120)[0]:
+        proc.kill()
+        pytest.fail(f"no {ready!r} within 120 s:\n{proc.communicate(timeout=30)[1][-3000:]}")
     line = proc.stdout.readline()
     assert line.strip() == ready, proc.communicate(timeout=60)[1][-3000:]
     return proc
