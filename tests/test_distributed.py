@@ -206,6 +206,71 @@ def test_deepspeed_gradient_equals_single_process_gradient(tmp_path, name):
     _run_grad_check(tmp_path, name, [[0, 1, 2, 3], [4, 5, 6, 7]], micro=2)
 
 
+def _gloo_threads() -> int:
+    """How many of gloo's worker threads this process runs (0 once its process group is destroyed); Linux."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return names.count("pt_gloo_runloop")
+
+
+def _teardown_worker(rank: int, port: int, registered, out_dir: str) -> None:
+    import gc
+    import time
+
+    # torch._dynamo imported before the group, as in training (transformers imports it): imported after, it holds
+    # references to the group that hide the bug below
+    import torch._dynamo
+    import torch.distributed as dist
+
+    env = DistEnv(rank=rank, world_size=2, local_rank=rank, local_world_size=2, master_addr="127.0.0.1",
+                  master_port=port, source="test")
+    strategy = build_strategy(OmegaConf.create({"name": "ddp"}), env)
+    strategy.setup("cpu")
+    strategy.prepare(torch.nn.Linear(4, 4), {"lr": 0.1})
+    strategy.train_model(torch.ones(2, 4)).sum().backward()
+    # Rank 0's last collective is still on one of gloo's worker threads when the rank tears down: its completion
+    # callback keeps that thread busy, then needs the GIL back, as the thread does to free the collective's
+    # tensor (the hang's window, here held open for 2 s instead of microseconds).
+    if rank == 0:
+        work = dist.all_reduce(torch.ones(3), async_op=True)
+        work.get_future().then(lambda _: time.sleep(2))
+        registered.set()  # before rank 1 joins, so the callback runs on gloo's thread, not inline here
+        work.wait()
+        del work
+    else:
+        registered.wait()
+        dist.all_reduce(torch.ones(3))
+    before = _gloo_threads()
+    strategy.cleanup()
+    after = _gloo_threads()  # 0: the group went in cleanup (destroy_process_group, the GIL released)
+    del strategy
+    gc.collect()  # the DDP wrapper goes: had its reducer kept the group, gloo's destructor would run here
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"gloo_threads": [before, after]}, f)
+
+
+def test_ddp_teardown_destroys_the_group_and_does_not_hang(tmp_path):
+    """A rank leaving right after a collective hung in its teardown (issue 25: the DDP non-finite stop, in the full
+    suite): DDP's C++ reducer held the last reference to the gloo group, so the group outlived
+    ``destroy_process_group`` and its destructor ran later from the reducer's, with the GIL held, joining a gloo
+    worker thread that waited for the GIL. ``DDPStrategy.cleanup`` takes the reducer down while the group is still
+    registered: the group is gone when cleanup returns (its worker threads joined, the GIL released)."""
+    import multiprocessing
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("counts gloo's threads in /proc (Linux)")
+    registered = multiprocessing.get_context("spawn").Event()
+    run_ranks(_teardown_worker, (_free_port(), registered, str(tmp_path)), timeout_s=120)
+    for rank in (0, 1):
+        threads = json.loads((tmp_path / f"rank{rank}.json").read_text())["gloo_threads"]
+        assert threads[0] > 0 and threads[1] == 0, (rank, threads)  # [before cleanup, after]
+
+
 def test_torchrun_ddp_training_smoke(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),

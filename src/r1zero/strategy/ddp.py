@@ -33,3 +33,21 @@ class DDPStrategy(Strategy):
         if self.distributed and not is_last:
             return self.train_model.no_sync()
         return contextlib.nullcontext()
+
+    def cleanup(self) -> None:
+        """Take down DDP's C++ gradient reducer, then leave the process group (idempotent).
+
+        The reducer holds a reference to the process group, and when that is the last one (the group left, the
+        wrapper freed afterwards) the gloo group's destructor runs from the reducer's, with this thread holding
+        the GIL, and joins gloo's worker threads; one of them may still be freeing the last collective's
+        tensor, for which it needs the GIL: a deadlock (pytorch/pytorch#56297). A rank that stopped right after
+        a collective hung there. Dropped here, while ``torch.distributed`` still holds the group, the reducer's
+        reference is not the last, and the group goes with Python's, which releases the GIL first. Whoever else
+        still holds the wrapper (a traceback) keeps a module without its reducer; no step runs after this.
+        """
+        wrapper, self.train_model = self.train_model, self.module
+        if wrapper is not None and wrapper is not self.module:
+            for name in ("logger", "reducer"):  # DDP's C++ logger holds the reducer too
+                wrapper.__dict__.pop(name, None)
+        del wrapper
+        super().cleanup()
