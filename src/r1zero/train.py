@@ -184,6 +184,11 @@ class R1ZeroRecipe:
         self._consistent = None
         self._lock: RunDirLock | None = None  # this run's hold on the run directory (rank 0)
         self._diverged = False  # stopped by train.max_nonfinite_steps: not finished, no final/
+        # every rank stops at the same point for the same, agreed reason (finished, diverged, the run directory
+        # refused): cleanup then waits for all of them before the process group goes, so none exits (and has its
+        # launcher stop the job) while rank 0 still writes. Not on an error one rank alone raised: its peers may be
+        # waiting in another collective.
+        self._stopping_together = False
 
     # ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -321,6 +326,7 @@ class R1ZeroRecipe:
             except (RunDirInUseError, OSError) as err:  # OSError: cannot create it (raised on rank 0 below)
                 refused = err
         if self.strategy.any(refused is not None):
+            self._stopping_together = True
             if not self.strategy.is_main:
                 raise SystemExit(2)
             raise refused
@@ -363,6 +369,7 @@ class R1ZeroRecipe:
         self.preemption = PreemptionHandler(grace_s=launcher_grace_s()).install()
         try:
             self._train_steps(total, bar)
+            self._stopping_together = True  # every rank ran the same steps to the end
         except Interrupted as stop:
             self._stop_now(stop)
         finally:
@@ -469,17 +476,21 @@ class R1ZeroRecipe:
         raise SystemExit(128 + stop.signum)
 
     def _stop_if_diverged(self) -> None:
-        """Stop once ``train.max_nonfinite_steps`` optimizer steps in a row were skipped (the learner's streak, the
-        same on every rank). The weights are still those of the last finite step, but the run is going nowhere.
+        """Stop once ``train.max_nonfinite_steps`` optimizer steps in a row were skipped. The weights are still
+        those of the last finite step, but the run is going nowhere.
+
+        One verdict for all ranks (collective, every step): the learner's streak is the same on every rank (the
+        skip itself is agreed in ``clip_and_step``), and reducing the decision keeps it so whatever a strategy
+        reports, so no rank stops while another starts the next step's collectives.
 
         Raises:
             NonFiniteTrainingError: on rank 0, one line naming the steps and the newest checkpoint (other ranks exit
                 with status 2 without repeating it).
         """
         limit, streak = self.cfg.train.max_nonfinite_steps, self.learner.nonfinite_streak
-        if streak < limit:
+        if not self.strategy.any(streak >= limit):
             return
-        self._diverged = True
+        self._diverged = self._stopping_together = True
         if not self.strategy.is_main:
             raise SystemExit(2)
         latest = latest_checkpoint(self.run_dir)
@@ -585,6 +596,8 @@ class R1ZeroRecipe:
                 except OSError as err:  # the last flush on a full disk; the other closers still run
                     log.warning("closing the %s: %s", closer, err)
         if getattr(self, "strategy", None) is not None:
+            if self._stopping_together:  # rank 0 has written everything: now every rank may leave
+                self.strategy.barrier()
             self.strategy.cleanup()
         if self._lock is not None:  # after the last write (the OS would drop it at exit anyway)
             self._lock.release()
