@@ -75,6 +75,55 @@ class RolloutBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def select(self, rows: torch.Tensor) -> RolloutBatch:
+        """Rows ``rows`` ((K,) long) as a batch of their own: every per-row field, and every list in ``extra`` that
+        has one entry per row, taken along; P and T kept."""
+        idx = rows.tolist()
+        return RolloutBatch(
+            input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
+            response_mask=self.response_mask[rows], prompt_len=self.prompt_len,
+            responses=[self.responses[i] for i in idx], truncated=self.truncated[rows],
+            prompt_index=self.prompt_index[rows],
+            extra={k: [v[i] for i in idx] if _per_row(v, len(self)) else v for k, v in self.extra.items()},
+        )
+
+
+def _per_row(value, n: int) -> bool:
+    return isinstance(value, list) and len(value) == n
+
+
+def concat_rollouts(batches: Sequence[RolloutBatch], num_prompts: Sequence[int]) -> RolloutBatch:
+    """One batch of the rows of ``batches`` in order, prompts re-padded on the left to the widest P and responses on
+    the right to the widest T (padding: token id 0, attention 0).
+
+    Args:
+        batches: rollouts of successive ``generate`` calls.
+        num_prompts: how many prompts each call had; batch k's ``prompt_index`` is shifted by the prompts before it.
+
+    Returns:
+        The batch; ``extra`` holds the first batch's entries, its per-row lists joined over the batches.
+    """
+    if len(batches) == 1:
+        return batches[0]
+    P = max(b.prompt_len for b in batches)
+    T = max(b.response_mask.shape[1] for b in batches)
+    ids, att, resp, index, offset = [], [], [], [], 0
+    for b, n in zip(batches, num_prompts, strict=True):
+        left, right = P - b.prompt_len, T - b.response_mask.shape[1]
+        ids.append(torch.nn.functional.pad(b.input_ids, (left, right), value=0))
+        att.append(torch.nn.functional.pad(b.attention_mask, (left, right), value=0))
+        resp.append(torch.nn.functional.pad(b.response_mask, (0, right), value=0.0))
+        index.append(b.prompt_index + offset)
+        offset += int(n)
+    first = batches[0]
+    extra = {k: [x for b in batches for x in b.extra[k]] if _per_row(v, len(first)) else v
+             for k, v in first.extra.items()}
+    return RolloutBatch(
+        input_ids=torch.cat(ids), attention_mask=torch.cat(att), response_mask=torch.cat(resp), prompt_len=P,
+        responses=[r for b in batches for r in b.responses], truncated=torch.cat([b.truncated for b in batches]),
+        prompt_index=torch.cat(index), extra=extra,
+    )
+
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
     """Token ids of each prompt, with the tokenizer's own special tokens: a BOS for tokenizers that add one.
