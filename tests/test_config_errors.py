@@ -47,6 +47,7 @@ BAD = [
     ("algo.dual_clip_c=1", "algo.dual_clip_c", "> 1.0"),
     ("algo.dynamic_sampling_max_rounds=0", "algo.dynamic_sampling_max_rounds", ">= 1"),
     ("algo.overlong_buffer_frac=0", "algo.overlong_buffer_frac", "(0.0, 1.0]"),
+    ("algo.tis_cap=0", "algo.tis_cap", "> 0.0"),
     # keys of earlier versions point at the key that replaced them
     ("algo.scale_by_std=true", "algo.scale_by_std", "algo.adv_scale (true: group_std, false: none)"),
     ("algo.adv_estimator=rloo", "algo.adv_estimator", "algo.adv_baseline (grpo: group_mean, rloo: leave_one_out)"),

@@ -210,8 +210,8 @@ def test_deepspeed_gradient_equals_single_process_gradient(tmp_path, name):
 
 
 # DAPO's dynamic sampling (the ranks roll out in lockstep: the tiny model's answers are all wrong, so every rank takes
-# the 3 rounds and fills its share) and a batch-level std (every rank's rewards)
-DAPO = ["algo=dapo", "algo.dynamic_sampling_max_rounds=3", "algo.adv_scale=batch_std"]
+# the 3 rounds and fills its share), a batch-level std (every rank's rewards) and TIS (the engine's log-probabilities)
+DAPO = ["algo=dapo", "algo.dynamic_sampling_max_rounds=3", "algo.adv_scale=batch_std", "algo.tis_cap=2"]
 
 
 @pytest.mark.parametrize("algo", [[], DAPO], ids=["drgrpo", "dapo"])
@@ -235,6 +235,7 @@ def test_torchrun_ddp_training_smoke(tmp_path, algo):
     assert out.stdout.count("r1zero: done") == 2  # both ranks finished
     if algo:
         assert all(r["rollout/sampling_rounds"] == 3.0 and r["rollout/filled_groups"] == 2.0 for r in rows)
+        assert all(r["rollout/mismatch_ratio_out_frac"] == 0.0 and "train/tis_weight_mean" in r for r in rows)
 
 
 def test_single_strategy_refuses_a_multi_process_launch():

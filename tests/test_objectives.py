@@ -220,6 +220,20 @@ def test_entropy_bonus_is_subtracted():
     assert loss.item() == pytest.approx(base.item() - 0.01 * 2.0)  # token_mean of a constant 2
 
 
+def test_truncated_importance_sampling_weights_each_tokens_loss():
+    # engine log-probs below / above the learner's: weights exp(old - behaviour) = [1, 2, 0.5, 1, 0.25, 1], capped at
+    # 1.5: the token losses [-1.2, 0.65, 0.4, -2, 1.5, 0.8] become [-1.2, 0.975, 0.2, -2, 0.375, 0.8]; summed over the
+    # lengths 1, 2, 3, 3, 2, 1: -1.2 + 1.95 + 0.6 - 6 + 0.75 + 0.8 = -3.1, over 12 tokens
+    weights = torch.tensor([1, 2, 0.5, 1, 0.25, 1.0], dtype=torch.float64)
+    behaviour = OLD - weights.log().unsqueeze(-1)
+    loss, m = _loss(behaviour_logprobs=behaviour, tis_cap=1.5)
+    assert loss.item() == pytest.approx(-3.1 / 12, abs=1e-12)
+    assert m["tis_weight_mean"] == pytest.approx((1 + 1.5 * 2 + 0.5 * 3 + 3 + 0.25 * 2 + 1) / 12)
+    assert _loss(behaviour_logprobs=behaviour)[0].item() == pytest.approx(-0.9 / 12)  # off by default
+    with pytest.raises(ValueError, match="tis_cap needs behaviour_logprobs"):
+        _loss(tis_cap=2.0)
+
+
 def test_on_policy_ratio_is_exactly_one_for_every_ratio_and_clip():
     for ratio in ("token", "sequence"):
         for clip in sorted(CLIPS):
@@ -450,17 +464,23 @@ def test_concat_rollouts_repads_prompts_left_and_responses_right():
 
     a = RolloutBatch(input_ids=torch.tensor([[5, 6, 7]]), attention_mask=torch.tensor([[1, 1, 1]]),
                      response_mask=torch.tensor([[1.0]]), prompt_len=2, responses=["x"],
-                     truncated=torch.tensor([False]), prompt_index=torch.tensor([0]), extra={"finish": ["stop"]})
+                     truncated=torch.tensor([False]), prompt_index=torch.tensor([0]), extra={"finish": ["stop"]},
+                     behaviour_logprobs=torch.tensor([[-0.5]]))
     b = RolloutBatch(input_ids=torch.tensor([[8, 9, 10, 11]]), attention_mask=torch.tensor([[1, 1, 1, 0]]),
                      response_mask=torch.tensor([[1.0, 1.0, 0.0]]), prompt_len=1, responses=["yz"],
-                     truncated=torch.tensor([True]), prompt_index=torch.tensor([0]), extra={"finish": ["length"]})
+                     truncated=torch.tensor([True]), prompt_index=torch.tensor([0]), extra={"finish": ["length"]},
+                     behaviour_logprobs=torch.tensor([[-1.0, -2.0, 0.0]]))
     c = concat_rollouts([a, b], [1, 1])
     assert c.prompt_len == 2 and c.input_ids.tolist() == [[5, 6, 7, 0, 0], [0, 8, 9, 10, 11]]
     assert c.attention_mask.tolist() == [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0]]
     assert c.response_mask.tolist() == [[1, 0, 0], [1, 1, 0]] and c.response_lengths.tolist() == [1, 2]
     assert c.prompt_index.tolist() == [0, 1] and c.extra["finish"] == ["stop", "length"]
+    assert c.behaviour_logprobs.tolist() == [[-0.5, 0, 0], [-1, -2, 0]]
     s = c.select(torch.tensor([1]))
     assert s.responses == ["yz"] and s.truncated.tolist() == [True] and s.extra["finish"] == ["length"]
+    assert s.behaviour_logprobs.tolist() == [[-1, -2, 0]]
+    b.behaviour_logprobs = None  # one batch without them: the joined batch has none
+    assert concat_rollouts([a, b], [1, 1]).behaviour_logprobs is None
 
 
 def test_dynamic_sampling_keeps_a_group_by_its_answers_not_by_its_length_penalty(tmp_path):

@@ -391,3 +391,49 @@ def test_entropy_bonus_reaches_the_gradient(tiny):
     assert "train/entropy" not in m_off and m_on["train/entropy"] > 0
     assert m_off["train/grad_norm"] == 0.0 and m_on["train/grad_norm"] > 0
 
+
+def test_hf_engine_log_probs_match_the_learner_in_fp32(tiny):
+    """The HF engine reports the log-probability it sampled each token with; in fp32 the learner's own forward gives
+    the same numbers (a mismatch of ~0), so the update's ``rollout/mismatch_*`` metrics are ~0 and truncated
+    importance sampling weights are 1. A perturbed engine shows up in them: log 3 taken off row 0's tokens puts
+    their ratio at 3, outside [0.5, 2]."""
+    import copy
+
+    model, tok = tiny
+    torch.manual_seed(11)
+    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?"],
+                                                 SamplingConfig(n=2, max_new_tokens=12, temperature=0.7))
+    mask = batch.response_mask
+    assert batch.behaviour_logprobs is not None and batch.behaviour_logprobs.shape == mask.shape
+    learner = _learner(copy.deepcopy(model), 2)
+    learner.temperature = 0.7
+    learned = learner.compute_logprobs(learner.model, batch)
+    assert ((learned - batch.behaviour_logprobs).abs() * mask).max() < 1e-4
+    assert (batch.behaviour_logprobs * (1 - mask)).abs().sum() == 0  # 0 past each response
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    m = learner.update(batch, adv)
+    assert m["rollout/mismatch_abs_max"] < 1e-4 and m["rollout/mismatch_abs_mean"] < 1e-5
+    assert abs(m["rollout/mismatch_k3"]) < 1e-8 and m["rollout/mismatch_ratio_out_frac"] == 0.0
+    tis = _learner(copy.deepcopy(model), 2, tis_cap=2.0)
+    tis.temperature = 0.7
+    assert tis.update(batch, adv)["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+
+    off = copy.deepcopy(batch)
+    off.behaviour_logprobs[0] -= math.log(3) * mask[0]
+    learner = _learner(copy.deepcopy(model), 2)
+    learner.temperature = 0.7
+    m = learner.update(off, adv)
+    n0 = float(mask[0].sum())
+    assert m["rollout/mismatch_ratio_out_frac"] == pytest.approx(n0 / float(mask.sum()))
+    assert m["rollout/mismatch_abs_max"] == pytest.approx(math.log(3), abs=1e-4)
+    assert m["rollout/mismatch_k3"] == pytest.approx(n0 * (3 - 1 - math.log(3)) / float(mask.sum()), rel=1e-3)
+
+
+def test_greedy_and_generate_decoding_report_no_behaviour_log_probs(tiny):
+    model, tok = tiny
+    greedy = HFRolloutEngine(model, tok).generate(["hi"], SamplingConfig(n=1, max_new_tokens=4, temperature=0.0))
+    assert greedy.behaviour_logprobs is None
+    generated = HFRolloutEngine(model, tok, decoder="generate").generate(["hi"], SamplingConfig(n=1, max_new_tokens=4))
+    assert generated.behaviour_logprobs is None
+    with pytest.raises(ValueError, match="algo.tis_cap needs the rollout engine's log-probabilities"):
+        _learner(model, 1, tis_cap=2.0).update(generated, torch.zeros(1))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -301,7 +302,7 @@ class Learner:
             "dual_clip_c": float(a.dual_clip_c), "kl_estimator": str(a.kl_estimator),
             "agg_constant": None if a.loss_agg_constant is None else int(a.loss_agg_constant),
             "kl_coef": self.loss_kl_coef, "max_new_tokens": self.max_new_tokens,
-            "entropy_coef": float(a.entropy_coef),
+            "entropy_coef": float(a.entropy_coef), "tis_cap": None if a.tis_cap is None else float(a.tis_cap),
         }
         self.entropy = float(a.entropy_coef) > 0  # the forwards also compute the policy's entropy (its bonus)
         self.strategy.prepare(model, self.cfg)
@@ -494,6 +495,8 @@ class Learner:
             if "ratio_max" in sums:
                 sums["ratio_max"] = self.strategy.all_reduce(sums["ratio_max"], op="max")
         metrics = {f"train/{k}": sums[k] / max(weights[k], 1e-12) for k in sums}
+        if batch.behaviour_logprobs is not None:
+            metrics.update(self._mismatch(batch, old_logprobs))
         metrics.update({
             "train/loss": sum(losses) / len(losses),
             "train/grad_norm": sum(grad_norms) / len(grad_norms),
@@ -505,6 +508,22 @@ class Learner:
             "perf/padding_frac": self.fed_tokens[1] / max(self.fed_tokens[0], 1),
         })
         return metrics
+
+    def _mismatch(self, batch: RolloutBatch, old_logprobs: torch.Tensor) -> dict[str, float]:
+        """``rollout/mismatch_*``: how far the engine's log-probabilities of its samples (``behaviour_logprobs``) are
+        from the learner's of the same tokens before the update (``old_logprobs``), over every response token of every
+        rank: the mean and max of ``|delta|``, the k3 estimate of KL(engine || learner) (``exp(delta) - 1 - delta``,
+        ``delta = learner - engine``) and the share of tokens whose ratio leaves [0.5, 2]."""
+        mask = batch.response_mask
+        delta = (old_logprobs - batch.behaviour_logprobs) * mask
+        sums = [float(delta.abs().sum()), float(((delta.exp() - 1 - delta) * mask).sum()),
+                float(((delta.abs() > math.log(2)) & (mask > 0)).sum()), float(mask.sum())]
+        worst = float(delta.abs().max()) if delta.numel() else 0.0
+        if self.strategy.distributed:
+            sums, worst = self.strategy.all_reduce(sums), self.strategy.all_reduce(worst, op="max")
+        n = max(sums[3], 1.0)
+        return {"rollout/mismatch_abs_mean": sums[0] / n, "rollout/mismatch_abs_max": worst,
+                "rollout/mismatch_k3": sums[1] / n, "rollout/mismatch_ratio_out_frac": sums[2] / n}
 
     def accumulate_gradients(
         self,
@@ -553,6 +572,10 @@ class Learner:
         # an optimizer batch with every response out of the loss: a zero loss, not 0 / 0
         num_responses, num_tokens = max(num_responses, 1), max(num_tokens, 1.0)
         scale = strategy.loss_multiplier
+        behaviour = batch.behaviour_logprobs if self.objective["tis_cap"] is not None else None
+        if self.objective["tis_cap"] is not None and behaviour is None:
+            raise ValueError("algo.tis_cap needs the rollout engine's log-probabilities of its samples "
+                             "(rollout=hf with rollout.decoder=loop and a temperature > 0)")
         total, filled = None, []
         plain = strategy.train_model is self.model  # a wrapper's own forward must run (its hooks): no lengths
         chunks = list(_chunks(self._order(batch, rows), micro))
@@ -583,6 +606,7 @@ class Learner:
                     num_tokens=num_tokens,
                     ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx, :t_len].to(dev),
                     entropy=entropy,
+                    behaviour_logprobs=behaviour[idx, :t_len].to(dev) if behaviour is not None else None,
                     tensor_metrics=True,
                     **self.objective,
                 )

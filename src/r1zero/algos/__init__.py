@@ -15,6 +15,7 @@ OpenRLHF and oat):
 | ``entropy_coef`` | (a number) | 0: no bonus |
 | ``overlong`` (+ ``overlong_buffer_frac``, ``overlong_penalty``) | :data:`OVERLONG` | zero (the paper), mask, soft_penalty (DAPO) |
 | ``dynamic_sampling`` (+ ``dynamic_sampling_max_rounds``) | (true/false) | DAPO's |
+| ``tis_cap`` | (a number) | null: off; C: truncated importance sampling against the engine's log-probabilities |
 
 The paper's four variants (Liu et al. 2025 §3.1, Eq. 2-3) differ in two axes only:
 

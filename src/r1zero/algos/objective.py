@@ -272,6 +272,8 @@ def policy_loss(
     agg_constant: float | None = None,
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
+    behaviour_logprobs: torch.Tensor | None = None,
+    tis_cap: float | None = None,
     tensor_metrics: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped policy-gradient surrogate per token, aggregated per ``aggregation`` (paper Eq. 1-3).
@@ -280,7 +282,11 @@ def policy_loss(
     exponential, and the token loss of ``clip`` (``ppo``: ``-min(ratio * A_i, clip(ratio, 1 - clip_eps,
     1 + clip_eps_high) * A_i)``). With ``kl_coef > 0`` and ``ref_logprobs``, ``kl_coef`` times the aggregated
     ``kl_estimator`` is added; with ``entropy_coef > 0`` and ``entropy``, ``entropy_coef`` times its aggregate is
-    subtracted (an entropy bonus).
+    subtracted (an entropy bonus). With ``tis_cap``, each token's policy-gradient loss is multiplied by the truncated
+    importance weight ``min(exp(old_logprobs - behaviour_logprobs), tis_cap)`` (no gradient), correcting for the
+    rollout engine sampling from slightly other probabilities than the learner's (TIS: Yao et al. 2025, "Your
+    Efficient RL Framework Secretly Brings You Off-Policy RL Training"; verl ``rollout_is``, TRL
+    ``vllm_importance_sampling_correction``, oat ``tis_c``).
 
     Args:
         logprobs: (B, T) log-probabilities of the sampled response tokens under the current policy (grad).
@@ -301,6 +307,8 @@ def policy_loss(
         agg_constant: Dr. GRPO's normaliser; None: ``max_new_tokens``.
         entropy: (B, T) per-token entropy of the current policy (grad), used when ``entropy_coef > 0``.
         entropy_coef: weight of the entropy bonus.
+        behaviour_logprobs: (B, T) the engine's log-probabilities of the tokens it sampled, needed with ``tis_cap``.
+        tis_cap: the truncation C of the importance weight; None: no correction.
         tensor_metrics: return the metrics as detached 0-d tensors on the loss's device instead of floats, so
             a caller looping over micro-batches can sum them there and read them back once (each float is a
             host-device sync on a GPU).
@@ -309,10 +317,11 @@ def policy_loss(
         ``(loss, metrics)``: the scalar loss to backpropagate, and ``pg_loss``, ``pg_clipfrac`` (share of tokens
         whose clipped term is the active one, or whose weight was clipped), ``approx_kl`` (mean of
         ``0.5 * (logprobs - old_logprobs)^2``), ``ratio_mean``, ``ratio_max`` (1 without tokens) of the ratio
-        axis's ratio, ``kl`` (when used) and ``entropy`` (when given).
+        axis's ratio, ``kl`` (when used), ``entropy`` (when given) and ``tis_weight_mean`` (with ``tis_cap``).
 
     Raises:
-        ValueError: shape mismatch, an unknown axis name, or ``kl_coef > 0`` without ``ref_logprobs``.
+        ValueError: shape mismatch, an unknown axis name, ``kl_coef > 0`` without ``ref_logprobs``, or ``tis_cap``
+            without ``behaviour_logprobs``.
     """
     if logprobs.shape != old_logprobs.shape or logprobs.shape != response_mask.shape:
         raise ValueError(
@@ -328,6 +337,12 @@ def policy_loss(
     token_losses, clipped = lookup(CLIPS, clip, "clipping")(
         log_ratio, ratios, adv, eps_low=clip_eps, eps_high=clip_eps if clip_eps_high is None else clip_eps_high,
         dual_clip_c=dual_clip_c)
+    tis = None
+    if tis_cap is not None:
+        if behaviour_logprobs is None:
+            raise ValueError("tis_cap needs behaviour_logprobs (the engine's log-probabilities of its samples)")
+        tis = torch.exp(old_logprobs.detach() - behaviour_logprobs.detach()).clamp(max=tis_cap)
+        token_losses = token_losses * tis
     agg = {"max_new_tokens": max_new_tokens, "constant": agg_constant, "num_responses": num_responses,
            "num_tokens": num_tokens}
     pg_loss = aggregate_loss(token_losses, mask, aggregation, **agg)
@@ -344,6 +359,8 @@ def policy_loss(
             "ratio_mean": (ratios * mask).sum() / n_tok,
             "ratio_max": torch.where(mask.any(), ratio_max, ratio_max.new_ones(())),  # no tokens: 1, not -inf
         }
+        if tis is not None:
+            metrics["tis_weight_mean"] = (tis * mask).sum() / n_tok
 
     if kl_coef > 0:
         if ref_logprobs is None:

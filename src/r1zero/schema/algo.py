@@ -27,6 +27,7 @@ class AlgoConfig:
     kl_estimator: str = "k3"                 # r1zero.algos.KL_ESTIMATORS: k1 | k2 | k3 (Schulman 2020)
     kl_in: str = "loss"                      # loss (GRPO: kl_coef x aggregated KL in the loss) | reward (r - kl_coef x the response's summed KL)
     entropy_coef: float = 0.0                # entropy bonus: minus entropy_coef x the aggregated token entropy in the loss
+    tis_cap: Optional[float] = None          # truncated importance sampling: token losses x min(pi_learner / pi_engine, tis_cap); null: off (verl, TRL: TIS)
     # the rollout (r1zero.algos.shaping)
     overlong: str = "zero"                   # r1zero.algos.OVERLONG, a response cut by max_new_tokens: zero (reward 0: the paper) | mask (out of the loss) | soft_penalty (DAPO)
     overlong_buffer_frac: float = 0.2        # soft_penalty: the penalty grows over the last buffer_frac x max_new_tokens tokens (DAPO: 4096 of 20480)
@@ -59,6 +60,8 @@ class AlgoConfig:
         above("algo.dual_clip_c", self.dual_clip_c, 1.0)
         at_least("algo.kl_coef", self.kl_coef, 0.0, what="a number")
         at_least("algo.entropy_coef", self.entropy_coef, 0.0, what="a number")
+        if self.tis_cap is not None:
+            above("algo.tis_cap", self.tis_cap, 0.0)
         between("algo.overlong_buffer_frac", self.overlong_buffer_frac, 0.0, 1.0)
         at_least("algo.overlong_penalty", self.overlong_penalty, 0.0, what="a number")
         at_least("algo.dynamic_sampling_max_rounds", self.dynamic_sampling_max_rounds, 1)
