@@ -350,7 +350,7 @@ def policy_loss(
 
     with torch.no_grad():
         n_tok = mask.sum().clamp(min=1.0)
-        token_log_ratio = logprobs - old_logprobs
+        token_log_ratio = log_ratio if ratio == "token" else logprobs - old_logprobs
         ratio_max = ratios.masked_fill(mask == 0, float("-inf")).amax() if ratios.numel() else ratios.new_ones(())
         metrics = {
             "pg_loss": pg_loss.detach(),
