@@ -410,12 +410,19 @@ class Learner:
         Raises:
             ValueError: no reference model.
         """
+        logprobs = self.compute_logprobs(self.model, batch)
+        return response_kl(logprobs, self._reference_logprobs(batch), batch.response_mask, str(self.algo.kl_estimator))
+
+    def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """(N, T) the reference policy's log-probabilities of ``batch``'s response tokens (no grad).
+
+        Raises:
+            ValueError: no reference model.
+        """
         if self.ref_model is None:
             raise ValueError("algo.kl_coef > 0 needs a reference model")
-        logprobs = self.compute_logprobs(self.model, batch)
         with self.strategy.reference_on_device(self.ref_model) as ref:
-            ref_logprobs = self.compute_logprobs(ref, batch)
-        return response_kl(logprobs, ref_logprobs, batch.response_mask, str(self.algo.kl_estimator))
+            return self.compute_logprobs(ref, batch)
 
     def update(self, batch: RolloutBatch, advantages: torch.Tensor, step: int = 0,
                in_loss: torch.Tensor | None = None) -> dict[str, float]:
@@ -441,12 +448,7 @@ class Learner:
         later = torch.nonzero(is_later).flatten()  # in row order, i.e. grouped by prompt
         if later.numel():
             old_logprobs[later] = self.compute_logprobs(self.model, batch, rows=later)[later]
-        ref_logprobs = None
-        if self.loss_kl_coef > 0:
-            if self.ref_model is None:
-                raise ValueError("algo.kl_coef > 0 needs a reference model")
-            with self.strategy.reference_on_device(self.ref_model) as ref:
-                ref_logprobs = self.compute_logprobs(ref, batch)
+        ref_logprobs = self._reference_logprobs(batch) if self.loss_kl_coef > 0 else None
 
         sums: dict[str, torch.Tensor] = {}  # token-weighted metric sums, on the device until the end
         weights: dict[str, torch.Tensor] = {}

@@ -47,7 +47,7 @@ from .preemption import Interrupted, PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
 from .rollout import SamplingConfig, build_engine
-from .rollout.base import concat_rollouts
+from .rollout.base import RolloutBatch, concat_rollouts
 from .rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
 from .schema import RunConfig, run_config
 from .seeding import set_seed
@@ -161,7 +161,7 @@ class _Rollout(NamedTuple):
 
     questions: list
     prompts: list[str]
-    batch: object  # RolloutBatch
+    batch: RolloutBatch
     results: list  # one GradeResult per response
     references: list[str]
     rewards: torch.Tensor  # (N,) training rewards (algo.overlong applied)
@@ -170,6 +170,25 @@ class _Rollout(NamedTuple):
     t_reward: float  # seconds grading, every round
     generated_tokens: float  # response tokens this rank generated, every round
     metrics: dict  # rollout/... of dynamic sampling
+
+
+class _Round(NamedTuple):
+    """One rollout of dynamic sampling's loop (:meth:`R1ZeroRecipe._rollout`): the fields of :class:`_Rollout`'s
+    first seven, and ``scores``, (N,) what decides whether a group has signal."""
+
+    questions: list
+    prompts: list[str]
+    batch: RolloutBatch
+    results: list
+    references: list[str]
+    rewards: torch.Tensor
+    in_loss: torch.Tensor
+    scores: torch.Tensor
+
+    def graded(self, t_rollout: float, t_reward: float, generated: float, metrics: dict) -> _Rollout:
+        """This round as the step's whole rollout."""
+        return _Rollout(self.questions, self.prompts, self.batch, self.results, self.references, self.rewards,
+                        self.in_loss, t_rollout, t_reward, generated, metrics)
 
 
 class RunComplete(Exception):
@@ -388,8 +407,7 @@ class R1ZeroRecipe:
             if algo.kl_in == "reward" and algo.kl_coef > 0:  # r - kl_coef * the response's summed KL, before A
                 kl = self.learner.response_kl(batch)
                 shaped = rewards - float(algo.kl_coef) * kl
-                kl_metrics["rollout/kl_in_reward_mean"] = self.strategy.all_reduce(float(kl.sum())) / max(
-                    self.strategy.all_reduce(float(len(kl))), 1.0)
+                kl_metrics["rollout/kl_in_reward_mean"] = self._mean_over_ranks(kl)
             advantages = self._advantages(shaped, G)
             in_loss = r.in_loss & ~zero_std_rows(shaped, G) if algo.zero_std == "drop" else r.in_loss
             metrics = self.learner.update(batch, advantages, step=self.step,
@@ -403,8 +421,7 @@ class R1ZeroRecipe:
                                            max_new_tokens=self.sampling.max_new_tokens))
             metrics.update(r.metrics | kl_metrics)
             if algo.overlong == "mask" or algo.zero_std == "drop":  # responses the loss left out
-                metrics["rollout/out_of_loss_frac"] = self.strategy.all_reduce(float((~in_loss).sum())) / max(
-                    self.strategy.all_reduce(float(len(in_loss))), 1.0)
+                metrics["rollout/out_of_loss_frac"] = self._mean_over_ranks((~in_loss).float())
             n_tokens, n_response_tokens = self.strategy.all_reduce([  # all ranks' tokens
                 float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum()),
                 r.generated_tokens])
@@ -463,20 +480,20 @@ class R1ZeroRecipe:
             t_reward += time.perf_counter() - t0
             # dynamic sampling keeps a group by its answers (DAPO §3.2: accuracy), not by a length penalty on them
             scores = graded if algo.overlong == "soft_penalty" else rewards
-            rounds.append((questions, prompts, batch, results, references, rewards, in_loss, scores))
+            rounds.append(_Round(questions, prompts, batch, results, references, rewards, in_loss, scores))
             if not dynamic:
                 break
-            kept = sum(int(signal_groups(x[7], G).sum()) for x in rounds)
+            kept = sum(int(signal_groups(x.scores, G).sum()) for x in rounds)
             if not self.strategy.any(kept < len(questions)) or len(rounds) >= int(algo.dynamic_sampling_max_rounds):
                 self.engine.sleep()
                 break
-        generated = float(sum(x[2].response_mask.sum() for x in rounds))
+        generated = float(sum(x.batch.response_mask.sum() for x in rounds))
         if not dynamic:
-            return _Rollout(*rounds[0][:7], t_rollout, t_reward, generated, {})
+            return rounds[0].graded(t_rollout, t_reward, generated, {})
         # the groups of every round, in generation order: group u is rows u*G .. u*G+G-1, question prompt_index[u*G]
-        rewards = torch.cat([x[5] for x in rounds])
-        has_signal = signal_groups(torch.cat([x[7] for x in rounds]), G)
-        picked, filled = pick_groups(has_signal, len(rounds[0][0]))
+        rewards = torch.cat([x.rewards for x in rounds])
+        has_signal = signal_groups(torch.cat([x.scores for x in rounds]), G)
+        picked, filled = pick_groups(has_signal, len(rounds[0].questions))
         generated_groups, batch_groups, filled_all, reward_sum = self.strategy.all_reduce(
             [float(has_signal.numel()), float(len(picked)), float(filled), float(rewards.sum())])
         metrics = {
@@ -488,13 +505,13 @@ class R1ZeroRecipe:
             "rollout/generated_reward_mean": reward_sum / max(generated_groups * G, 1.0),
         }
         if len(rounds) == 1:  # one rollout: its groups are the batch, as they are (picked is every group)
-            return _Rollout(*rounds[0][:7], t_rollout, t_reward, generated, metrics)
-        questions = [q for x in rounds for q in x[0]]
-        prompts = [p for x in rounds for p in x[1]]
-        batch = concat_rollouts([x[2] for x in rounds], [len(x[0]) for x in rounds])
-        results = [g for x in rounds for g in x[3]]
-        references = [a for x in rounds for a in x[4]]
-        in_loss = torch.cat([x[6] for x in rounds])
+            return rounds[0].graded(t_rollout, t_reward, generated, metrics)
+        questions = [q for x in rounds for q in x.questions]
+        prompts = [p for x in rounds for p in x.prompts]
+        batch = concat_rollouts([x.batch for x in rounds], [len(x.questions) for x in rounds])
+        results = [g for x in rounds for g in x.results]
+        references = [a for x in rounds for a in x.references]
+        in_loss = torch.cat([x.in_loss for x in rounds])
         rows = (picked.unsqueeze(1) * G + torch.arange(G)).flatten()
         asked = batch.prompt_index[picked * G].tolist()
         batch = batch.select(rows)
@@ -502,6 +519,11 @@ class R1ZeroRecipe:
         return _Rollout([questions[i] for i in asked], [prompts[i] for i in asked], batch,
                         [results[i] for i in rows.tolist()], [references[i] for i in rows.tolist()], rewards[rows],
                         in_loss[rows], t_rollout, t_reward, generated, metrics)
+
+    def _mean_over_ranks(self, values: torch.Tensor) -> float:
+        """Mean of every rank's (n,) ``values`` (0 without any), in one collective."""
+        total, count = self.strategy.all_reduce([float(values.sum()), float(len(values))])
+        return total / max(count, 1.0)
 
     def _grade(self, questions: list, batch) -> tuple[list, list[str]]:
         """``(results, references)``: one GradeResult per response of ``batch``, graded without regard to truncation
