@@ -83,7 +83,7 @@ class R1ZeroSide:
         self.model, tok = _load(args)
         train = {"lr": args.lr, "betas": [0.9, 0.95], "weight_decay": 0.0, "max_grad_norm": 1.0, "warmup_steps": 0,
                  "mini_batch_size": None, "micro_batch_size": args.micro_batch_size, "ppo_epochs": 1}
-        algo = {"adv_estimator": "grpo", "scale_by_std": False, "loss_agg": "seq_mean_token_sum_norm",
+        algo = {"adv_baseline": "group_mean", "adv_scale": "none", "loss_agg": "seq_mean_token_sum_norm",
                 "clip_eps": 0.2, "kl_coef": 0.0}  # conf/algo/drgrpo.yaml
         self.learner = Learner(self.model, train, algo, max_new_tokens=args.max_new_tokens, temperature=1.0,
                                seed=args.seed)
@@ -100,7 +100,7 @@ class R1ZeroSide:
         results = self.grader.grade(batch.responses, refs, self.template.answer_format)
         rewards = torch.tensor([r.reward for r in results], dtype=torch.float32) * (~batch.truncated).float()
         t2 = time.perf_counter()
-        adv = compute_advantages("grpo", rewards, self.args.group_size, scale_by_std=False)
+        adv = compute_advantages(rewards, self.args.group_size, baseline="group_mean", scale="none")
         self.step_no += 1
         self.learner.update(batch, adv, step=self.step_no)
         step_s = time.perf_counter() - t0

@@ -78,7 +78,7 @@ def test_paper_defaults_table6():
     assert cfg.train.max_grad_norm == 1.0
     assert cfg.algo.clip_eps == 0.2
     assert cfg.algo.kl_coef == 0.0
-    assert cfg.algo.scale_by_std is False
+    assert (cfg.algo.adv_baseline, cfg.algo.adv_scale) == ("group_mean", "none")
     assert cfg.algo.loss_agg == "seq_mean_token_sum_norm"
     assert list(cfg.template.stop) == ["</answer>"]
 
@@ -102,16 +102,41 @@ def test_run_length_in_prompt_epochs_counts_as_oat():
         TrainConfig(prompt_epochs=0)
 
 
-@pytest.mark.parametrize(
-    "algo,scale,agg",
-    [("grpo", True, "seq_mean_token_mean"), ("drgrpo", False, "seq_mean_token_sum_norm"),
-     ("grpo_no_len_norm", True, "seq_mean_token_sum_norm"), ("grpo_no_std_norm", False, "seq_mean_token_mean"),
-     ("token_mean", False, "token_mean")],
-)
-def test_algo_options_only_choose_scaling_and_aggregation(algo, scale, agg):
+# The axes each preset sets (conf/algo/*.yaml); every other axis keeps the schema's default (Dr. GRPO's).
+PRESET_AXES = {
+    "grpo": {"adv_scale": "group_std", "loss_agg": "seq_mean_token_mean"},
+    "drgrpo": {},
+    "grpo_no_len_norm": {"adv_scale": "group_std"},
+    "grpo_no_std_norm": {"loss_agg": "seq_mean_token_mean"},
+    "token_mean": {"loss_agg": "token_mean"},
+    "rloo": {"adv_baseline": "leave_one_out"},
+    "dapo": {"adv_scale": "group_std", "loss_agg": "token_mean", "clip_eps_high": 0.28, "dynamic_sampling": True,
+             "overlong": "soft_penalty"},
+    "gspo": {"ratio": "sequence", "adv_scale": "group_std", "loss_agg": "seq_mean_token_mean", "clip_eps": 3e-4,
+             "clip_eps_high": 4e-4},
+    "cispo": {"clip": "cispo", "adv_scale": "group_std", "loss_agg": "token_mean", "clip_eps": 1.0,
+              "clip_eps_high": 4.0},
+    "reinforce_pp": {"adv_baseline": "batch_mean", "adv_scale": "batch_std", "loss_agg": "token_mean",
+                     "kl_coef": 0.01, "kl_estimator": "k1", "kl_in": "reward"},
+    "lite_ppo": {"adv_scale": "batch_std", "loss_agg": "token_mean"},
+}
+
+
+def test_every_preset_is_in_the_axes_table():
+    assert set(PRESET_AXES) == set(options("algo"))
+
+
+@pytest.mark.parametrize("algo", sorted(PRESET_AXES))
+def test_algo_presets_only_choose_axes(algo):
+    import dataclasses
+
+    from r1zero.schema import AlgoConfig
+
     cfg = compose([f"algo={algo}"])
-    assert (cfg.algo.scale_by_std, cfg.algo.loss_agg, cfg.algo.adv_estimator) == (scale, agg, "grpo")
-    assert cfg.algo.clip_eps == 0.2  # shared, not repeated per option
+    defaults = {f.name: f.default for f in dataclasses.fields(AlgoConfig)}
+    for key, default in defaults.items():
+        if key != "name":
+            assert cfg.algo[key] == PRESET_AXES[algo].get(key, default), (algo, key)
 
 
 def test_experiment_overrides_the_defaults():

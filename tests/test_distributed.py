@@ -24,9 +24,10 @@ import torch
 from conftest import CONF, REPO, run_ranks
 from omegaconf import OmegaConf
 
+from r1zero.algos import LOSS_AGGREGATIONS
 from r1zero.strategy import DistEnv, build_strategy, detect_dist_env, first_slurm_host
 
-AGGS = ["seq_mean_token_mean", "seq_mean_token_sum_norm", "token_mean"]
+AGGS = sorted(LOSS_AGGREGATIONS)  # every aggregation
 MAX_NEW = 16
 
 
@@ -271,13 +272,19 @@ def test_ddp_teardown_destroys_the_group_and_does_not_hang(tmp_path):
         assert threads[0] > 0 and threads[1] == 0, (rank, threads)  # [before cleanup, after]
 
 
-def test_torchrun_ddp_training_smoke(tmp_path):
+# DAPO's dynamic sampling (the ranks roll out in lockstep: the tiny model's answers are all wrong, so every rank takes
+# the 3 rounds and fills its share), a batch-level std (every rank's rewards) and TIS (the engine's log-probabilities)
+DAPO = ["algo=dapo", "algo.dynamic_sampling_max_rounds=3", "algo.adv_scale=batch_std", "algo.tis_cap=2"]
+
+
+@pytest.mark.parametrize("algo", [[], DAPO], ids=["drgrpo", "dapo"])
+def test_torchrun_ddp_training_smoke(tmp_path, algo):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "r1zero.train", "model=tiny", "strategy=ddp", "device=cpu", "data=arith", "data.max_questions=16",
            "train.total_steps=2", "train.prompts_per_rollout=2", "sampling.group_size=2",
            "sampling.max_new_tokens=8", "train.micro_batch_size=2", "train.lr=1e-3", "logger.progress_bar=false",
-           "reward.num_workers=1", "train.save_final=false", f"hydra.run.dir={run_dir}"]
+           "reward.num_workers=1", "train.save_final=false", f"hydra.run.dir={run_dir}", *algo]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=240, env=env, check=False)
     assert out.returncode == 0, out.stderr[-4000:]
@@ -289,6 +296,9 @@ def test_torchrun_ddp_training_smoke(tmp_path):
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {1, 2}
     assert out.stdout.count("r1zero: done") == 2  # both ranks finished
+    if algo:
+        assert all(r["rollout/sampling_rounds"] == 3.0 and r["rollout/filled_groups"] == 2.0 for r in rows)
+        assert all(r["rollout/mismatch_ratio_out_frac"] == 0.0 and "train/tis_weight_mean" in r for r in rows)
 
 
 def test_single_strategy_refuses_a_multi_process_launch():

@@ -44,9 +44,9 @@ def nan_loss(steps: set[int], micro_batch: int = 0, ranks: set[int] | None = Non
     real_update, real_loss = learner_mod.Learner.update, learner_mod.policy_loss
     state = {"step": 0, "micro": -1}
 
-    def update(self, batch, advantages, step=0):
+    def update(self, batch, advantages, step=0, **kwargs):
         state["step"], state["micro"] = step, -1
-        return real_update(self, batch, advantages, step=step)
+        return real_update(self, batch, advantages, step=step, **kwargs)
 
     def policy_loss(*args, **kwargs):
         loss, metrics = real_loss(*args, **kwargs)

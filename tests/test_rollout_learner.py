@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from r1zero.algos import LOSS_AGGREGATIONS
 from r1zero.learner import Learner, prompt_groups, sequence_logprobs
 from r1zero.models import build_byte_tokenizer, load_model_and_tokenizer
 from r1zero.rollout import SamplingConfig
@@ -64,15 +67,25 @@ def test_hf_rollout_batch_layout(tiny):
     assert g1.response_ids[0, : g1.response_lengths[0]].tolist() == ref[0, enc.input_ids.shape[1]:][: int(g1.response_lengths[0])].tolist()
 
 
-def _learner(model, micro, agg="seq_mean_token_sum_norm"):
+def _learner(model, micro, agg="seq_mean_token_sum_norm", **axes):
     train = OmegaConf.create(dict(lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, max_grad_norm=1.0, warmup_steps=0,
                                   mini_batch_size=None, micro_batch_size=micro, ppo_epochs=1))
-    algo = OmegaConf.create(dict(loss_agg=agg, clip_eps=0.2, kl_coef=0.0))
+    algo = OmegaConf.create(dict(loss_agg=agg, clip_eps=0.2, kl_coef=0.0, **axes))
     return Learner(model, train, algo, max_new_tokens=16, temperature=1.0)
 
 
-@pytest.mark.parametrize("agg", ["seq_mean_token_mean", "seq_mean_token_sum_norm", "token_mean"])
-def test_gradient_is_independent_of_micro_batch_size(tiny, agg):
+def _grad(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone()
+
+
+# every aggregation with PPO's token ratio, and the other ratio / clip axes with one aggregation each
+OBJECTIVES = [(agg, {}) for agg in sorted(LOSS_AGGREGATIONS)] + [
+    ("seq_mean_token_mean", {"ratio": "sequence"}), ("token_mean", {"clip": "cispo", "clip_eps_high": 0.01}),
+    ("token_mean", {"clip": "dual_clip", "dual_clip_c": 1.01})]
+
+
+@pytest.mark.parametrize("agg,axes", OBJECTIVES, ids=[f"{a}-{'-'.join(map(str, x.values()))}" for a, x in OBJECTIVES])
+def test_gradient_is_independent_of_micro_batch_size(tiny, agg, axes):
     model, tok = tiny
     torch.manual_seed(2)
     batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?"],
@@ -81,15 +94,63 @@ def test_gradient_is_independent_of_micro_batch_size(tiny, agg):
     adv = torch.tensor([1.0, -0.5, 0.25, -0.75])
     grads = {}
     for micro in (1, 2, B):
-        learner = _learner(model, micro, agg)
+        learner = _learner(model, micro, agg, **axes)
         old = learner.compute_logprobs(model, batch) - 0.05  # ratio != 1 so clipping paths are exercised
         model.zero_grad(set_to_none=True)
         learner.accumulate_gradients(batch, torch.arange(B), old, adv)
-        grads[micro] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone()
+        grads[micro] = _grad(model)
     model.zero_grad(set_to_none=True)
     assert grads[B].abs().sum() > 0
     for micro in (1, 2):
         torch.testing.assert_close(grads[micro], grads[B], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("agg", sorted(LOSS_AGGREGATIONS))
+def test_a_response_out_of_the_loss_is_as_if_absent(tiny, agg):
+    """trl issue 6369 pinned (masked tokens diluting the normaliser): rows out of the loss (``in_loss``: overlong=mask,
+    zero_std=drop) leave the gradient of the others exactly as if they were not in the optimizer batch, for any
+    micro-batch size."""
+    model, tok = tiny
+    torch.manual_seed(6)
+    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?", "Q: 9-3?"],
+                                                 SamplingConfig(n=2, max_new_tokens=12, temperature=1.0))
+    adv = torch.tensor([1.0, -0.5, 0.25, -0.75, 0.5, -1.0])
+    in_loss = torch.tensor([True, False, True, True, False, True])
+    kept = torch.nonzero(in_loss).flatten()
+    ref = _learner(model, len(kept), agg)
+    old = ref.compute_logprobs(model, batch) - 0.05
+    model.zero_grad(set_to_none=True)
+    ref.accumulate_gradients(batch, kept, old, adv)
+    want = _grad(model)
+    for micro in (1, 4, len(batch)):
+        model.zero_grad(set_to_none=True)
+        _learner(model, micro, agg).accumulate_gradients(batch, torch.arange(len(batch)), old, adv, in_loss=in_loss)
+        torch.testing.assert_close(_grad(model), want, atol=1e-6, rtol=0)
+    model.zero_grad(set_to_none=True)
+    assert want.abs().sum() > 0
+
+
+@pytest.mark.parametrize("agg", sorted(LOSS_AGGREGATIONS))
+def test_an_optimizer_batchs_gradient_is_that_of_its_rows_alone(tiny, agg):
+    """trl PR 6024 pinned (the loss divided by the token count of the whole generation batch while gradients were
+    accumulated over part of it: 0.5x / 4x gradients): each optimizer batch of a rollout split in two is normalised by
+    its own totals, so its gradient is the one of a rollout holding its rows only."""
+    model, tok = tiny
+    torch.manual_seed(7)
+    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?"],
+                                                 SamplingConfig(n=2, max_new_tokens=12, temperature=1.0))
+    adv = torch.tensor([1.0, -0.5, 0.25, -0.75])
+    learner = _learner(model, 1, agg)
+    old = learner.compute_logprobs(model, batch) - 0.05
+    half = torch.tensor([0, 1])
+    model.zero_grad(set_to_none=True)
+    learner.accumulate_gradients(batch, half, old, adv)
+    part = _grad(model)
+    model.zero_grad(set_to_none=True)
+    learner.accumulate_gradients(batch.select(half), torch.arange(2), old[half], adv[half])
+    torch.testing.assert_close(part, _grad(model), atol=1e-6, rtol=0)
+    model.zero_grad(set_to_none=True)
+    assert part.abs().sum() > 0
 
 
 def test_optimizer_is_the_papers_adamw_with_a_constant_lr_and_clip_1(tiny):
@@ -282,3 +343,98 @@ def test_prompts_start_with_bos_for_tokenizers_that_have_one():
         assert batch.input_ids[row, first] == bos and (batch.input_ids[row, first + 1 : P] != bos).all()
         text = llama.decode(batch.input_ids[row, first + 1 : P])
         assert text == prompts[row // 2]
+
+
+def test_token_entropy_is_the_softmax_entropy_with_its_gradient():
+    from r1zero.logprob import token_entropy
+
+    torch.manual_seed(8)
+    logits = torch.randn(5, 11, dtype=torch.float64, requires_grad=True)
+    got = token_entropy(logits, 0.7)
+    want = torch.distributions.Categorical(logits=logits / 0.7).entropy()
+    torch.testing.assert_close(got, want)
+    assert token_entropy(torch.zeros(2, 8)).tolist() == pytest.approx([math.log(8)] * 2)  # uniform: log V
+    (g,) = torch.autograd.grad(got.sum(), logits)
+    (w,) = torch.autograd.grad(want.sum(), logits)
+    torch.testing.assert_close(g, w)
+
+
+def test_entropy_is_the_same_on_every_forward_path(tiny):
+    """``sequence_logprobs(..., entropy=True)``: the plain forward, the shared-prompt forward, and the LM head on the
+    real positions give the same (B, T) entropies on response tokens."""
+    model, tok = tiny
+    torch.manual_seed(9)
+    batch = HFRolloutEngine(model, tok).generate(["hi", "a longer prompt here"],
+                                                 SamplingConfig(n=2, max_new_tokens=10, temperature=1.0))
+    mask = batch.response_mask
+    args = (model, batch.input_ids, batch.attention_mask, batch.prompt_len, 0.7)
+    with torch.no_grad():
+        _, plain = sequence_logprobs(*args, entropy=True)
+        _, shared = sequence_logprobs(*args, groups=prompt_groups(batch.prompt_index), entropy=True)
+        _, head = sequence_logprobs(*args, lengths=batch.response_lengths, entropy=True)
+    assert (plain * mask).sum() > 0
+    torch.testing.assert_close(shared * mask, plain * mask, atol=1e-5, rtol=0)
+    torch.testing.assert_close(head * mask, plain * mask, atol=1e-5, rtol=0)
+
+
+def test_entropy_bonus_reaches_the_gradient(tiny):
+    """``algo.entropy_coef > 0`` subtracts coef x the aggregated entropy: with zero advantages the gradient is the
+    entropy's alone, and the learner reports ``train/entropy``."""
+    import copy
+
+    model, tok = tiny
+    torch.manual_seed(10)
+    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?"], SamplingConfig(n=2, max_new_tokens=8))
+    zero = torch.zeros(len(batch))
+    off, on = copy.deepcopy(model), copy.deepcopy(model)
+    m_off = _learner(off, 2).update(batch, zero)
+    m_on = _learner(on, 2, entropy_coef=0.5).update(batch, zero)
+    assert "train/entropy" not in m_off and m_on["train/entropy"] > 0
+    assert m_off["train/grad_norm"] == 0.0 and m_on["train/grad_norm"] > 0
+
+
+def test_hf_engine_log_probs_match_the_learner_in_fp32(tiny):
+    """The HF engine reports the log-probability it sampled each token with; in fp32 the learner's own forward gives
+    the same numbers (a mismatch of ~0), so the update's ``rollout/mismatch_*`` metrics are ~0 and truncated
+    importance sampling weights are 1. A perturbed engine shows up in them: log 3 taken off row 0's tokens puts
+    their ratio at 3, outside [0.5, 2]."""
+    import copy
+
+    model, tok = tiny
+    torch.manual_seed(11)
+    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?"],
+                                                 SamplingConfig(n=2, max_new_tokens=12, temperature=0.7))
+    mask = batch.response_mask
+    assert batch.behaviour_logprobs is not None and batch.behaviour_logprobs.shape == mask.shape
+    learner = _learner(copy.deepcopy(model), 2)
+    learner.temperature = 0.7
+    learned = learner.compute_logprobs(learner.model, batch)
+    assert ((learned - batch.behaviour_logprobs).abs() * mask).max() < 1e-4
+    assert (batch.behaviour_logprobs * (1 - mask)).abs().sum() == 0  # 0 past each response
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    m = learner.update(batch, adv)
+    assert m["rollout/mismatch_abs_max"] < 1e-4 and m["rollout/mismatch_abs_mean"] < 1e-5
+    assert abs(m["rollout/mismatch_k3"]) < 1e-8 and m["rollout/mismatch_ratio_out_frac"] == 0.0
+    tis = _learner(copy.deepcopy(model), 2, tis_cap=2.0)
+    tis.temperature = 0.7
+    assert tis.update(batch, adv)["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+
+    off = copy.deepcopy(batch)
+    off.behaviour_logprobs[0] -= math.log(3) * mask[0]
+    learner = _learner(copy.deepcopy(model), 2)
+    learner.temperature = 0.7
+    m = learner.update(off, adv)
+    n0 = float(mask[0].sum())
+    assert m["rollout/mismatch_ratio_out_frac"] == pytest.approx(n0 / float(mask.sum()))
+    assert m["rollout/mismatch_abs_max"] == pytest.approx(math.log(3), abs=1e-4)
+    assert m["rollout/mismatch_k3"] == pytest.approx(n0 * (3 - 1 - math.log(3)) / float(mask.sum()), rel=1e-3)
+
+
+def test_greedy_and_generate_decoding_report_no_behaviour_log_probs(tiny):
+    model, tok = tiny
+    greedy = HFRolloutEngine(model, tok).generate(["hi"], SamplingConfig(n=1, max_new_tokens=4, temperature=0.0))
+    assert greedy.behaviour_logprobs is None
+    generated = HFRolloutEngine(model, tok, decoder="generate").generate(["hi"], SamplingConfig(n=1, max_new_tokens=4))
+    assert generated.behaviour_logprobs is None
+    with pytest.raises(ValueError, match="algo.tis_cap needs the rollout engine's log-probabilities"):
+        _learner(model, 1, tis_cap=2.0).update(generated, torch.zeros(1))

@@ -4,6 +4,7 @@ paper's grids, turn on evaluation, go to SLURM with the A100 preset, and scale d
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,23 @@ def test_dryrun_private_submitit_use_is_pinned_and_fails_in_one_line():
     moved = types.SimpleNamespace(_executor=types.SimpleNamespace(parameters={}))
     with pytest.raises(ConfigError, match=r"^r1zero.dryrun: submitit .* valid: submitit>=1.5,<1.6"):
         _submission_text(moved, 3)
+
+
+def test_a_task_run_as_main_reaches_a_slurm_job_as_a_reference(tmp_path):
+    """`python -m r1zero.train` defines ``run`` in ``__main__``; submitit's cloudpickle would send it, and the recipe's
+    NamedTuple classes, by value, which cloudpickle 2.1 could not rebuild on the node (CI, exit 2). hydra_entry sends the
+    same function imported from its module instead: unpickled, it is that module's function."""
+    (tmp_path / "job_mod.py").write_text(
+        "import sys\nfrom typing import NamedTuple\nimport cloudpickle\nfrom r1zero.cli import _importable\n\n"
+        "class Round(NamedTuple):\n    a: int\n\ndef run(cfg):\n    return Round(cfg)\n\n"
+        "if __name__ == '__main__':\n    sys.stdout.buffer.write(cloudpickle.dumps(_importable(run)))\n")
+    proc = subprocess.run([sys.executable, "-m", "job_mod"], cwd=tmp_path, capture_output=True, check=True)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        task = pickle.loads(proc.stdout)
+        assert task.__module__ == "job_mod"
+        assert task is sys.modules["job_mod"].run
+        assert task(3) == (3,)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("job_mod", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import Callable
@@ -32,6 +33,8 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], object]) -> Callab
     whatever the run already wrote (metrics, checkpoints) stays in its run directory.
     """
 
+    run = _importable(run)
+
     def task(cfg: DictConfig) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
@@ -51,6 +54,21 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], object]) -> Callab
         hydra.main(version_base="1.3", config_path=str(_config.config_dir()), config_name=config_name)(task)()
 
     return main
+
+
+def _importable(run: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+    """``run``, or when ``python -m r1zero.train`` defined it in ``__main__``, the same function imported from its module.
+
+    A SLURM job gets its task function through submitit's cloudpickle, which sends a ``__main__`` function and every
+    class it reaches by value, code included; a function of an importable module travels as a reference, so the job
+    runs the installed code and no class of the recipe has to survive being rebuilt from its parts.
+    """
+    if run.__module__ != "__main__":
+        return run
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is None:  # a script run by its path: no name to import it by
+        return run
+    return getattr(importlib.import_module(spec.name), run.__qualname__)
 
 
 class LaunchCheck(Callback):

@@ -51,9 +51,13 @@ def bad_value(key: str, what: str, valid: str) -> ConfigError:
 
 
 def unknown_key(key: str, schema: type) -> ConfigError:
-    """``<key>: unknown key (<Schema> has no field ...); valid: <its fields>``."""
+    """``<key>: unknown key (<Schema> has no field ...); valid: <its fields>``; a key the schema lists in its
+    ``RENAMED`` (a key of an earlier version): ``<key>: was replaced; valid: <the key that replaces it>``."""
     import dataclasses
 
+    renamed = getattr(schema, "RENAMED", {}).get(key.rsplit(".", 1)[-1])
+    if renamed:
+        return bad_value(key, "was replaced", renamed)
     fields = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
     return bad_value(key, f"unknown key ({getattr(schema, '__name__', schema)} has no field {key.rsplit('.', 1)[-1]!r})",
                      ", ".join(fields) or "(no keys)")

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
 
-from .algos import policy_loss
+from .algos import policy_loss, response_kl
+from .logprob import token_entropy
 from .logprob import token_logprobs as flat_token_logprobs
 from .models import SPEED_PATHS, unwrap
 from .packing import PackedLayout, packed_logits
@@ -32,10 +34,12 @@ from .strategy import DistEnv, Strategy
 log = logging.getLogger("r1zero.learner")
 
 
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, entropy: bool = False):
     """(B, T) log p(target) from (B, T, V) logits at ``temperature`` and (B, T) targets, one row at a time
-    (:func:`r1zero.logprob.token_logprobs`; the rows are views, so a sliced ``logits`` is never copied whole)."""
-    return torch.stack([flat_token_logprobs(row, tgt, temperature) for row, tgt in zip(logits, targets)])
+    (:func:`r1zero.logprob.token_logprobs`; the rows are views, so a sliced ``logits`` is never copied whole); with
+    ``entropy``, ``(logprobs, entropies)``, both (B, T) (:func:`r1zero.logprob.token_entropy`)."""
+    lp = torch.stack([flat_token_logprobs(row, tgt, temperature) for row, tgt in zip(logits, targets)])
+    return (lp, torch.stack([token_entropy(row, temperature) for row in logits])) if entropy else lp
 
 
 def _cache_kwarg(model) -> str:
@@ -75,8 +79,8 @@ def prompt_groups(prompt_index: torch.Tensor, prompts: tuple[torch.Tensor, ...] 
 def sequence_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
     groups: tuple[torch.Tensor, int] | None = None, lengths: torch.Tensor | None = None,
-    layout: PackedLayout | None = None,
-) -> torch.Tensor:
+    layout: PackedLayout | None = None, entropy: bool = False,
+):
     """(B, T) log-probabilities of the response tokens ``input_ids[:, prompt_len:]`` under ``model``.
 
     Position ids follow the attention mask, so left-padded prompts see the same positions as in
@@ -100,6 +104,8 @@ def sequence_logprobs(
             sequence through the model's own forward (:func:`r1zero.packing.packed_logits`; each shared prompt once,
             the LM head on the real response positions only); ``attention_mask``, ``groups`` and ``lengths`` are not
             used. The result is 0 past each row's length.
+        entropy: also return the (B, T) entropy of the policy at each response position (for ``algo.entropy_coef``):
+            ``(logprobs, entropies)``.
 
     Raises:
         ValueError: ``layout`` for a model outside :data:`PACKED_TYPES`.
@@ -110,7 +116,7 @@ def sequence_logprobs(
             raise ValueError(f"a packed layout needs a causal LM of one of {PACKED_TYPES}, got "
                              f"{_model_type(model)!r}")
         return _place_logprobs(packed_logits(model, input_ids, layout), layout.targets, input_ids[:, prompt_len:],
-                               temperature)
+                               temperature, entropy)
     parts = _decoder_and_head(model)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     if lengths is not None:
@@ -122,7 +128,7 @@ def sequence_logprobs(
         keep = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).flatten()  # (B * T,) on the host
         where = keep.nonzero().squeeze(1)
         return _head_logprobs(head, [hidden.flatten(0, 1)[where.to(hidden.device)]], [where],
-                              input_ids[:, prompt_len:], temperature)
+                              input_ids[:, prompt_len:], temperature, entropy)
     if groups is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
@@ -139,7 +145,7 @@ def sequence_logprobs(
             tail = model(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1],
                          position_ids=position_ids[:, P:-1], use_cache=True, **{_cache_kwarg(model): cache})
             logits = torch.cat([logits, tail.logits], dim=1)
-    return token_logprobs(logits, input_ids[:, prompt_len:], temperature)
+    return token_logprobs(logits, input_ids[:, prompt_len:], temperature, entropy)
 
 
 def length_order(prompt_index: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -203,21 +209,28 @@ def _decoder_and_head(model):
 
 
 def _head_logprobs(head, hidden: list[torch.Tensor], where: list[torch.Tensor], targets: torch.Tensor,
-                   temperature: float) -> torch.Tensor:
+                   temperature: float, entropy: bool = False):
     """(B, T) log-probabilities of ``targets`` (B, T) from the LM ``head`` over the hidden states ``hidden`` (pieces
-    of (n, D)) of the positions ``where`` (host pieces of (n,) flat indices into (B, T)); 0 elsewhere."""
+    of (n, D)) of the positions ``where`` (host pieces of (n,) flat indices into (B, T)); 0 elsewhere. With
+    ``entropy``: ``(logprobs, entropies)``."""
     if not hidden:
-        return torch.zeros(targets.shape, device=targets.device, dtype=torch.float32)
-    return _place_logprobs(head(torch.cat(hidden)), torch.cat(where), targets, temperature)
+        zeros = torch.zeros(targets.shape, device=targets.device, dtype=torch.float32)
+        return (zeros, zeros.clone()) if entropy else zeros
+    return _place_logprobs(head(torch.cat(hidden)), torch.cat(where), targets, temperature, entropy)
 
 
-def _place_logprobs(logits: torch.Tensor, where: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+def _place_logprobs(logits: torch.Tensor, where: torch.Tensor, targets: torch.Tensor, temperature: float,
+                    entropy: bool = False):
     """(B, T) log-probabilities of ``targets`` (B, T) from ``logits`` (M, V) of the positions ``where`` ((M,) flat
-    indices into (B, T), on the host); 0 elsewhere."""
+    indices into (B, T), on the host); 0 elsewhere. With ``entropy``: ``(logprobs, entropies)``, both (B, T)."""
     B, T = targets.shape
     where = where.to(targets.device)
     lp = flat_token_logprobs(logits, targets.flatten()[where], temperature)
-    return torch.zeros(B * T, device=targets.device, dtype=torch.float32).index_put((where,), lp).view(B, T)
+    out = torch.zeros(B * T, device=targets.device, dtype=torch.float32).index_put((where,), lp).view(B, T)
+    if not entropy:
+        return out
+    ent = token_entropy(logits, temperature)
+    return out, torch.zeros(B * T, device=targets.device, dtype=ent.dtype).index_put((where,), ent).view(B, T)
 
 
 def _checkpointing(model) -> bool:
@@ -251,8 +264,9 @@ class Learner:
         model: the policy (trained in place).
         train_cfg: the ``train`` config (:class:`~r1zero.schema.TrainConfig` or a node it types: lr, betas, weight_decay, max_grad_norm, warmup_steps,
             mini_batch_size, micro_batch_size, ppo_epochs).
-        algo_cfg: the ``algo`` config (:class:`~r1zero.schema.AlgoConfig` or a node it types: loss_agg, clip_eps, kl_coef).
-        max_new_tokens: Dr. GRPO's constant normaliser (the generation budget).
+        algo_cfg: the ``algo`` config (:class:`~r1zero.schema.AlgoConfig` or a node it types): the objective's axes
+            (:func:`r1zero.algos.policy_loss`).
+        max_new_tokens: the generation budget (Dr. GRPO's constant normaliser unless ``algo.loss_agg_constant``).
         temperature: the rollout sampling temperature (logits are scaled by it).
         ref_model: frozen initial policy, used only when ``algo.kl_coef > 0``.
         strategy: a :class:`~r1zero.strategy.Strategy` (set up, process group joined); it builds and owns the
@@ -267,6 +281,19 @@ class Learner:
         # typed once here: every default comes from r1zero.schema (a node or a partial dict works too)
         self.cfg, self.algo = typed(TrainConfig, train_cfg), typed(AlgoConfig, algo_cfg)
         self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
+        a = self.algo
+        # the KL term of the loss: algo.kl_in=reward puts it in the reward instead (response_kl, before the advantage)
+        self.loss_kl_coef = float(a.kl_coef) if a.kl_in == "loss" else 0.0
+        # the objective's axes, as policy_loss takes them (the same for every micro-batch)
+        self.objective = {
+            "clip_eps": float(a.clip_eps), "aggregation": str(a.loss_agg), "ratio": str(a.ratio), "clip": str(a.clip),
+            "clip_eps_high": None if a.clip_eps_high is None else float(a.clip_eps_high),
+            "dual_clip_c": float(a.dual_clip_c), "kl_estimator": str(a.kl_estimator),
+            "agg_constant": None if a.loss_agg_constant is None else int(a.loss_agg_constant),
+            "kl_coef": self.loss_kl_coef, "max_new_tokens": self.max_new_tokens,
+            "entropy_coef": float(a.entropy_coef), "tis_cap": None if a.tis_cap is None else float(a.tis_cap),
+        }
+        self.entropy = float(a.entropy_coef) > 0  # the forwards also compute the policy's entropy (its bonus)
         self.strategy.prepare(model, self.cfg)
         # self.model: the plain HF module (rollouts, no-grad log-probs, saving); training forwards go through
         # strategy.train_model (the DDP / DeepSpeed wrapper, or this same module).
@@ -381,7 +408,30 @@ class Learner:
             out.append(chunk[torch.argsort(batch.prompt_index[chunk], stable=True)])
         return out
 
-    def update(self, batch: RolloutBatch, advantages: torch.Tensor, step: int = 0) -> dict[str, float]:
+    @torch.no_grad()
+    def response_kl(self, batch: RolloutBatch) -> torch.Tensor:
+        """(N,) each response's summed ``algo.kl_estimator`` between the sampling policy (the current weights, before
+        the update) and the reference, for ``algo.kl_in=reward``.
+
+        Raises:
+            ValueError: no reference model.
+        """
+        logprobs = self.compute_logprobs(self.model, batch)
+        return response_kl(logprobs, self._reference_logprobs(batch), batch.response_mask, str(self.algo.kl_estimator))
+
+    def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """(N, T) the reference policy's log-probabilities of ``batch``'s response tokens (no grad).
+
+        Raises:
+            ValueError: no reference model.
+        """
+        if self.ref_model is None:
+            raise ValueError("algo.kl_coef > 0 needs a reference model")
+        with self.strategy.reference_on_device(self.ref_model) as ref:
+            return self.compute_logprobs(ref, batch)
+
+    def update(self, batch: RolloutBatch, advantages: torch.Tensor, step: int = 0,
+               in_loss: torch.Tensor | None = None) -> dict[str, float]:
         """One PPO phase on a rollout batch; returns ``train/...`` metrics.
 
         An optimizer step whose loss (any micro-batch, any rank) or gradient norm is not finite is skipped
@@ -394,6 +444,8 @@ class Learner:
             batch: the rollout (N responses).
             advantages: (N,) per-response advantages.
             step: the training step, which (with ``seed``) draws the shuffle of :meth:`mini_batches`.
+            in_loss: (N,) bool, the responses in the loss (``algo.overlong=mask``, ``algo.zero_std=drop``); the others
+                count in no normaliser (:meth:`accumulate_gradients`). None: all.
         """
         N = len(batch)
         self.fed_tokens = [0, 0]
@@ -408,13 +460,7 @@ class Learner:
         later = torch.nonzero(is_later).flatten()  # in row order, i.e. grouped by prompt
         if later.numel():
             old_logprobs[later] = self.compute_logprobs(self.model, batch, rows=later)[later]
-        ref_logprobs = None
-        kl_coef = float(self.algo.kl_coef)
-        if kl_coef > 0:
-            if self.ref_model is None:
-                raise ValueError("algo.kl_coef > 0 needs a reference model")
-            with self.strategy.reference_on_device(self.ref_model) as ref:
-                ref_logprobs = self.compute_logprobs(ref, batch)
+        ref_logprobs = self._reference_logprobs(batch) if self.loss_kl_coef > 0 else None
 
         sums: dict[str, torch.Tensor] = {}  # token-weighted metric sums, on the device until the end
         weights: dict[str, torch.Tensor] = {}
@@ -428,7 +474,7 @@ class Learner:
                 micro_losses: list[torch.Tensor] = []
                 step_loss = self.accumulate_gradients(batch, mb, old_logprobs, advantages, ref_logprobs,
                                                       sums=sums, weights=weights, fill_old=epoch == 0 and k == 0,
-                                                      micro_losses=micro_losses)
+                                                      micro_losses=micro_losses, in_loss=in_loss)
                 finite = torch.isfinite(torch.stack(micro_losses))  # (micro-batches,) on the device, not read yet
                 grad_norm, stepped = self.strategy.clip_and_step(float(self.cfg.max_grad_norm), finite.all())
                 if stepped:
@@ -472,6 +518,8 @@ class Learner:
             first_bad = self.strategy.all_reduce(first_bad, op="min")
             if first_bad != float("inf"):
                 metrics["train/nonfinite_micro_batch"] = float(first_bad)
+        if batch.behaviour_logprobs is not None:
+            metrics.update(self._mismatch(batch, old_logprobs))
         metrics.update({
             "train/loss": sum(losses) / len(losses) if losses else float("nan"),  # NaN: left out of the row
             "train/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
@@ -484,6 +532,22 @@ class Learner:
             "perf/padding_frac": self.fed_tokens[1] / max(self.fed_tokens[0], 1),
         })
         return metrics
+
+    def _mismatch(self, batch: RolloutBatch, old_logprobs: torch.Tensor) -> dict[str, float]:
+        """``rollout/mismatch_*``: how far the engine's log-probabilities of its samples (``behaviour_logprobs``) are
+        from the learner's of the same tokens before the update (``old_logprobs``), over every response token of every
+        rank: the mean and max of ``|delta|``, the k3 estimate of KL(engine || learner) (``exp(delta) - 1 - delta``,
+        ``delta = learner - engine``) and the share of tokens whose ratio leaves [0.5, 2]."""
+        mask = batch.response_mask
+        delta = (old_logprobs - batch.behaviour_logprobs) * mask
+        sums = [float(delta.abs().sum()), float(((delta.exp() - 1 - delta) * mask).sum()),
+                float(((delta.abs() > math.log(2)) & (mask > 0)).sum()), float(mask.sum())]
+        worst = float(delta.abs().max()) if delta.numel() else 0.0
+        if self.strategy.distributed:
+            sums, worst = self.strategy.all_reduce(sums), self.strategy.all_reduce(worst, op="max")
+        n = max(sums[3], 1.0)
+        return {"rollout/mismatch_abs_mean": sums[0] / n, "rollout/mismatch_abs_max": worst,
+                "rollout/mismatch_k3": sums[1] / n, "rollout/mismatch_ratio_out_frac": sums[2] / n}
 
     def accumulate_gradients(
         self,
@@ -498,6 +562,7 @@ class Learner:
         weights: dict | None = None,
         fill_old: bool = False,
         micro_losses: list | None = None,
+        in_loss: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Backpropagate the loss of one optimizer batch ``rows`` in micro-batches; returns its loss (0-d, detached).
 
@@ -508,7 +573,8 @@ class Learner:
         device; :meth:`update` reads everything back once). With ``fill_old`` the parameters are still the
         sampling policy's: each micro-batch's detached log-probabilities are used as, and written into,
         ``old_logprobs`` (N, T). ``micro_losses``, when given, gets each micro-batch's loss (0-d, detached, on the
-        device), in the order they ran.
+        device), in the order they ran. ``in_loss`` (N,) bool: only these responses enter the loss and its totals
+        (a response out of it is still forwarded, so ``old_logprobs`` is filled for every row).
 
         Distributed (``strategy.distributed``): ``rows`` are this rank's share of the optimizer batch. The
         totals are summed over ranks and the loss is multiplied by ``strategy.loss_multiplier`` (the world
@@ -517,15 +583,25 @@ class Learner:
         """
         micro = int(micro_batch_size or self.cfg.micro_batch_size)
         strategy = self.strategy
-        num_responses, num_tokens = len(rows), float(batch.response_mask[rows].sum().item())
+        loss_rows = None if in_loss is None else in_loss.to(batch.response_mask.dtype)  # (N,) 1 / 0
+        if loss_rows is None:
+            num_responses, num_tokens = len(rows), float(batch.response_mask[rows].sum().item())
+        else:
+            num_responses = int(loss_rows[rows].sum().item())
+            num_tokens = float((batch.response_mask[rows] * loss_rows[rows, None]).sum().item())
         if strategy.distributed:
             if len(rows) == 0:
                 raise ValueError(f"rank {strategy.rank} has no responses in an optimizer batch; every rank needs "
                                  f"some (prompts_per_rollout and mini_batch_size divisible by the world size)")
             num_responses, num_tokens = strategy.all_reduce([float(num_responses), num_tokens])
             num_responses = round(num_responses)
+        # an optimizer batch with every response out of the loss: a zero loss, not 0 / 0
+        num_responses, num_tokens = max(num_responses, 1), max(num_tokens, 1.0)
         scale = strategy.loss_multiplier
-        kl_coef = float(self.algo.kl_coef)
+        behaviour = batch.behaviour_logprobs if self.objective["tis_cap"] is not None else None
+        if self.objective["tis_cap"] is not None and behaviour is None:
+            raise ValueError("algo.tis_cap needs the rollout engine's log-probabilities of its samples "
+                             "(rollout=hf with rollout.decoder=loop and a temperature > 0)")
         total, filled = None, []
         plain = strategy.train_model is self.model  # a wrapper's own forward must run (its hooks): no lengths
         chunks = list(_chunks(self._order(batch, rows), micro))
@@ -537,26 +613,28 @@ class Learner:
                 with strategy.autocast():
                     logprobs = sequence_logprobs(strategy.train_model, m.ids, m.att, m.p, self.temperature,
                                                  groups=m.groups, lengths=batch.response_lengths[idx] if plain else None,
-                                                 layout=m.layout)
+                                                 layout=m.layout, entropy=self.entropy)
+                logprobs, entropy = logprobs if self.entropy else (logprobs, None)
                 dev = logprobs.device
                 if fill_old:  # on-policy: this forward's own values are the old ones (ratio exactly 1)
                     old = (logprobs.detach() * mask).float()
                     filled.append((idx, t_len, old))
                 else:
                     old = old_logprobs[idx, :t_len].to(dev)
+                if loss_rows is not None:
+                    mask = mask * loss_rows[idx].to(dev).unsqueeze(1)
                 loss, m = policy_loss(
                     logprobs,
                     old,
                     advantages[idx].to(dev),
                     mask,
-                    clip_eps=float(self.algo.clip_eps),
-                    aggregation=str(self.algo.loss_agg),
-                    max_new_tokens=self.max_new_tokens,
                     num_responses=num_responses,
                     num_tokens=num_tokens,
                     ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx, :t_len].to(dev),
-                    kl_coef=kl_coef,
+                    entropy=entropy,
+                    behaviour_logprobs=behaviour[idx, :t_len].to(dev) if behaviour is not None else None,
                     tensor_metrics=True,
+                    **self.objective,
                 )
                 strategy.backward(loss * scale if scale != 1.0 else loss)
             total = loss.detach() if total is None else total + loss.detach()

@@ -89,3 +89,24 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
         raise ValueError(f"token_logprobs takes (M, V) logits and (M,) targets, got {tuple(logits.shape)} and "
                          f"{tuple(targets.shape)}")
     return _TokenLogprobs.apply(logits, targets, float(temperature) if temperature else 1.0)
+
+
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(M,) entropy ``-sum_v p_v log p_v`` of ``softmax(logits / temperature)`` per row, in nats, differentiable.
+
+    Computed chunk by chunk in fp32 (fp64 kept) through autograd, which keeps each chunk's softmax for the backward:
+    about twice the logits' memory, paid only when the entropy is asked for (``algo.entropy_coef > 0``).
+
+    Raises:
+        ValueError: ``logits`` not 2-d.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"token_entropy takes (M, V) logits, got {tuple(logits.shape)}")
+    dtype, rows, parts = _math_dtype(logits), _rows_per_chunk(logits), []
+    for s in range(0, logits.shape[0], rows):
+        z = logits[s : s + rows].to(dtype)
+        if temperature and temperature != 1.0:
+            z = z / temperature
+        logp = torch.log_softmax(z, dim=-1)
+        parts.append(-(logp.exp() * logp).sum(-1))
+    return torch.cat(parts) if parts else logits.new_zeros(0, dtype=dtype)

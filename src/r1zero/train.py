@@ -16,12 +16,12 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .algos import compute_advantages
+from .algos import OVERLONG, compute_advantages, pick_groups, signal_groups, zero_std_rows
 from .checkpoint import (
     DISK_ERRNOS,
     latest_checkpoint,
@@ -47,6 +47,7 @@ from .preemption import Interrupted, PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
 from .rollout import SamplingConfig, build_engine
+from .rollout.base import RolloutBatch, concat_rollouts
 from .rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
 from .runlock import RunDirLock, hold_run_dir
 from .schema import RunConfig, run_config
@@ -154,6 +155,41 @@ def hydra_job_info() -> dict[str, str | None]:
     choices = hc.runtime.choices
     return {"sweep": choices.get("sweep"), "experiment": choices.get("experiment"),
             "sweep_dir": str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None}
+
+
+class _Rollout(NamedTuple):
+    """One step's rollout, graded (:meth:`R1ZeroRecipe._rollout`): this rank's questions and their G responses each."""
+
+    questions: list
+    prompts: list[str]
+    batch: RolloutBatch
+    results: list  # one GradeResult per response
+    references: list[str]
+    rewards: torch.Tensor  # (N,) training rewards (algo.overlong applied)
+    in_loss: torch.Tensor  # (N,) bool, the responses in the loss (algo.overlong=mask leaves truncated ones out)
+    t_rollout: float  # seconds generating, every round
+    t_reward: float  # seconds grading, every round
+    generated_tokens: float  # response tokens this rank generated, every round
+    metrics: dict  # rollout/... of dynamic sampling
+
+
+class _Round(NamedTuple):
+    """One rollout of dynamic sampling's loop (:meth:`R1ZeroRecipe._rollout`): the fields of :class:`_Rollout`'s
+    first seven, and ``scores``, (N,) what decides whether a group has signal."""
+
+    questions: list
+    prompts: list[str]
+    batch: RolloutBatch
+    results: list
+    references: list[str]
+    rewards: torch.Tensor
+    in_loss: torch.Tensor
+    scores: torch.Tensor
+
+    def graded(self, t_rollout: float, t_reward: float, generated: float, metrics: dict) -> _Rollout:
+        """This round as the step's whole rollout."""
+        return _Rollout(self.questions, self.prompts, self.batch, self.results, self.references, self.rewards,
+                        self.in_loss, t_rollout, t_reward, generated, metrics)
 
 
 class RunComplete(Exception):
@@ -387,38 +423,24 @@ class R1ZeroRecipe:
             self.step += 1
             t_step = time.perf_counter()
 
-            # 1. rollout: G responses per question
-            questions = self.strategy.shard(self.sampler.next_batch())  # this rank's whole questions
-            prompts = [self.template.apply(q.question) for q in questions]
-            t0 = time.perf_counter()
-            batch = self.engine.generate(prompts, self.sampling)
-            batch.extra["group_size"] = G
-            self.engine.sleep()  # free the engine's memory (vLLM on GPU) for the learner
-            t_rollout = time.perf_counter() - t0
-
-            # 2. reward: rule-based grading (or reward.fn); truncated responses score 0
-            t0 = time.perf_counter()
-            references = [questions[i].answer for i in batch.prompt_index.tolist()]
-            # Truncated responses are graded too (rollout/reward_mean_pre_truncation, which the paper logs),
-            # then scored 0 for training.
-            if self.reward_fn is None:
-                results = self.grader.grade(batch.responses, references, self.template.answer_format)
-            else:  # the question's raw record, or its two fields for a hand-built Question
-                rows = [questions[i].row if questions[i].row is not None else
-                        {"question": questions[i].question, "answer": questions[i].answer}
-                        for i in batch.prompt_index.tolist()]
-                results = self.grader.grade_fn(batch.responses, references, rows)
-            rewards = torch.tensor([r.reward for r in results], dtype=torch.float32) * (~batch.truncated).float()
-            t_reward = time.perf_counter() - t0
+            # 1-2. rollout (G responses per question) and reward: rule-based grading (or reward.fn), truncated
+            # responses per algo.overlong; DAPO's dynamic sampling rolls out again while the batch lacks signal
+            r = self._rollout(G)
+            questions, prompts, batch, results, references, rewards = (r.questions, r.prompts, r.batch, r.results,
+                                                                       r.references, r.rewards)
 
             # 3. advantages and the policy update
             t0 = time.perf_counter()
             self._consistent = None  # the weights change from here until the step is logged
-            advantages = compute_advantages(
-                str(cfg.algo.adv_estimator), rewards, G,
-                scale_by_std=bool(cfg.algo.scale_by_std), eps=float(cfg.algo.adv_eps),
-            )
-            metrics = self.learner.update(batch, advantages, step=self.step)
+            algo, shaped, kl_metrics = cfg.algo, rewards, {}
+            if algo.kl_in == "reward" and algo.kl_coef > 0:  # r - kl_coef * the response's summed KL, before A
+                kl = self.learner.response_kl(batch)
+                shaped = rewards - float(algo.kl_coef) * kl
+                kl_metrics["rollout/kl_in_reward_mean"] = self._mean_over_ranks(kl)
+            advantages = self._advantages(shaped, G)
+            in_loss = r.in_loss & ~zero_std_rows(shaped, G) if algo.zero_std == "drop" else r.in_loss
+            metrics = self.learner.update(batch, advantages, step=self.step,
+                                          in_loss=None if bool(in_loss.all()) else in_loss)
             self.engine.wake_up()
             self.strategy.sync_weights(self.engine)  # the next rollout samples from the updated policy
             t_update = time.perf_counter() - t0
@@ -426,14 +448,17 @@ class R1ZeroRecipe:
             # 4. log, evaluate, checkpoint
             metrics.update(rollout_metrics(*gather_rollout(self.strategy, batch, rewards, results, advantages),
                                            max_new_tokens=self.sampling.max_new_tokens))
+            metrics.update(r.metrics | kl_metrics)
+            if algo.overlong == "mask" or algo.zero_std == "drop":  # responses the loss left out
+                metrics["rollout/out_of_loss_frac"] = self._mean_over_ranks((~in_loss).float())
             n_tokens, n_response_tokens = self.strategy.all_reduce([  # all ranks' tokens
                 float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum()),
-                float(batch.response_mask.sum())])
+                r.generated_tokens])
             step_s = time.perf_counter() - t_step
             metrics.update({
-                "time/rollout_s": t_rollout, "time/reward_s": t_reward, "time/update_s": t_update,
+                "time/rollout_s": r.t_rollout, "time/reward_s": r.t_reward, "time/update_s": t_update,
                 "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
-                "perf/rollout_tokens_per_s": n_response_tokens / max(t_rollout, 1e-9),
+                "perf/rollout_tokens_per_s": n_response_tokens / max(r.t_rollout, 1e-9),
                 # prompt + response tokens through the update's forward and backward, per second of update
                 "perf/learner_tokens_per_s": n_tokens / max(t_update, 1e-9),
                 "data/epoch": float(self.sampler.epoch),
@@ -453,6 +478,106 @@ class R1ZeroRecipe:
                                 loss=f"{metrics['train/loss']:.4f}")
             if self.strategy.any(self.preemption.requested) and self.step < total:  # checkpoint, then requeue (SLURM) or exit
                 self.preemption.hand_over(self.save_checkpoint(), self.step)
+
+    def _rollout(self, G: int) -> _Rollout:
+        """Questions of the next batch, G responses each, graded, truncated ones handled per ``algo.overlong``.
+
+        With ``algo.dynamic_sampling`` (DAPO §3.2) groups whose rewards are all equal (before ``algo.overlong=
+        soft_penalty`` adds its length term) leave the batch, and further
+        batches of questions are rolled out until every rank holds ``prompts_per_rollout`` groups with signal, or
+        ``algo.dynamic_sampling_max_rounds`` rollouts were made (then zero-signal groups fill it:
+        :func:`r1zero.algos.pick_groups`). The ranks roll out in lockstep (a collective decides each round). A step
+        whose first rollout is full costs nothing more; the engine then sleeps before grading, as without.
+        """
+        algo = self.cfg.algo
+        dynamic = bool(algo.dynamic_sampling)
+        rounds, t_rollout, t_reward = [], 0.0, 0.0
+        while True:
+            questions = self.strategy.shard(self.sampler.next_batch())  # this rank's whole questions
+            prompts = [self.template.apply(q.question) for q in questions]
+            t0 = time.perf_counter()
+            batch = self.engine.generate(prompts, self.sampling)
+            batch.extra["group_size"] = G
+            if not dynamic:
+                self.engine.sleep()  # free the engine's memory (vLLM on GPU) for the learner
+            t_rollout += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            results, references = self._grade(questions, batch)
+            graded = torch.tensor([r.reward for r in results], dtype=torch.float32)
+            rewards, in_loss = OVERLONG[algo.overlong](
+                graded, batch.response_lengths, batch.truncated, max_new_tokens=self.sampling.max_new_tokens,
+                buffer_frac=float(algo.overlong_buffer_frac), penalty=float(algo.overlong_penalty))
+            t_reward += time.perf_counter() - t0
+            # dynamic sampling keeps a group by its answers (DAPO §3.2: accuracy), not by a length penalty on them
+            scores = graded if algo.overlong == "soft_penalty" else rewards
+            rounds.append(_Round(questions, prompts, batch, results, references, rewards, in_loss, scores))
+            if not dynamic:
+                break
+            kept = sum(int(signal_groups(x.scores, G).sum()) for x in rounds)
+            if not self.strategy.any(kept < len(questions)) or len(rounds) >= int(algo.dynamic_sampling_max_rounds):
+                self.engine.sleep()
+                break
+        generated = float(sum(x.batch.response_mask.sum() for x in rounds))
+        if not dynamic:
+            return rounds[0].graded(t_rollout, t_reward, generated, {})
+        # the groups of every round, in generation order: group u is rows u*G .. u*G+G-1, question prompt_index[u*G]
+        rewards = torch.cat([x.rewards for x in rounds])
+        has_signal = signal_groups(torch.cat([x.scores for x in rounds]), G)
+        picked, filled = pick_groups(has_signal, len(rounds[0].questions))
+        generated_groups, batch_groups, filled_all, reward_sum = self.strategy.all_reduce(
+            [float(has_signal.numel()), float(len(picked)), float(filled), float(rewards.sum())])
+        metrics = {
+            "rollout/sampling_rounds": float(len(rounds)),
+            # generated groups for each group with signal the batch kept (1: no group was dropped)
+            "rollout/generated_groups_per_kept": generated_groups / max(batch_groups - filled_all, 1.0),
+            "rollout/filled_groups": filled_all,  # zero-signal groups in the batch: the round cap was reached
+            # every generated response, dropped groups included: the policy's reward, unfiltered
+            "rollout/generated_reward_mean": reward_sum / max(generated_groups * G, 1.0),
+        }
+        if len(rounds) == 1:  # one rollout: its groups are the batch, as they are (picked is every group)
+            return rounds[0].graded(t_rollout, t_reward, generated, metrics)
+        questions = [q for x in rounds for q in x.questions]
+        prompts = [p for x in rounds for p in x.prompts]
+        batch = concat_rollouts([x.batch for x in rounds], [len(x.questions) for x in rounds])
+        results = [g for x in rounds for g in x.results]
+        references = [a for x in rounds for a in x.references]
+        in_loss = torch.cat([x.in_loss for x in rounds])
+        rows = (picked.unsqueeze(1) * G + torch.arange(G)).flatten()
+        asked = batch.prompt_index[picked * G].tolist()
+        batch = batch.select(rows)
+        batch.prompt_index = torch.arange(len(picked)).repeat_interleave(G)
+        return _Rollout([questions[i] for i in asked], [prompts[i] for i in asked], batch,
+                        [results[i] for i in rows.tolist()], [references[i] for i in rows.tolist()], rewards[rows],
+                        in_loss[rows], t_rollout, t_reward, generated, metrics)
+
+    def _mean_over_ranks(self, values: torch.Tensor) -> float:
+        """Mean of every rank's (n,) ``values`` (0 without any), in one collective."""
+        total, count = self.strategy.all_reduce([float(values.sum()), float(len(values))])
+        return total / max(count, 1.0)
+
+    def _grade(self, questions: list, batch) -> tuple[list, list[str]]:
+        """``(results, references)``: one GradeResult per response of ``batch``, graded without regard to truncation
+        (the training reward handles it), and each row's reference answer."""
+        references = [questions[i].answer for i in batch.prompt_index.tolist()]
+        if self.reward_fn is None:
+            return self.grader.grade(batch.responses, references, self.template.answer_format), references
+        # the question's raw record, or its two fields for a hand-built Question
+        rows = [questions[i].row if questions[i].row is not None else
+                {"question": questions[i].question, "answer": questions[i].answer}
+                for i in batch.prompt_index.tolist()]
+        return self.grader.grade_fn(batch.responses, references, rows), references
+
+    def _advantages(self, rewards: torch.Tensor, G: int) -> torch.Tensor:
+        """(N,) this rank's advantages per ``algo.adv_baseline`` / ``adv_scale``; under data parallelism computed
+        over every rank's rewards (the batch-level axes need all of them), each rank keeping its own share."""
+        algo = self.cfg.algo
+        axes = {"baseline": str(algo.adv_baseline), "scale": str(algo.adv_scale), "eps": float(algo.adv_eps)}
+        if not self.strategy.distributed:
+            return compute_advantages(rewards, G, **axes)
+        shares = self.strategy.all_gather_object(rewards.tolist())
+        start = sum(len(x) for x in shares[: self.strategy.rank])
+        every = torch.tensor([x for share in shares for x in share], dtype=torch.float32)
+        return compute_advantages(every, G, **axes)[start : start + len(rewards)]
 
     def _stop_now(self, stop: Interrupted) -> NoReturn:
         """A second signal mid-step: checkpoint the last completed step unless it is saved already (one process

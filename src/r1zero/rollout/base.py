@@ -51,6 +51,10 @@ class RolloutBatch:
         responses: N decoded response strings (special tokens skipped; text after a stop string cut).
         truncated: (N,) bool, True where the response hit ``max_new_tokens`` without EOS or stop.
         prompt_index: (N,) long, the index of each row's prompt in the ``prompts`` argument.
+        behaviour_logprobs: (N, T) float32 or None: each response token's log-probability under the distribution the
+            engine sampled it from, ``log_softmax(logits / temperature)`` (before top-k / top-p, as the learner scores
+            it), 0 past the response; None where the engine does not report it (vLLM, ``rollout.decoder=generate``,
+            greedy decoding).
     """
 
     input_ids: torch.Tensor
@@ -61,6 +65,7 @@ class RolloutBatch:
     truncated: torch.Tensor
     prompt_index: torch.Tensor
     extra: dict = field(default_factory=dict)
+    behaviour_logprobs: torch.Tensor | None = None
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -74,6 +79,61 @@ class RolloutBatch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def select(self, rows: torch.Tensor) -> RolloutBatch:
+        """Rows ``rows`` ((K,) long) as a batch of their own: every per-row field, and every list in ``extra`` that
+        has one entry per row, taken along; P and T kept."""
+        idx = rows.tolist()
+        return RolloutBatch(
+            input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
+            response_mask=self.response_mask[rows], prompt_len=self.prompt_len,
+            responses=[self.responses[i] for i in idx], truncated=self.truncated[rows],
+            prompt_index=self.prompt_index[rows],
+            extra={k: [v[i] for i in idx] if _per_row(v, len(self)) else v for k, v in self.extra.items()},
+            behaviour_logprobs=None if self.behaviour_logprobs is None else self.behaviour_logprobs[rows],
+        )
+
+
+def _per_row(value, n: int) -> bool:
+    return isinstance(value, list) and len(value) == n
+
+
+def concat_rollouts(batches: Sequence[RolloutBatch], num_prompts: Sequence[int]) -> RolloutBatch:
+    """One batch of the rows of ``batches`` in order, prompts re-padded on the left to the widest P and responses on
+    the right to the widest T (padding: token id 0, attention 0).
+
+    Args:
+        batches: rollouts of successive ``generate`` calls.
+        num_prompts: how many prompts each call had; batch k's ``prompt_index`` is shifted by the prompts before it.
+
+    Returns:
+        The batch; ``extra`` holds the first batch's entries, its per-row lists joined over the batches;
+        ``behaviour_logprobs`` joined when every batch has them, else None.
+    """
+    if len(batches) == 1:
+        return batches[0]
+    P = max(b.prompt_len for b in batches)
+    T = max(b.response_mask.shape[1] for b in batches)
+    ids, att, resp, index, offset = [], [], [], [], 0
+    behaviour = [] if all(b.behaviour_logprobs is not None for b in batches) else None
+    for b, n in zip(batches, num_prompts, strict=True):
+        left, right = P - b.prompt_len, T - b.response_mask.shape[1]
+        ids.append(torch.nn.functional.pad(b.input_ids, (left, right), value=0))
+        att.append(torch.nn.functional.pad(b.attention_mask, (left, right), value=0))
+        resp.append(torch.nn.functional.pad(b.response_mask, (0, right), value=0.0))
+        if behaviour is not None:
+            behaviour.append(torch.nn.functional.pad(b.behaviour_logprobs, (0, right), value=0.0))
+        index.append(b.prompt_index + offset)
+        offset += int(n)
+    first = batches[0]
+    extra = {k: [x for b in batches for x in b.extra[k]] if _per_row(v, len(first)) else v
+             for k, v in first.extra.items()}
+    return RolloutBatch(
+        input_ids=torch.cat(ids), attention_mask=torch.cat(att), response_mask=torch.cat(resp), prompt_len=P,
+        responses=[r for b in batches for r in b.responses], truncated=torch.cat([b.truncated for b in batches]),
+        prompt_index=torch.cat(index), extra=extra,
+        behaviour_logprobs=None if behaviour is None else torch.cat(behaviour),
+    )
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:

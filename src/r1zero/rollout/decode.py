@@ -174,7 +174,7 @@ def _ends_with_stop(tokenizer, ids: list[int], stop: Sequence[str], tail: int) -
 
 @torch.no_grad()
 def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, n: int, sampling: SamplingConfig,
-                     eos_ids: set[int], tokenizer=None) -> list[list[int]]:
+                     eos_ids: set[int], tokenizer=None, logprobs: list | None = None) -> list[list[int]]:
     """Sample ``n`` responses to each prompt.
 
     Args:
@@ -184,6 +184,8 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
         sampling: temperature / top-k / top-p / ``max_new_tokens`` / ``stop``.
         eos_ids: tokens that end a response (kept in it).
         tokenizer: decodes a row's last tokens to spot a stop string (needed only when ``sampling.stop``).
+        logprobs: a list to extend with ``P * n`` float lists, each token's ``log_softmax(logits / temperature)``
+            (the distribution before top-k / top-p: what the learner scores) as it was sampled; not when greedy.
 
     Returns:
         ``P * n`` token lists, each ending at its first EOS (included) or a stop string's completing token, or
@@ -205,6 +207,7 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     last_pos = last_pos.repeat_interleave(n, dim=0)
     rows = prompt_ids.shape[0] * n
     responses: list[list[int]] = [[] for _ in range(rows)]
+    behaviour = [[] for _ in range(rows)] if logprobs is not None and not sampling.greedy else None
     live = torch.arange(rows, device=device)  # result row of each batch row
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
     stop = tuple(sampling.stop or ())
@@ -214,6 +217,11 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
         done = torch.isin(tokens, eos)
         token_list, live_list = tokens.tolist(), live.tolist()
         done_list = done.tolist()
+        if behaviour is not None:  # one logsumexp over (B, V) a step, beside the sampling's softmax
+            z = logits / sampling.temperature if sampling.temperature != 1.0 else logits
+            lp = (z.gather(1, tokens.unsqueeze(1)).squeeze(1) - torch.logsumexp(z, dim=-1)).tolist()
+            for r, x in zip(live_list, lp):
+                behaviour[r].append(x)
         for b, (r, t) in enumerate(zip(live_list, token_list)):
             responses[r].append(t)
             if stop and not done_list[b] and _ends_with_stop(tokenizer, responses[r], stop, tail):
@@ -230,4 +238,6 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         last_pos = last_pos + 1
         logits = decoder.step(tokens, last_pos, mask).float()
+    if behaviour is not None:
+        logprobs.extend(behaviour)
     return responses

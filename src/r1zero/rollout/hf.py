@@ -109,9 +109,10 @@ class HFRolloutEngine:
         prompt_mask = enc_mask.repeat_interleave(n, dim=0)
         was_training = model.training
         model.eval()
+        behaviour: list[list[float]] | None = [] if self.decoder == "loop" and not sampling.greedy else None
         try:
             if self.decoder == "loop":
-                responses = self._sample_loop(enc_ids, enc_mask, sampling, device)
+                responses = self._sample_loop(enc_ids, enc_mask, sampling, device, behaviour)
             else:
                 responses = self._generate(prompt_ids, prompt_mask, sampling, device)
         finally:
@@ -127,9 +128,12 @@ class HFRolloutEngine:
         N = len(responses)
         resp = torch.full((N, width), tok.pad_token_id, dtype=torch.long)
         resp_mask = torch.zeros((N, width), dtype=torch.float32)
+        lp = torch.zeros((N, width), dtype=torch.float32) if behaviour is not None else None
         for i, (ids, length) in enumerate(zip(responses, lengths)):
             resp[i, :length] = torch.tensor(ids[:length], dtype=torch.long)
             resp_mask[i, :length] = 1.0
+            if lp is not None and length:
+                lp[i, :length] = torch.tensor(behaviour[i][:length], dtype=torch.float32)
         return RolloutBatch(
             input_ids=torch.cat([prompt_ids, resp], dim=1),
             attention_mask=torch.cat([prompt_mask, resp_mask.long()], dim=1),
@@ -138,17 +142,20 @@ class HFRolloutEngine:
             responses=texts,
             truncated=torch.tensor([not f for f in finished], dtype=torch.bool),
             prompt_index=torch.arange(len(prompts)).repeat_interleave(n),
+            behaviour_logprobs=lp,
         )
 
-    def _sample_loop(self, enc_ids, enc_mask, sampling: SamplingConfig, device) -> list[list[int]]:
-        """Response ids per row from :func:`sample_responses`, ``batch_size // n`` distinct prompts at a time."""
+    def _sample_loop(self, enc_ids, enc_mask, sampling: SamplingConfig, device,
+                     logprobs: list | None = None) -> list[list[int]]:
+        """Response ids per row from :func:`sample_responses`, ``batch_size // n`` distinct prompts at a time (and
+        their sampled tokens' log-probabilities into ``logprobs``, when given)."""
         per_chunk = max(1, self.batch_size // sampling.n)  # prompts whose n responses fit in one batch
         responses: list[list[int]] = []
         for s in range(0, enc_ids.shape[0], per_chunk):
             with self.autocast():
                 responses.extend(sample_responses(
                     self.model, enc_ids[s : s + per_chunk].to(device), enc_mask[s : s + per_chunk].to(device),
-                    sampling.n, sampling, self.eos_ids, self.tokenizer))
+                    sampling.n, sampling, self.eos_ids, self.tokenizer, logprobs=logprobs))
         return responses
 
     def _generate(self, prompt_ids, prompt_mask, sampling: SamplingConfig, device) -> list[list[int]]:
