@@ -103,6 +103,29 @@ def _testbed_claims(experiment: str, accuracy_metric: str | None) -> list[Claim]
     return claims
 
 
+#: The objective presets beyond the paper (sweep=objectives, docs/objectives.md) and where each comes from.
+OBJECTIVES = {"rloo": "RLOO, arXiv 2402.14740", "dapo": "DAPO, arXiv 2503.14476", "gspo": "GSPO, arXiv 2507.18071",
+              "cispo": "CISPO, arXiv 2506.13585", "reinforce_pp": "REINFORCE++, arXiv 2501.03262",
+              "lite_ppo": "Lite PPO, arXiv 2508.08221"}
+
+
+def _objective_claims(experiment: str) -> list[Claim]:
+    """Each preset of sweep=objectives against Dr. GRPO (sweep=ablation's arm) on one testbed: accuracy, and the
+    length of incorrect responses (whether its loss aggregation shows the length bias Dr. GRPO removes)."""
+    where = {"choices.experiment": experiment}
+    out = []
+    for name, source in OBJECTIVES.items():
+        preset = {"algo.name": name}
+        out.append(Claim(f"{name}_accuracy@{experiment}", source,
+                         f"{name}'s final held-out accuracy is not lower than Dr. GRPO's by more than 0.05 "
+                         "(non-inferiority)", where, "eval/average/accuracy", "final", arm_a=preset, arm_b=DRGRPO,
+                         threshold=-0.05))
+        out.append(Claim(f"{name}_length_bias@{experiment}", f"{source}; Fig. 5",
+                         f"Incorrect responses grow longer under {name} than under Dr. GRPO", where,
+                         INCORRECT_LENGTH, "growth", arm_a=preset, arm_b=DRGRPO, unit="tokens"))
+    return out
+
+
 def _paper_scale(sweep: str, model: str, average: float, per_bench: dict[str, float], base: str) -> list[Claim]:
     """Table 4's row of a paper model: the five-benchmark average and each benchmark, within 2 points."""
     where = {"choices.sweep": sweep, "model.name": model, "algo.name": "drgrpo"}
@@ -129,6 +152,8 @@ CLAIMS: list[Claim] = [
           "started with (far final minus near initial, best pair)",
           {"choices.experiment": "laptop_duet", "choices.sweep": "duet"}, "eval/average/accuracy", "final",
           kind="duet"),
+    # Beyond the paper: the objective presets on the laptop testbed (sweep=objectives experiment=laptop).
+    *_objective_claims("laptop"),
     # Paper scale (GPU): the paper's numbers as expectations.
     *_paper_scale("oat_zero_1.5b", "qwen_math15", 42.1,
                   {"aime": 20.0, "amc": 53.0, "math500": 74.2, "minerva": 25.7, "olympiad": 37.6},

@@ -33,6 +33,10 @@ EXPECTED = {
                  {"algo": ["grpo", "drgrpo", "grpo_no_len_norm", "grpo_no_std_norm"], "seed": ["1", "2", "3"]}),
     "duet": (12, {"model.name": "qwen_math15", "algo.name": "drgrpo", "reward.verifier": "fast", **PAPER_LENGTH},
              {"template": ["r1", "qwen_math", "no"], "data": ["orz57k", "math12k", "gsm8k", "asdiv"]}),
+    # beyond the paper: the objective presets on the ablation's setting (its GRPO / Dr. GRPO runs are the reference)
+    "objectives": (18, {"model.name": "qwen_math15", "template.name": "r1", "data.name": "math12k",
+                        "reward.verifier": "fast", **PAPER_LENGTH},
+                   {"algo": ["rloo", "dapo", "gspo", "cispo", "reinforce_pp", "lite_ppo"], "seed": ["1", "2", "3"]}),
     # examples/qwen2.5-math-1.5b.sh trains on --prompt_data ./datasets/train/math_12k (not level 3-5)
     "oat_zero_1.5b": (1, {"model.name": "qwen_math15", "template.name": "qwen_math", "algo.name": "drgrpo",
                           "data.name": "math12k", "reward.verifier": "fast", **PAPER_LENGTH}, {}),
