@@ -30,7 +30,7 @@ wrong number of values or a non-finite one, or kills its worker, scores 0 for ea
 in ``rollout/reward_errors`` and logs one warning line with the error. Training never stops for it. Workers stay
 alive between calls, so module-level caches persist (per worker).
 
-The function sees model-written text: never ``eval``/``exec`` it (:mod:`r1zero.countdown` parses equations with
+The function sees model-written text: never ``eval``/``exec`` it (:mod:`r1zero.data.countdown` parses equations with
 an ``ast`` whitelist). Worked example and docs: ``docs/rewards.md``.
 """
 

@@ -185,7 +185,7 @@ def main() -> None:
     """Entry point of a worker process: JSON lines in on stdin, JSON lines out on the original stdout."""
     # SLURM's warning signal reaches every process of the job step (sbatch --signal=USR2@N, scancel --signal),
     # Ctrl-C every process of the terminal's foreground group; both are the trainer's to act on
-    # (r1zero.preemption: finish the step, checkpoint). Their default action would kill the worker mid-answer.
+    # (r1zero.run.preemption: finish the step, checkpoint). Their default action would kill the worker mid-answer.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     proto = os.fdopen(os.dup(1), "w", buffering=1)

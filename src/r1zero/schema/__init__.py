@@ -26,10 +26,10 @@ from typing import Any, Optional, TypeVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ..errors import ConfigError, bad_value, config_error_from
 from ._check import registered
 from .algo import AlgoConfig
 from .data import ArithDataConfig, CountdownDataConfig, DataConfig, SourceConfig
+from .errors import ConfigError, bad_value, config_error_from
 from .eval import EvalConfig
 from .logger import LoggerConfig, PathsConfig, WandbConfig
 from .model import ModelConfig, TinyModelConfig
@@ -97,12 +97,12 @@ class RunConfig(_Common):
     sampling: SamplingParams = field(default_factory=SamplingParams)  # rollout sampling
     train: TrainConfig = field(default_factory=TrainConfig)  # the update loop
     resume: Optional[str] = "auto"           # auto: the newest checkpoint in the run dir, if any | null: refuse a dir with metrics | a checkpoint dir
-    allow_config_change: bool = False        # true: continue a run dir whose config.yaml differs (r1zero.rundir)
+    allow_config_change: bool = False        # true: continue a run dir whose config.yaml differs (r1zero.run.rundir)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         registered("strategy.name", self.strategy.name, STRATEGY_SCHEMAS, "strategies")
-        self.check_batches(1)  # the process count is checked where it is known (r1zero.launch, the recipe's setup)
+        self.check_batches(1)  # the process count is checked where it is known (r1zero.run.preflight, the recipe's setup)
 
     def check_batches(self, world_size: int = 1) -> None:
         """The rollout splits into optimizer batches, and every batch into ``world_size`` equal shares."""
@@ -158,7 +158,7 @@ SCHEMAS: dict[tuple[Optional[str], str], type] = {
 
 
 def register() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent; :mod:`r1zero.config` calls it on import)."""
+    """Store every schema in Hydra's ConfigStore (idempotent; :mod:`r1zero.run.config` calls it on import)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
@@ -183,7 +183,7 @@ def _no_extra_keys(node: DictConfig, prefix: str = "") -> None:
     """A key added with ``+key=value`` is no field of its schema: refuse it (``to_object`` would drop it silently)."""
     import dataclasses
 
-    from ..errors import unknown_key
+    from .errors import unknown_key
 
     schema = OmegaConf.get_type(node)
     names = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None

@@ -35,7 +35,7 @@ class AlgoConfig:
     dynamic_sampling: bool = False           # DAPO: drop groups whose graded rewards are all equal, roll out more until the batch is full
     dynamic_sampling_max_rounds: int = 10    # rollouts per step at most, the first included; then zero-signal groups fill the batch (verl DAPO: 10)
 
-    #: keys of earlier versions -> what replaces them (one-line error, r1zero.errors.unknown_key)
+    #: keys of earlier versions -> what replaces them (one-line error, r1zero.schema.errors.unknown_key)
     RENAMED: ClassVar[dict] = {
         "scale_by_std": "algo.adv_scale (true: group_std, false: none)",
         "adv_estimator": "algo.adv_baseline (grpo: group_mean, rloo: leave_one_out)",

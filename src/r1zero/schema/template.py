@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from ..errors import bad_value
+from .errors import bad_value
 
 QUESTION_SLOT = "{question}"
 

@@ -6,10 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-_PKG = Path(__file__).resolve().parent
-
-
-from .errors import ConfigError  # noqa: F401  (re-exported: r1zero.config.ConfigError)
+_PKG = Path(__file__).resolve().parents[1]  # the r1zero package: run/ is one level below it
 
 
 def config_dir() -> Path:
@@ -39,7 +36,7 @@ register_resolvers()
 
 def register_schemas() -> None:
     """The groups' schemas (:mod:`r1zero.schema`) in Hydra's ConfigStore, where the defaults lists name them."""
-    from .schema import register
+    from ..schema import register
 
     register()
 

@@ -18,14 +18,14 @@ from typing import Iterable
 
 import torch
 
-from .errors import DataUnavailableError, ModelUnavailableError
-from .schema import DataConfig, SourceConfig, typed
-from .schema.data import ANSWER_FROM_NAMES, GENERATOR_NAMES
+from ..schema import DataConfig, SourceConfig, typed
+from ..schema.data import ANSWER_FROM_NAMES, GENERATOR_NAMES
+from ..schema.errors import DataUnavailableError, ModelUnavailableError
 
 
 def _local(path: str) -> Path | None:
     if path.startswith("pkg://"):
-        from .models import resolve_pkg_path
+        from ..model.load import resolve_pkg_path
 
         try:
             return resolve_pkg_path(path)
@@ -67,7 +67,7 @@ def read_rows(path: str, split: str | None = "train") -> list[dict]:
         raise DataUnavailableError(f"data source {path!r} not found (no such file or directory)")
     from datasets import load_dataset
 
-    from .models import hub_reachable
+    from ..model.load import hub_reachable
 
     try:
         if not hub_reachable():
@@ -153,7 +153,7 @@ def _strip_unit(answer: str) -> str | None:
 
 
 def _last_boxed(answer: str) -> str | None:
-    from .reward import extract_answer
+    from ..reward import extract_answer
 
     return extract_answer(answer, "boxed_lenient")
 
@@ -162,7 +162,7 @@ def _all_boxed(answer: str) -> str | None:
     """Every distinct ``\\boxed{}`` of a solution, joined by ``", "`` (``\\boxed{(-2,18)}`` and
     ``\\boxed{(8,38)}`` → ``(-2,18), (8,38)``); a repeated box counts once. The paper's MATH-12k ``answer``
     field keeps the full answer of the few solutions that box it in parts."""
-    from .reward.extract import all_boxed
+    from ..reward.extract import all_boxed
 
     # \dfrac{1}{6} and \frac{1}{6} (the same answer boxed twice, once per method) are one part.
     parts = {re.sub(r"\s+|\.$", "", b.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")): b
