@@ -58,7 +58,7 @@ def test_arith_chains_operations_with_precedence_and_never_passes_below_zero():
 def test_generator_spec_errors_come_from_the_config_before_the_model_loads(overrides, message):
     """What the generators (r1zero.data.arith, r1zero.data.countdown) refuse, the schema refuses first: one line naming the key,
     the value and the valid range, raised when the recipe is built (before setup loads the model)."""
-    from r1zero.schema import run_config
+    from r1zero.run.config import run_config
     from r1zero.schema.errors import ConfigError
     from r1zero.train import R1ZeroRecipe
 
@@ -199,6 +199,6 @@ def test_prefer_keys_read_raw_fields_when_present(tmp_path):
             {"input": "not templated", "gt_answer": "9", "problem": "What is 2+2?", "answer": "4"}]
     f = tmp_path / "rows.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    node = compose([f"data=math_lvl3to5", f"data.sources.0.path={f}"]).data
+    node = compose(["data=math_lvl3to5", f"data.sources.0.path={f}"]).data
     qs = load_questions(node)
     assert [(q.question, q.answer) for q in qs] == [("What is 1+1?", "2"), ("What is 2+2?", "4")]

@@ -485,7 +485,8 @@ def test_the_graders_default_verifier_is_the_configs():
 
     from conftest import compose
 
-    from r1zero.schema import RewardConfig, run_config
+    from r1zero.run.config import run_config
+    from r1zero.schema import RewardConfig
 
     assert RewardConfig().verifier == run_config(compose([])).reward.verifier == DEFAULT_VERIFIER == "fast"
     for api in (grade_batch, grade_batch_detailed, MathGrader):

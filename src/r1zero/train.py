@@ -50,7 +50,8 @@ from .rollout import SamplingConfig, build_engine
 from .rollout.base import RolloutBatch, concat_rollouts
 from .run.rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
 from .run.runlock import RunDirLock, hold_run_dir
-from .schema import RunConfig, run_config
+from .run.config import run_config
+from .schema import RunConfig
 from .run.seeding import set_seed
 from .learner.strategy import Strategy, build_strategy
 from .evaluate.suite import accuracy_line, evaluate_suite, load_benchmarks

@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ..reward.extract import extract_answer
 from .arith import SPLITS, draw_new
 
 #: Longest equation parsed (characters) and longest integer literal (digits): bounds the work on model text.
@@ -173,8 +174,6 @@ def extract_equation(response: str) -> str | None:
     if tags:
         eq = tags[-1]
     else:
-        from ..reward.extract import extract_answer
-
         eq = extract_answer(response, "boxed_lenient")
         if eq is None:
             return None

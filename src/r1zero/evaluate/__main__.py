@@ -12,10 +12,16 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.templates import PromptTemplate
+from ..model.load import load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
+from ..reward import MathGrader
+from ..rollout import build_engine
 from ..run.cli import hydra_entry
+from ..run.config import run_config
+from ..run.hostmem import keep_freed_memory
 from ..run.rundir import saved_config
 from ..run.runlock import hold_run_dir
-from ..schema import EvaluateRunConfig, run_config
+from ..run.seeding import set_seed
+from ..schema import EvaluateRunConfig
 from .suite import _sampling, evaluate_suite, format_table, load_benchmarks, pass_at_k, pass_k_values
 
 __all__ = ["_sampling", "evaluate_suite", "format_table", "load_benchmarks", "main", "pass_at_k", "pass_k_values",
@@ -39,12 +45,6 @@ def run(cfg: DictConfig | EvaluateRunConfig) -> dict[str, float]:
 
 
 def _evaluate(cfg: EvaluateRunConfig, run_dir: Path) -> dict[str, float]:
-    from ..model.load import load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
-    from ..reward import MathGrader
-    from ..rollout import build_engine
-    from ..run.hostmem import keep_freed_memory
-    from ..run.seeding import set_seed
-
     run_dir.mkdir(parents=True, exist_ok=True)
     training = "train" in (saved_config(run_dir) or {})  # a training run's directory
     OmegaConf.save(OmegaConf.structured(cfg), run_dir / ("eval_config.yaml" if training else "config.yaml"))

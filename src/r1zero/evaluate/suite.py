@@ -18,6 +18,7 @@ import torch
 
 from ..data.questions import DataUnavailableError, Question, load_questions
 from ..data.templates import PromptTemplate
+from ..reward import normalize_reference
 from ..rollout import SamplingConfig
 from ..schema import DataConfig, EvalConfig, SourceConfig, typed
 from ..schema.errors import ConfigError
@@ -106,7 +107,6 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
     """
     from tqdm.auto import tqdm
 
-    from ..reward import normalize_reference
 
     ev = typed(EvalConfig, ev)
     suite = load_benchmarks(ev) if suite is None else suite

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..schema import RewardConfig, typed
 from .pool import MathGrader
 
 log = logging.getLogger("r1zero.reward")
@@ -98,8 +99,6 @@ def check_reward_config(reward_cfg) -> str | None:
         RewardFnError: ``reward.name`` is neither ``math`` nor ``fn``, ``reward=fn`` without ``reward.fn``,
             ``reward.fn`` set under ``reward=math``, or see :func:`load_reward_fn`.
     """
-    from ..schema import RewardConfig, typed
-
     reward_cfg = typed(RewardConfig, reward_cfg)
     name, fn = reward_cfg.name, reward_cfg.fn
     if name == "math":

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ..learner.strategy.env import detect_dist_env
 from ..schema.errors import USER_ERRORS, ConfigError
 from . import config as _config
 from .preflight import check_launch, preflight
@@ -99,8 +100,6 @@ class RunDirLockCallback(Callback):
         import os
 
         from omegaconf import OmegaConf
-
-        from ..learner.strategy.env import detect_dist_env
 
         if detect_dist_env().world_size > 1:
             return

@@ -31,6 +31,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..schema import TrainConfig, typed
+
 #: bf16 dense peak per GPU (vendor datasheets: A100 SXM 312, H100 SXM 989 TFLOP/s).
 PEAK_TFLOPS = {"a100": 312.0, "h100": 989.0, "h200": 989.0}
 #: Effective generated tokens/s per GPU at 7.62B parameters (calibrated: 27 h for Oat-Zero-7B on 8 A100s);
@@ -88,8 +90,6 @@ def estimate(cfg, *, gpus: int, gpu: str = "a100", limit_s: float | None = None,
     passes = 6 + 2 + (2 if float(cfg.algo.kl_coef) > 0 else 0)  # fwd+bwd, old_logprobs, reference
     learner_s = responses * (PROMPT_TOKENS + length) * passes * n / (MFU * PEAK_TFLOPS[kind] * 1e12 * gpus)
     if questions is not None:
-        from ..schema import TrainConfig, typed
-
         steps = typed(TrainConfig, cfg.train).run_steps(questions)
     elif cfg.train.total_steps is not None:
         steps = int(cfg.train.total_steps)

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..schema.errors import ConfigError
+from ..data.questions import load_questions
+from ..schema.errors import ConfigError, DataUnavailableError
+from . import config as _config  # noqa: F401  (the ${r1zero_root:} resolver of hydra.searchpath)
 from .cli import report_error
 from .cost import estimate, format_estimate, launcher_resources
 from .preflight import check_launch, compose_job, plan
@@ -70,8 +72,6 @@ def _submission_text(executor, n_jobs: int) -> str:
 def _question_count(cfg: DictConfig, sizes: dict) -> int | str:
     """The number of questions of ``cfg.data`` (before prompts over ``train.prompt_max_length`` are dropped:
     that takes the tokenizer), or one line saying why the set cannot be read here; memoised in ``sizes``."""
-    from ..data.questions import DataUnavailableError, load_questions
-
     key = OmegaConf.to_yaml(cfg.data, resolve=True) + str(cfg.paths.data_root)
     if key not in sizes:
         try:
@@ -82,8 +82,6 @@ def _question_count(cfg: DictConfig, sizes: dict) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import r1zero.run.config  # noqa: F401  (the ${r1zero_root:} resolver of hydra.searchpath)
-
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__.strip())

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ._check import above, at_least, between, registered
+from ._check import above, at_least, between
 from .errors import bad_value
 
 
@@ -113,12 +113,10 @@ class RewardConfig:
     max_answer_chars: Optional[int] = None
 
     def __post_init__(self) -> None:
-        from ..reward.verifiers import VERIFIERS
-
         at_least("reward.num_workers", self.num_workers, 1)
         above("reward.timeout_s", self.timeout_s, 0.0, what="seconds")
         if self.batch_timeout_s is not None:
             above("reward.batch_timeout_s", self.batch_timeout_s, 0.0, what="seconds")
-        registered("reward.verifier", self.verifier, VERIFIERS, "verifiers")
+        # verifier names one of the grader's checkers: r1zero.reward.check_names
         at_least("reward.answers_per_call", self.answers_per_call, 1)
         at_least("reward.max_answer_chars", self.max_answer_chars, 1, none_ok=True)
