@@ -1,4 +1,4 @@
-"""``cost.{md,csv}``: the cost model's estimate (``r1zero.cost``) beside what each run measured.
+"""``cost.{md,csv}``: the cost model's estimate (``r1zero.run.cost``) beside what each run measured.
 
 Per run directory: the estimated seconds per training step against the median measured one (``time/step_s``
 minus the ``time/eval_s`` of steps that evaluated, since the model's step excludes evaluation), and the
@@ -16,8 +16,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from r1zero import cost as cost_model
-from r1zero.manifest import read_manifest
+from r1zero.run import cost as cost_model
+from r1zero.run.manifest import read_manifest
 
 from .errors import MissingMetricError
 from .loading import RunSet, _config_file, read_config
@@ -131,7 +131,7 @@ def cost(df: pd.DataFrame, runset: RunSet, out: Path) -> Output:
     """Write ``cost.md`` and ``cost.csv`` (seconds, hours, ratios measured / estimated) into ``out``."""
     tab = cost_frame(df, runset)
     out.mkdir(parents=True, exist_ok=True)
-    caption = ("The cost model's estimate (r1zero.cost, as the dry run prints it) beside each run's measurement: "
+    caption = ("The cost model's estimate (r1zero.run.cost, as the dry run prints it) beside each run's measurement: "
                "median training step (evaluation excluded) and the manifest's wall time and GPU-hours; "
                "off by = measured / estimated.")
     paths = {"md": out / "cost.md", "csv": out / "cost.csv"}

@@ -10,7 +10,7 @@ seeds aggregated (mean line, min-max band):
 5. share of groups with all-equal rewards, i.e. no learning signal (``rollout/zero_signal_group_frac``, %),
 6. when evaluated: accuracy per bucket averaged over benchmarks (``eval/average/length_bucket/<bucket>/accuracy``).
 
-Buckets are fractions of ``max_new_tokens`` (``r1zero.lengths``: ``0-0.125``, ``0.125-0.25``, ``0.25-0.5``,
+Buckets are fractions of ``max_new_tokens`` (``r1zero.evaluate.lengths``: ``0-0.125``, ``0.125-0.25``, ``0.25-0.5``,
 ``0.5-1``, ``truncated``); they are read from the column names, so this module needs no training code.
 """
 

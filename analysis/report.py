@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from r1zero.manifest import RESULT_CHANGING, read_manifest
+from r1zero.run.manifest import RESULT_CHANGING, read_manifest
 
 from .errors import warn
 from .loading import GROUP_COLS, RunSet
@@ -37,7 +37,7 @@ def versions_summary(runset: RunSet) -> str:
     """Markdown table of the software and hardware behind the runs (from each run's ``manifest.json``).
 
     One row per distinct combination, with how many runs share it and their commit. Warns when compared runs
-    differ in a version that changes results (:data:`r1zero.manifest.RESULT_CHANGING`, e.g. vLLM, math-verify).
+    differ in a version that changes results (:data:`r1zero.run.manifest.RESULT_CHANGING`, e.g. vLLM, math-verify).
     """
     combos: dict[tuple, list[str]] = {}
     missing = 0

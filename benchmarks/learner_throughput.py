@@ -1,4 +1,4 @@
-"""Learner throughput: forward+backward tokens/s of :class:`r1zero.learner.Learner` per micro-batch size.
+"""Learner throughput: forward+backward tokens/s of :class:`r1zero.learner.learner.Learner` per micro-batch size.
 
 For each model and ``train.micro_batch_size`` it times, on one synthetic rollout batch (``--responses``
 responses, ``--group-size`` of them per prompt, prompts of ``--prompt-len`` tokens left-padded from 3/4 of that,
@@ -12,7 +12,7 @@ responses uniform in [``--response-min`` (default ``--response-len``/2), ``--res
 Tokens/s counts real (unpadded) prompt + response tokens of the batch per second of wall time (the same count
 whatever the learner computes); ``resp tok/s`` counts only the trained response tokens. ``padding`` is the share
 of the positions the fwd+bwd fed through the model that were padding (``perf/padding_frac``): 0 when the learner
-runs packed (``train.group_by_length`` on for a Llama / Qwen / Mistral LM, :mod:`r1zero.packing`).
+runs packed (``train.group_by_length`` on for a Llama / Qwen / Mistral LM, :mod:`r1zero.model.packing`).
 ``GFLOP/s`` is the fwd+bwd's matmul and attention FLOPs (counted by ``torch.utils.flop_counter`` on one extra,
 untimed call: what the hardware computed, including padded positions; attention on CPU through FLOP formulas for
 its flash kernels, which the counter lacks) per second, and ``of GEMM peak`` that rate over the fastest of 10 plain
@@ -45,10 +45,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from r1zero.hostmem import keep_freed_memory
-from r1zero.learner import Learner
-from r1zero.models import load_model_and_tokenizer, resolve_device, resolve_dtype
+from r1zero.learner.learner import Learner
+from r1zero.model.load import load_model_and_tokenizer, resolve_device, resolve_dtype
 from r1zero.rollout.base import RolloutBatch
+from r1zero.run.hostmem import keep_freed_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -214,7 +214,7 @@ def bench_model(name: str, args, device, dtype) -> list[dict]:
             algo = OmegaConf.create({"loss_agg": args.loss_agg, "clip_eps": 0.2, "kl_coef": 0.0})
             strategy = None
             if args.autocast:
-                from r1zero.strategy import DistEnv, build_strategy
+                from r1zero.learner.strategy import DistEnv, build_strategy
 
                 strategy = build_strategy(OmegaConf.create({"name": "single"}), env=DistEnv())
                 strategy.param_dtype(torch.bfloat16)  # fp32 parameters, bf16 autocast forwards
@@ -304,7 +304,7 @@ def main() -> None:
                     help="fp32 master weights, forwards under bf16 autocast (dtype=bfloat16 training on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--host-malloc", default="keep", choices=["keep", "system"],
-                    help="on a CPU, keep: freed memory reused, as training runs (r1zero.hostmem); system: glibc's "
+                    help="on a CPU, keep: freed memory reused, as training runs (r1zero.run.hostmem); system: glibc's "
                          "defaults (before/after: run once with each)")
     ap.add_argument("--out", default=None, help="also write the Markdown table here")
     args = ap.parse_args()

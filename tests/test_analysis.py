@@ -715,7 +715,7 @@ def _cost_run(d: Path, *, total_steps, gpu_name, gpu_count, world_size, wall_s, 
 
 
 def test_cost_compares_the_estimate_with_the_measured_run(tmp_path: Path, capsys):
-    """The estimate, worked by hand (r1zero/cost.py) for 1 A100, 7.62B parameters, 1 x 2 responses of expected
+    """The estimate, worked by hand (r1zero/run/cost.py) for 1 A100, 7.62B parameters, 1 x 2 responses of expected
     length 0.25 x 1020 = 255 tokens:
       generation 2 x 255 = 510 tokens at 255 tokens/s x (7.62 / 7.62)^0.6 = 2.0 s;
       learner 2 x (150 + 255) = 810 tokens x (6 + 2) x 7.62e9 FLOPs = 4.93776e13 FLOPs at 0.3 x 312e12 FLOP/s

@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import CONF, REPO, compose
+from omegaconf import OmegaConf
 
 GROUPS = ["model", "template", "algo", "data", "rollout", "eval", "logger", "strategy", "experiment", "paths"]
 
@@ -86,8 +85,9 @@ def test_paper_defaults_table6():
 def test_run_length_in_prompt_epochs_counts_as_oat():
     """oat runs --num_prompt_epoch passes of floor(questions / rollout_batch_size) rollouts (drop_last loaders), one
     update each; train.total_steps, when set, caps them; a pass smaller than one rollout is one line."""
-    from r1zero.errors import ConfigError
-    from r1zero.schema import TrainConfig, run_config
+    from r1zero.run.config import run_config
+    from r1zero.schema import TrainConfig
+    from r1zero.schema.errors import ConfigError
 
     assert TrainConfig().prompt_epochs is None and TrainConfig().run_steps(12_000) == 200  # the default: steps
     assert TrainConfig(prompt_epochs=20, total_steps=None).run_steps(12_000) == 20 * 93  # 12000 // 128 = 93

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import REPO
 
-from r1zero.errors import ConfigError
-from r1zero.launch import preflight
+from r1zero.run.preflight import preflight
+from r1zero.schema.errors import ConfigError
 
 # (override, the key the message starts with, a piece of what it says is valid)
 BAD = [

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import compose
 from omegaconf import OmegaConf
 
-from r1zero.arith import generate, heldout
-from r1zero.data import ANSWER_FROM, DataUnavailableError, load_questions
-from r1zero.evaluate import load_benchmarks
-from r1zero.templates import PromptTemplate
-
-from conftest import compose
+from r1zero.data.arith import generate, heldout
+from r1zero.data.questions import ANSWER_FROM, DataUnavailableError, load_questions
+from r1zero.data.templates import PromptTemplate
+from r1zero.evaluate.suite import load_benchmarks
 
 SPEC = dict(operators=["+", "-", "*"], min_value=1, max_value=30, max_factor=15, heldout_percent=20)
 
@@ -57,10 +56,10 @@ def test_arith_chains_operations_with_precedence_and_never_passes_below_zero():
      "data.heldout_percent: 100 is outside (0, 99]; valid: a number in (0, 99]"),
 ])
 def test_generator_spec_errors_come_from_the_config_before_the_model_loads(overrides, message):
-    """What the generators (r1zero.arith, r1zero.countdown) refuse, the schema refuses first: one line naming the key,
+    """What the generators (r1zero.data.arith, r1zero.data.countdown) refuse, the schema refuses first: one line naming the key,
     the value and the valid range, raised when the recipe is built (before setup loads the model)."""
-    from r1zero.errors import ConfigError
-    from r1zero.schema import run_config
+    from r1zero.run.config import run_config
+    from r1zero.schema.errors import ConfigError
     from r1zero.train import R1ZeroRecipe
 
     with pytest.raises(ConfigError) as info:
@@ -135,7 +134,7 @@ def test_embedded_suite_reads_every_benchmark_offline():
 def test_prompt_sampler_drops_the_last_partial_rollout_of_a_pass_only_when_asked():
     """10 questions in batches of 4: by default the third batch runs on into the next shuffle (2 + 2); with
     drop_last (train.prompt_epochs) a pass is 2 batches and its last 2 questions are skipped, as oat's loader."""
-    from r1zero.data import PromptSampler, Question
+    from r1zero.data.questions import PromptSampler, Question
 
     qs = [Question(str(i), str(i)) for i in range(10)]
     on = PromptSampler(qs, 4, seed=0)
@@ -200,6 +199,6 @@ def test_prefer_keys_read_raw_fields_when_present(tmp_path):
             {"input": "not templated", "gt_answer": "9", "problem": "What is 2+2?", "answer": "4"}]
     f = tmp_path / "rows.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    node = compose([f"data=math_lvl3to5", f"data.sources.0.path={f}"]).data
+    node = compose(["data=math_lvl3to5", f"data.sources.0.path={f}"]).data
     qs = load_questions(node)
     assert [(q.question, q.answer) for q in qs] == [("What is 1+1?", "2"), ("What is 2+2?", "4")]

@@ -17,12 +17,12 @@ import torch
 from conftest import CONF
 from omegaconf import OmegaConf
 
-from r1zero.errors import ConfigError
-from r1zero.models import cpu_bf16_matmuls, load_model_and_tokenizer
+from r1zero.model.load import cpu_bf16_matmuls, load_model_and_tokenizer
 from r1zero.rollout import decode, static_cache
 from r1zero.rollout.base import SamplingConfig
 from r1zero.rollout.decode import sample_tokens, warp_logits
 from r1zero.rollout.hf import HFRolloutEngine
+from r1zero.schema.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def _tiny_arch(arch: str):
     Qwen2 one gets random q/k/v biases (zero-initialised ones would not test the packed bias)."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    from r1zero.models import build_byte_tokenizer
+    from r1zero.model.load import build_byte_tokenizer
 
     tok = build_byte_tokenizer()
     kw = {"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
@@ -236,7 +236,7 @@ def test_architectures_the_step_does_not_cover_decode_through_their_forward(tiny
 
     qwen3 = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, head_dim=16,
                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
-    assert "model_type 'qwen3'" in static_cache.unsupported_reason(qwen3)  # q_norm / k_norm: r1zero.models.SPEED_PATHS
+    assert "model_type 'qwen3'" in static_cache.unsupported_reason(qwen3)  # q_norm / k_norm: r1zero.model.speed_paths.SPEED_PATHS
     sampling = SamplingConfig(n=2, max_new_tokens=10, temperature=0.0)
     a = HFRolloutEngine(gpt2, tok, decoder="generate").generate(PROMPTS, sampling)
     b = HFRolloutEngine(gpt2, tok, decoder="loop").generate(PROMPTS, sampling)

@@ -1,4 +1,4 @@
-"""Data-parallel learner strategies (r1zero.strategy) on CPU with gloo.
+"""Data-parallel learner strategies (r1zero.learner.strategy) on CPU with gloo.
 
 * The gradient left by ``Learner.accumulate_gradients`` on 2 ranks, each holding part of a fixed rollout batch
   with responses of different lengths, equals the 1-process gradient of the whole batch (1e-6) for every
@@ -25,7 +25,7 @@ from conftest import CONF, REPO, run_ranks
 from omegaconf import OmegaConf
 
 from r1zero.algos import LOSS_AGGREGATIONS
-from r1zero.strategy import DistEnv, build_strategy, detect_dist_env, first_slurm_host
+from r1zero.learner.strategy import DistEnv, build_strategy, detect_dist_env, first_slurm_host
 
 AGGS = sorted(LOSS_AGGREGATIONS)  # every aggregation
 MAX_NEW = 16
@@ -67,7 +67,7 @@ def _cfgs(agg: str, micro: int):
 
 
 def _tiny_model():
-    from r1zero.models import load_model_and_tokenizer
+    from r1zero.model.load import load_model_and_tokenizer
 
     torch.manual_seed(0)  # the same random weights in every process
     model, _ = load_model_and_tokenizer(OmegaConf.load(CONF / "model" / "tiny.yaml"), torch.device("cpu"),
@@ -77,7 +77,7 @@ def _tiny_model():
 
 def _reference_grad(agg: str, batch, adv) -> torch.Tensor:
     """The 1-process gradient of the whole batch in one micro-batch."""
-    from r1zero.learner import Learner
+    from r1zero.learner.learner import Learner
 
     model = _tiny_model()
     train, algo = _cfgs(agg, micro=len(batch))
@@ -109,7 +109,7 @@ def _params_after_update(learner, batch, adv) -> tuple[torch.Tensor, dict]:
 def _worker(rank: int, world: int, port: int, strategy_name: str, rows_per_rank: list, micro: int, out_dir: str):
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
     torch.set_num_threads(1)
-    from r1zero.learner import Learner
+    from r1zero.learner.learner import Learner
 
     env = DistEnv(rank=rank, world_size=world, local_rank=rank, local_world_size=world,
                   master_addr="127.0.0.1", master_port=port, source="test")

@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
-
-from r1zero.config import ConfigError
-from r1zero.evaluate import format_table, load_benchmarks, pass_at_k, pass_k_values
-
 from conftest import REPO, compose
+
+from r1zero.evaluate.suite import format_table, load_benchmarks, pass_at_k, pass_k_values
+from r1zero.schema.errors import ConfigError
 
 
 def test_pass_at_k_unbiased_estimator():
@@ -53,7 +52,7 @@ def test_format_table_average_row():
 
 
 def test_accuracy_line_reads_the_benchmark_accuracy_not_a_length_bucket():
-    from r1zero.suite import accuracy_line
+    from r1zero.evaluate.suite import accuracy_line
 
     # the quickstart's step-0 row: the last "/accuracy" key is a length bucket's (it printed 0.056 for 0.492)
     one = {"eval/arith/accuracy": 0.4917, "eval/arith/length_bucket/0.25-0.5/accuracy": 0.595,
@@ -67,9 +66,10 @@ def test_accuracy_line_reads_the_benchmark_accuracy_not_a_length_bucket():
 
 def test_evaluate_cli_on_tiny_checkpoint_with_pass_at_k(tmp_path, data_root):
     # A run directory's final/ works as the model; k samples with a temperature give pass@k.
-    from r1zero.models import build_byte_tokenizer, build_tiny_model
-    from omegaconf import OmegaConf
     import torch
+    from omegaconf import OmegaConf
+
+    from r1zero.model.load import build_byte_tokenizer, build_tiny_model
 
     torch.manual_seed(0)
     tok = build_byte_tokenizer()
@@ -128,10 +128,10 @@ SUITE_ROWS = [("\\boxed{4}", 10, False), ("\\boxed{5}", 30, True), ("\\boxed{1}"
 def _suite_metrics(zero_truncated: bool, ev=None, engine=None):
     from omegaconf import OmegaConf
 
-    from r1zero.data import Question
-    from r1zero.evaluate import evaluate_suite
+    from r1zero.data.questions import Question
+    from r1zero.data.templates import PromptTemplate
+    from r1zero.evaluate.suite import evaluate_suite
     from r1zero.reward import MathGrader
-    from r1zero.templates import PromptTemplate
 
     suite = {"a": [Question("q1", "4"), Question("q2", "5"), Question("q3", "6")],
              "b": [Question("q4", "7"), Question("q5", "8")]}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import compose, logged_steps, resume_from_checkpoint, run_and_signal
 
-from r1zero.data import read_rows
-from r1zero.errors import (
+from r1zero.data.questions import read_rows
+from r1zero.schema.errors import (
     USER_ERRORS,
     ConfigError,
     DataUnavailableError,
@@ -75,7 +75,7 @@ def test_runs_started_together_get_their_own_directories():
 
 
 def test_eval_samples_of_steps_made_again_are_dropped_on_resume(tmp_path):
-    from r1zero.rundir import truncate_after
+    from r1zero.run.rundir import truncate_after
 
     path = tmp_path / "eval_samples.jsonl"
     path.write_text('{"step": 0}\n{"step": 2}\n{"step": 4}\n{"step": null}\n{"step": 6, "que')
@@ -194,7 +194,7 @@ def test_resume_refuses_a_trainer_state_that_would_run_code(tmp_path):
     import torch
 
     import r1zero.train as train_mod
-    from r1zero.checkpoint import load_trainer_state
+    from r1zero.run.checkpoint import load_trainer_state
 
     first = train_mod.R1ZeroRecipe(compose(TOY + ["train.save_final=false"], run_dir=tmp_path / "run"))
     first.setup(); first.train(); ckpt = first.save_checkpoint(); first.cleanup()  # noqa: E702
@@ -219,7 +219,7 @@ def test_resume_refuses_a_trainer_state_that_would_run_code(tmp_path):
 
 def test_a_full_disk_while_writing_metrics_is_one_line(tmp_path, monkeypatch):
     import r1zero.train as train_mod
-    from r1zero.tracking import MetricsLogger
+    from r1zero.run.tracking import MetricsLogger
 
     real_log = MetricsLogger.log
 
@@ -249,7 +249,7 @@ def no_wandb_login(tmp_path, monkeypatch):
 
 
 def test_wandb_online_without_a_key_is_one_line_before_anything_loads(tmp_path, no_wandb_login):
-    from r1zero.tracking import wandb_credentials
+    from r1zero.run.tracking import wandb_credentials
 
     assert wandb_credentials() is None
     out = _train_cli("model=tiny", "logger.wandb.mode=online", f"hydra.run.dir={tmp_path}/run",
@@ -265,7 +265,7 @@ def test_wandb_online_without_a_key_is_one_line_before_anything_loads(tmp_path, 
 
 def test_wandb_online_without_network_is_one_line(tmp_path, no_wandb_login, monkeypatch):
     pytest.importorskip("wandb")
-    from r1zero.tracking import MetricsLogger
+    from r1zero.run.tracking import MetricsLogger
 
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: refused at once, no network

@@ -12,9 +12,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu_report  # noqa: E402
-
 from conftest import compose  # noqa: E402
-from r1zero.models import build_byte_tokenizer, build_tiny_model  # noqa: E402
+
+from r1zero.model.load import build_byte_tokenizer, build_tiny_model  # noqa: E402
 
 
 @pytest.mark.parametrize("name, billions", [("qwen05_random", 0.494), ("qwen15_random", 1.544)])

@@ -1,4 +1,4 @@
-"""CPU runs keep freed memory for reuse (:mod:`r1zero.hostmem`): a freed large tensor's pages are reused without
+"""CPU runs keep freed memory for reuse (:mod:`r1zero.run.hostmem`): a freed large tensor's pages are reused without
 page faults, and a user's own malloc choice is left alone."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ import sys
 
 import pytest
 
-from r1zero import hostmem
+from r1zero.run import hostmem
 
 # A fresh process each (mallopt changes the whole process): minor page faults of a learner-like loop, whose
 # (512, 32768) fp32 logits and their gradient (64 MiB each, above glibc's largest mmap threshold of 32 MiB) are made
 # and freed every micro-batch. By default each is a fresh mapping, faulted in page by page every time.
 PROBE = """
 import json, resource, sys, torch
-from r1zero.hostmem import keep_freed_memory
-from r1zero.logprob import token_logprobs
+from r1zero.run.hostmem import keep_freed_memory
+from r1zero.model.logprob import token_logprobs
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 torch.manual_seed(0)
 h = torch.randn(512, 64, requires_grad=True)
@@ -61,7 +61,7 @@ def test_a_users_malloc_choice_is_left_alone(monkeypatch, caplog, env):
     monkeypatch.setattr(hostmem, "_glibc", lambda: calls.append(1))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    with caplog.at_level("INFO", logger="r1zero.hostmem"):
+    with caplog.at_level("INFO", logger="r1zero.run.hostmem"):
         assert hostmem.keep_freed_memory() is False
     assert calls == [] and "leaving malloc as set" in caplog.text
     assert hostmem.keep_freed_memory() is False  # decided once

@@ -7,8 +7,8 @@ import torch
 from conftest import CONF
 from omegaconf import OmegaConf
 
-from r1zero.learner import Learner, length_order
-from r1zero.models import load_model_and_tokenizer
+from r1zero.learner.learner import Learner, length_order
+from r1zero.model.load import load_model_and_tokenizer
 from r1zero.rollout.base import RolloutBatch
 
 

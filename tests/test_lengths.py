@@ -1,11 +1,11 @@
-"""Length-stratified metrics (r1zero.lengths): buckets by length / max_new_tokens, worked by hand."""
+"""Length-stratified metrics (r1zero.evaluate.lengths): buckets by length / max_new_tokens, worked by hand."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from r1zero.lengths import BUCKETS, length_bucket_metrics, length_buckets, zero_signal_frac
+from r1zero.evaluate.lengths import BUCKETS, length_bucket_metrics, length_buckets, zero_signal_frac
 
 
 def test_bucket_names_are_budget_fractions():

@@ -1,4 +1,4 @@
-"""Chosen-token log-probabilities, :func:`r1zero.logprob.token_logprobs`: hand-worked values and gradients, then
+"""Chosen-token log-probabilities, :func:`r1zero.model.logprob.token_logprobs`: hand-worked values and gradients, then
 autograd's ``log_softmax`` + ``gather`` (values and gradients) across chunks, dtypes, strides and temperatures."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from r1zero import logprob
-from r1zero.logprob import token_logprobs
+from r1zero.model import logprob
+from r1zero.model.logprob import token_logprobs
 
 
 def _reference(logits, targets, temperature=1.0):

@@ -1,4 +1,4 @@
-"""Model loading (:mod:`r1zero.models`)."""
+"""Model loading (:mod:`r1zero.model.load`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import transformers
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from r1zero.models import build_byte_tokenizer, gguf_to_hf_cache
+from r1zero.model.load import build_byte_tokenizer, gguf_to_hf_cache
 
 
 def test_the_one_time_gguf_conversion_leaves_the_seeded_rng_alone(tmp_path, monkeypatch):
@@ -31,7 +31,7 @@ def test_the_one_time_gguf_conversion_leaves_the_seeded_rng_alone(tmp_path, monk
 
 
 def test_auto_bf16_picks_bf16_only_where_it_is_fast(monkeypatch):
-    from r1zero import models
+    from r1zero.model import load as models
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert models.resolve_dtype("auto", cpu) == torch.float32 and models.resolve_dtype("auto", cuda) == torch.bfloat16

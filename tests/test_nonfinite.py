@@ -20,7 +20,7 @@ import torch
 from conftest import compose, logged_steps, run_ranks
 from test_train import AlternatingGrader, ScriptedEngine
 
-from r1zero.errors import USER_ERRORS, NonFiniteTrainingError
+from r1zero.schema.errors import USER_ERRORS, NonFiniteTrainingError
 
 # 2 questions x 2 answers in micro-batches of 2: two micro-batches per optimizer step. A random tiny model's answers
 # are all wrong (and truncated), which leaves no gradient: the scripted answers and the alternating grader of
@@ -39,7 +39,7 @@ def _run(cfg: list[str], run_dir) -> None:
 def nan_loss(steps: set[int], micro_batch: int = 0, ranks: set[int] | None = None):
     """From now on in this process, the loss of micro-batch ``micro_batch`` of the updates of training steps
     ``steps`` (on ``ranks``, default all) is NaN; returns the function that takes the hook out again."""
-    import r1zero.learner as learner_mod
+    import r1zero.learner.learner as learner_mod
 
     real_update, real_loss = learner_mod.Learner.update, learner_mod.policy_loss
     state = {"step": 0, "micro": -1}
@@ -65,7 +65,7 @@ def nan_loss(steps: set[int], micro_batch: int = 0, ranks: set[int] | None = Non
 
 @pytest.fixture
 def restore_learner():
-    import r1zero.learner as learner_mod
+    import r1zero.learner.learner as learner_mod
 
     saved = learner_mod.Learner.update, learner_mod.policy_loss
     yield
@@ -91,7 +91,7 @@ def _adam_steps(run_dir: Path, step: int) -> tuple[float, int]:
 
 
 def test_clip_and_step_skips_a_nan_gradient_or_loss_and_changes_nothing():
-    from r1zero.strategy import Strategy
+    from r1zero.learner.strategy import Strategy
 
     model = torch.nn.Linear(3, 2)
     s = Strategy()

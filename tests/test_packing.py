@@ -1,4 +1,4 @@
-"""The packed (padding-free) forward, :mod:`r1zero.packing`: its layout by hand, and the padded forward's values
+"""The packed (padding-free) forward, :mod:`r1zero.model.packing`: its layout by hand, and the padded forward's values
 and gradients for every architecture it runs (sliding windows included)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import torch
 from test_length_grouping import hand_batch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
-from r1zero import packing
-from r1zero.learner import HIDDEN_HEAD_TYPES, PACKED_TYPES, sequence_logprobs
+from r1zero.learner.learner import HIDDEN_HEAD_TYPES, PACKED_TYPES, sequence_logprobs
+from r1zero.model import packing
 
 SMALL = {"vocab_size": 200, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "max_position_embeddings": 64, "tie_word_embeddings": False}
@@ -33,8 +33,8 @@ MODELS = {
 
 def test_the_speed_paths_read_one_table():
     """The learner's lists (LM head on real positions, packed micro-batches) and the static-cache decoder's are rows
-    of r1zero.models.SPEED_PATHS; the packed test above covers every type its row lists."""
-    from r1zero.models import SPEED_PATHS
+    of r1zero.model.speed_paths.SPEED_PATHS; the packed test above covers every type its row lists."""
+    from r1zero.model.speed_paths import SPEED_PATHS
     from r1zero.rollout import static_cache
 
     assert HIDDEN_HEAD_TYPES is SPEED_PATHS["hidden_head"] and PACKED_TYPES is SPEED_PATHS["packed"]
@@ -133,7 +133,7 @@ def test_the_model_gets_its_own_attention_back_and_refuses_what_cannot_pack():
     assert model.config._attn_implementation == "sdpa"
     model.config._attn_implementation = packing.ATTENTION  # e.g. a forward outside packed_logits
     try:
-        with pytest.raises(RuntimeError, match="runs only inside r1zero.packing.packed_logits"):
+        with pytest.raises(RuntimeError, match="runs only inside r1zero.model.packing.packed_logits"):
             model(input_ids=batch.input_ids)
     finally:
         model.config._attn_implementation = "sdpa"

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CONF
 from omegaconf import OmegaConf
 
-from r1zero.config import ConfigError
-from r1zero.learner import Learner
-from r1zero.models import load_model_and_tokenizer
+from r1zero.learner.learner import Learner
+from r1zero.learner.strategy import DistEnv, build_strategy
+from r1zero.model.load import load_model_and_tokenizer
 from r1zero.rollout import SamplingConfig
 from r1zero.rollout.hf import HFRolloutEngine
-from r1zero.strategy import DistEnv, build_strategy
-
-from conftest import CONF
+from r1zero.schema.errors import ConfigError
 
 
 def _strategy(name="single", **over):

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import logged_steps, resume_from_checkpoint, run_and_signal
 
-from r1zero.preemption import PreemptionHandler
+from r1zero.run.preemption import PreemptionHandler
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_plain_run_exits_cleanly(restore_signals, capsys, tmp_path, sig):
 def test_a_second_signal_in_a_plain_run_stops_mid_step(restore_signals, sig):
     """The first asks for a checkpoint at the step's end (Ctrl-C too: no KeyboardInterrupt); the second raises
     Interrupted at once, and the previous handlers are back, so a third gets the default action."""
-    from r1zero.preemption import Interrupted
+    from r1zero.run.preemption import Interrupted
 
     signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     previous = signal.getsignal(sig)

@@ -217,8 +217,8 @@ def test_grade_r1_template(grader):
 def test_empty_batch_and_overlong_answer(grader):
     """reward.max_answer_chars: null (the default) checks every answer, as the paper's grader does; N scores a
     longer extracted answer 0 without sending it to a worker (r1zero's earlier cut was 1000)."""
-    from r1zero.errors import ConfigError
     from r1zero.schema import RewardConfig
+    from r1zero.schema.errors import ConfigError
 
     assert grader.grade([], [], "answer_tag") == []
     long_one = "1." + "0" * 1200  # 1202 characters; fast: PRM800K normalises the integral float to "1"
@@ -429,8 +429,8 @@ def test_batch_timeout_caps_the_alarm_and_skips_the_rest():
 
 
 def test_reward_config_checks_batch_timeout():
-    from r1zero.errors import ConfigError
     from r1zero.schema import RewardConfig
+    from r1zero.schema.errors import ConfigError
 
     assert RewardConfig().batch_timeout_s is None
     with pytest.raises(ConfigError, match="reward.batch_timeout_s"):
@@ -485,7 +485,8 @@ def test_the_graders_default_verifier_is_the_configs():
 
     from conftest import compose
 
-    from r1zero.schema import RewardConfig, run_config
+    from r1zero.run.config import run_config
+    from r1zero.schema import RewardConfig
 
     assert RewardConfig().verifier == run_config(compose([])).reward.verifier == DEFAULT_VERIFIER == "fast"
     for api in (grade_batch, grade_batch_detailed, MathGrader):

@@ -1,5 +1,5 @@
 """reward=fn: a user reward function by import path, in the grader's workers (r1zero.reward.custom), and the
-worked Countdown example (r1zero.countdown)."""
+worked Countdown example (r1zero.data.countdown)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, compose
 
 import r1zero.train as train_mod
-from r1zero.countdown import evaluate_equation, extract_equation, generate, reward, reward_strict, score
+from r1zero.data.countdown import evaluate_equation, extract_equation, generate, reward, reward_strict, score
 from r1zero.reward.custom import RewardFnError, RewardFnGrader, check_reward_config, load_reward_fn
 
 # --- the Countdown reward, worked by hand ------------------------------------------------------------------
@@ -76,7 +76,7 @@ def test_countdown_questions_are_deterministic_solvable_and_split():
 
 
 def test_countdown_data_node_carries_rows():
-    from r1zero.data import load_questions
+    from r1zero.data.questions import load_questions
 
     cfg = compose(["data=countdown", "data.size=10"]).data
     qs = load_questions(cfg)

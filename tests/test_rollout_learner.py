@@ -6,15 +6,14 @@ import math
 
 import pytest
 import torch
+from conftest import CONF
 from omegaconf import OmegaConf
 
 from r1zero.algos import LOSS_AGGREGATIONS
-from r1zero.learner import Learner, prompt_groups, sequence_logprobs
-from r1zero.models import build_byte_tokenizer, load_model_and_tokenizer
+from r1zero.learner.learner import Learner, prompt_groups, sequence_logprobs
+from r1zero.model.load import build_byte_tokenizer, load_model_and_tokenizer
 from r1zero.rollout import SamplingConfig
 from r1zero.rollout.hf import HFRolloutEngine, find_response_end
-
-from conftest import CONF
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +161,9 @@ def test_optimizer_is_the_papers_adamw_with_a_constant_lr_and_clip_1(tiny):
     import copy
     import math
 
-    from r1zero.strategy import build_strategy
-
     from conftest import compose
+
+    from r1zero.learner.strategy import build_strategy
 
     cfg = compose(["model=tiny"])
     model = copy.deepcopy(tiny[0])
@@ -323,7 +322,7 @@ def _llama_style_tokenizer():
 def test_prompts_start_with_bos_for_tokenizers_that_have_one():
     """Llama-3.2 saw <|begin_of_text|> in the paper's runs (vLLM and oat tokenize with special tokens): the
     HF engine's prompt ids (which the learner and evaluation use) start with it; Qwen-style tokenizers get none."""
-    from r1zero.models import build_tiny_model
+    from r1zero.model.load import build_tiny_model
     from r1zero.rollout.base import encode_prompts
 
     llama = _llama_style_tokenizer()
@@ -346,7 +345,7 @@ def test_prompts_start_with_bos_for_tokenizers_that_have_one():
 
 
 def test_token_entropy_is_the_softmax_entropy_with_its_gradient():
-    from r1zero.logprob import token_entropy
+    from r1zero.model.logprob import token_entropy
 
     torch.manual_seed(8)
     logits = torch.randn(5, 11, dtype=torch.float64, requires_grad=True)

@@ -1,4 +1,4 @@
-"""One live run per run directory (r1zero.runlock): a second process into a directory another live run holds is
+"""One live run per run directory (r1zero.run.runlock): a second process into a directory another live run holds is
 refused in one line naming the holder, before Hydra or the run writes anything there; the OS frees the lock when
 the holder dies, even by SIGKILL, so a rerun takes the directory back at once. Also for a multirun launched twice
 into one sweep dir, and for ``python -m r1zero.evaluate`` writing into a run directory."""
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, compose, logged_steps
 
-from r1zero.errors import USER_ERRORS, RunDirInUseError
-from r1zero.runlock import LOCK_NAME, hold_run_dir
+from r1zero.run.runlock import LOCK_NAME, hold_run_dir
+from r1zero.schema.errors import USER_ERRORS, RunDirInUseError
 
 TOY = ["model=tiny", "data=arith", "data.max_questions=8", "train.total_steps=2", "train.prompts_per_rollout=2",
        "sampling.group_size=2", "sampling.max_new_tokens=4", "train.mini_batch_size=null", "train.save_every=0",
@@ -63,7 +63,7 @@ def _try_flock(path: Path) -> bool:
 
 def test_a_held_run_dir_is_refused_naming_the_holder_until_it_dies(tmp_path):
     run_dir = tmp_path / "run"
-    holder = _start(f"from r1zero.runlock import hold_run_dir; hold_run_dir({str(run_dir)!r}); print('held', "
+    holder = _start(f"from r1zero.run.runlock import hold_run_dir; hold_run_dir({str(run_dir)!r}); print('held', "
                     f"flush=True); import time; time.sleep(300)", "held", tmp_path)
     try:
         with pytest.raises(RunDirInUseError) as info:
@@ -222,7 +222,7 @@ def test_evaluate_into_a_run_dir_respects_its_lock_and_keeps_its_config(tmp_path
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("train:\n  total_steps: 3\n")  # a training run's directory
-    holder = _start(f"from r1zero.runlock import hold_run_dir; hold_run_dir({str(run_dir)!r}); print('held', "
+    holder = _start(f"from r1zero.run.runlock import hold_run_dir; hold_run_dir({str(run_dir)!r}); print('held', "
                     f"flush=True); import time; time.sleep(300)", "held", tmp_path)
     args = [sys.executable, "-m", "r1zero.evaluate", "model=tiny", "eval=arith", "eval.max_samples=2",
             "eval.max_new_tokens=4", "reward.num_workers=1", f"hydra.run.dir={run_dir}"]

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO, compose
 from omegaconf import OmegaConf
 
-from r1zero.dryrun import plan, sbatch_header
-
-from conftest import REPO, compose
+from r1zero.run.dryrun import plan, sbatch_header
 
 SWEEPS = REPO / "sweeps" / "sweep"
 
@@ -75,7 +74,7 @@ def test_sweep_header_gives_the_commands(name):
 
 
 def test_ablation_on_slurm_a100_is_12_array_jobs_of_one_8xa100_node():
-    """What `python -m r1zero.train -m sweep=ablation hydra/launcher=slurm_a100` submits (python -m r1zero.dryrun)."""
+    """What `python -m r1zero.train -m sweep=ablation hydra/launcher=slurm_a100` submits (python -m r1zero.run.dryrun)."""
     cfg, jobs = plan(["sweep=ablation", "hydra/launcher=slurm_a100"])
     assert OmegaConf.to_container(cfg.hydra.sweeper.params) == {
         "algo": "grpo,drgrpo,grpo_no_len_norm,grpo_no_std_norm", "seed": "1,2,3"}
@@ -95,7 +94,7 @@ def test_sweeps_run_the_papers_passes_counted_as_oat_counts():
     11,998: two solutions box nothing, "$\\boxed{}$ primes") give 93 rollouts a pass (the rest of each shuffled
     pass skipped, as oat's drop_last loader) and 1,860 steps; the Oat-Zero-7B set, 8,523 questions, 66 a pass and
     1,320 steps. A toy or laptop run keeps its few steps: its train.total_steps caps the passes."""
-    from r1zero.data import load_questions
+    from r1zero.data.questions import load_questions
     from r1zero.schema import TrainConfig, typed
 
     cfg = compose(["sweep=ablation"])
@@ -119,7 +118,7 @@ def test_toy_overrides_the_sweep_and_the_command_line_overrides_toy():
 
 def test_sweeps_are_found_from_any_cwd(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "r1zero.dryrun", "sweep=ablation", "hydra/launcher=slurm_a100"],
+        [sys.executable, "-m", "r1zero.run.dryrun", "sweep=ablation", "hydra/launcher=slurm_a100"],
         check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -164,7 +163,7 @@ def test_toy_sweep_runs_locally(tmp_path):
 
 def test_oat_zero_question_set_is_unwrapped_from_the_papers_prompts(data_root):
     """math_lvl3to5_8k stores qwen_math prompts ending in '<|im_start|>assistant' (no final newline)."""
-    from r1zero.data import load_questions
+    from r1zero.data.questions import load_questions
 
     cfg = compose(["sweep=oat_zero_7b", "data.split=eval", "data.max_questions=5"])
     questions = load_questions(cfg.data)
@@ -176,7 +175,7 @@ def test_oat_zero_question_set_is_unwrapped_from_the_papers_prompts(data_root):
 def test_multi_process_launcher_with_single_strategy_is_refused_before_submitting(tmp_path):
     """slurm_a100 starts 8 ranks per job; with strategy=single every job would fail after queueing."""
     args = ["hydra/launcher=slurm_a100", "experiment=toy", "seed=1,2"]  # toy switches the strategy to single
-    out = subprocess.run([sys.executable, "-m", "r1zero.dryrun", *args], check=False, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "r1zero.run.dryrun", *args], check=False, capture_output=True,
                          text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 2 and "2 jobs" in out.stdout
     assert out.stderr.strip().splitlines() == [
@@ -187,20 +186,20 @@ def test_multi_process_launcher_with_single_strategy_is_refused_before_submittin
     assert out.returncode == 2 and "strategy=single uses one" in out.stderr
     assert not (tmp_path / "sweep").exists()  # nothing was submitted
     for ok in (["strategy=ddp"], ["hydra.launcher.tasks_per_node=1"], ["strategy=single,ddp"]):
-        out = subprocess.run([sys.executable, "-m", "r1zero.dryrun", *args, *ok], check=False, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "r1zero.run.dryrun", *args, *ok], check=False, capture_output=True,
                              text=True, timeout=120, cwd=tmp_path)
         assert out.returncode == 0, (ok, out.stderr)
 
 
 def test_cost_estimate_of_the_7b_recipe():
-    """Worked by hand (r1zero/cost.py's model), Oat-Zero-7B on one 8xA100 node, 128 x 8 responses a step:
+    """Worked by hand (r1zero/run/cost.py's model), Oat-Zero-7B on one 8xA100 node, 128 x 8 responses a step:
     generation 1024 x 750 tokens / (255 tok/s x 8 GPUs) = 376.5 s a step; learner 1024 x (150 + 750) tokens x
     8 FLOPs/param x 7.62e9 params / (0.30 x 312e12 x 8) = 75.0 s. The calibration: 200 steps, 90 300 s, and
     13 evaluations (every 16 steps + the last) x 1560 questions x 750 tokens / 2040 tok/s = 7456 s: 97 756 s =
     27.2 h, the paper's 27 h (217 GPU-hours; with the 24 h limit less the 900 s warning, 2 segments). The sweep's
     own length, 20 passes over 8,523 questions = 1,320 steps, with 84 evaluations (step 0, every 16, the last):
     1320 x 451.5 + 84 x 573.5 = 644 154 s = 178.9 h."""
-    from r1zero.cost import estimate
+    from r1zero.run.cost import estimate
 
     calibration = compose(["sweep=oat_zero_7b", "train.prompt_epochs=null", "train.total_steps=200",
                            "eval.at_start=false"])
@@ -224,7 +223,7 @@ def test_cost_estimate_of_the_7b_recipe():
 
 
 def test_dryrun_private_submitit_use_is_pinned_and_fails_in_one_line():
-    """r1zero.dryrun renders the sbatch script through private submitit members: the installed submitit is in the
+    """r1zero.run.dryrun renders the sbatch script through private submitit members: the installed submitit is in the
     range pyproject.toml pins, and one without them gives a one-line ConfigError instead of an AttributeError."""
     import re
     import types
@@ -232,15 +231,15 @@ def test_dryrun_private_submitit_use_is_pinned_and_fails_in_one_line():
 
     from packaging.specifiers import SpecifierSet
 
-    from r1zero.dryrun import _submission_text
-    from r1zero.errors import ConfigError
+    from r1zero.run.dryrun import _submission_text
+    from r1zero.schema.errors import ConfigError
 
     pins = dict(re.findall(r'"(submitit|hydra-submitit-launcher)([^"]+)"', (REPO / "pyproject.toml").read_text()))
     assert set(pins) == {"submitit", "hydra-submitit-launcher"} and all("<" in p for p in pins.values()), pins
     for dist, spec in pins.items():
         assert version(dist) in SpecifierSet(spec), (dist, version(dist), spec)
     moved = types.SimpleNamespace(_executor=types.SimpleNamespace(parameters={}))
-    with pytest.raises(ConfigError, match=r"^r1zero.dryrun: submitit .* valid: submitit>=1.5,<1.6"):
+    with pytest.raises(ConfigError, match=r"^r1zero.run.dryrun: submitit .* valid: submitit>=1.5,<1.6"):
         _submission_text(moved, 3)
 
 
@@ -249,7 +248,7 @@ def test_a_task_run_as_main_reaches_a_slurm_job_as_a_reference(tmp_path):
     NamedTuple classes, by value, which cloudpickle 2.1 could not rebuild on the node (CI, exit 2). hydra_entry sends the
     same function imported from its module instead: unpickled, it is that module's function."""
     (tmp_path / "job_mod.py").write_text(
-        "import sys\nfrom typing import NamedTuple\nimport cloudpickle\nfrom r1zero.cli import _importable\n\n"
+        "import sys\nfrom typing import NamedTuple\nimport cloudpickle\nfrom r1zero.run.cli import _importable\n\n"
         "class Round(NamedTuple):\n    a: int\n\ndef run(cfg):\n    return Round(cfg)\n\n"
         "if __name__ == '__main__':\n    sys.stdout.buffer.write(cloudpickle.dumps(_importable(run)))\n")
     proc = subprocess.run([sys.executable, "-m", "job_mod"], cwd=tmp_path, capture_output=True, check=True)

@@ -1,4 +1,4 @@
-"""wandb done properly (r1zero.tracking): one group per multirun, config tags, the manifest as config, the same
+"""wandb done properly (r1zero.run.tracking): one group per multirun, config tags, the manifest as config, the same
 run after a requeue, and offline runs that `wandb sync` picks up. Offline mode only: nothing leaves the machine."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from r1zero.config import ConfigError
-from r1zero.tracking import RUN_ID_FILE, MetricsLogger, check_wandb_mode, wandb_settings
-
 from conftest import REPO
+
+from r1zero.run.tracking import RUN_ID_FILE, MetricsLogger, check_wandb_mode, wandb_settings
+from r1zero.schema.errors import ConfigError
 
 CONFIG = {"algo": {"name": "grpo"}, "template": {"name": "r1"}, "data": {"name": "math12k"},
           "model": {"name": "qwen_math15"}, "seed": 2,
@@ -62,7 +61,7 @@ def test_bad_mode_lists_the_valid_ones(tmp_path):
                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("r1zero: error:")]
-    # the preflight (r1zero.launch) rejects it before the run starts, in the schema's words
+    # the preflight (r1zero.run.preflight) rejects it before the run starts, in the schema's words
     assert errors == ["r1zero: error: logger.wandb.mode: 'bogus' is not a valid choice; valid: disabled, offline, online"]
 
 

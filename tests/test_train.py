@@ -8,11 +8,10 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, compose
 
 import r1zero.train as train_mod
 from r1zero.reward import GradeResult
-
-from conftest import REPO, compose
 
 TINY = [
     "model=tiny", "data=arith", "data.max_questions=16", "train.total_steps=2", "train.prompts_per_rollout=2",
@@ -130,7 +129,7 @@ def test_a_run_in_prompt_epochs_is_passes_of_whole_rollouts(tmp_path, capsys):
     """train.prompt_epochs=2 over 5 questions in rollouts of 2: floor(5 / 2) = 2 rollouts a pass, each pass a fresh
     shuffle whose fifth question is skipped (oat's drop_last prompt loader), so 2 x 2 = 4 steps, every pass 4
     distinct questions; the manifest records the 4, and the same command again finds the run finished."""
-    from r1zero.manifest import read_manifest
+    from r1zero.run.manifest import read_manifest
 
     overrides = [o for o in TINY if not o.startswith(("data.max_questions=", "train.total_steps="))] + [
         "data.max_questions=5", "train.prompt_epochs=2", "train.total_steps=null"]
@@ -147,7 +146,7 @@ def test_a_run_in_prompt_epochs_is_passes_of_whole_rollouts(tmp_path, capsys):
 
 
 def test_run_writes_its_manifest(tmp_path):
-    from r1zero.manifest import read_manifest
+    from r1zero.run.manifest import read_manifest
 
     train_mod.run(compose(TINY + ["seed=5"], run_dir=tmp_path), grader=AlternatingGrader())
     m = read_manifest(tmp_path)
@@ -344,9 +343,9 @@ def test_rollout_metrics_log_the_reward_before_truncation():
 
 def test_long_prompts_are_dropped_and_counted():
     # The byte tokenizer has one token per byte (plus none special): template "Q: {question}" adds 3 bytes.
-    from r1zero.data import Question
-    from r1zero.models import build_byte_tokenizer
-    from r1zero.templates import PromptTemplate
+    from r1zero.data.questions import Question
+    from r1zero.data.templates import PromptTemplate
+    from r1zero.model.load import build_byte_tokenizer
 
     tok = build_byte_tokenizer()
     tpl = PromptTemplate("t", "Q: {question}")

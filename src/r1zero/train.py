@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .algos import OVERLONG, compute_advantages, pick_groups, signal_groups, zero_std_rows
-from .checkpoint import (
+from .run.checkpoint import (
     DISK_ERRNOS,
     latest_checkpoint,
     load_trainer_state,
@@ -31,31 +31,32 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .cli import hydra_entry
-from .data import DataUnavailableError, PromptSampler, load_questions
-from .errors import ConfigError, NonFiniteTrainingError, OutputUnwritableError, RunDirInUseError
-from .hostmem import keep_freed_memory
-from .learner import Learner
-from .lengths import length_bucket_metrics, zero_signal_frac
-from .manifest import Manifest
-from .models import (
+from .run.cli import hydra_entry
+from .data.questions import DataUnavailableError, PromptSampler, load_questions
+from .schema.errors import ConfigError, NonFiniteTrainingError, OutputUnwritableError, RunDirInUseError
+from .run.hostmem import keep_freed_memory
+from .learner.learner import Learner
+from .evaluate.lengths import length_bucket_metrics, zero_signal_frac
+from .run.manifest import Manifest
+from .model.load import (
     load_model_and_tokenizer,
     resolve_dtype,
     resolve_model_dir,
 )
-from .preemption import Interrupted, PreemptionHandler, launcher_grace_s
+from .run.preemption import Interrupted, PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
 from .rollout import SamplingConfig, build_engine
 from .rollout.base import RolloutBatch, concat_rollouts
-from .rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
-from .runlock import RunDirLock, hold_run_dir
-from .schema import RunConfig, run_config
-from .seeding import set_seed
-from .strategy import Strategy, build_strategy
-from .suite import accuracy_line, evaluate_suite, load_benchmarks
-from .templates import PromptTemplate
-from .tracking import MetricsLogger, NullLogger, check_wandb_login, wandb_settings
+from .run.rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
+from .run.runlock import RunDirLock, hold_run_dir
+from .run.config import run_config
+from .schema import RunConfig
+from .run.seeding import set_seed
+from .learner.strategy import Strategy, build_strategy
+from .evaluate.suite import accuracy_line, evaluate_suite, load_benchmarks
+from .data.templates import PromptTemplate
+from .run.tracking import MetricsLogger, NullLogger, check_wandb_login, wandb_settings
 
 log = logging.getLogger("r1zero.train")
 

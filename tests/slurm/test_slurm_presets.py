@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import r1zero.config  # noqa: F401  (the ${r1zero_root:} resolver that train.yaml's hydra.searchpath uses)
+import r1zero.run.config  # noqa: F401  (the ${r1zero_root:} resolver that train.yaml's hydra.searchpath uses)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -31,6 +31,7 @@ A new value of an axis is one registered function (``@register_baseline``, ``@re
 ``@register_overlong``); a new preset is one YAML file in ``conf/algo/``.
 """
 
+from ..schema import registered
 from .advantages import (
     BASELINES,
     SCALES,
@@ -66,6 +67,7 @@ __all__ = [
     "RATIOS",
     "SCALES",
     "aggregate_loss",
+    "check_names",
     "compute_advantages",
     "constant_groups",
     "group_advantages",
@@ -84,3 +86,25 @@ __all__ = [
     "signal_groups",
     "zero_std_rows",
 ]
+
+
+#: ``algo.<key>`` -> (its registry, what the registry holds), in the order :func:`check_names` checks them.
+AXES = {
+    "adv_baseline": (BASELINES, "advantage baselines"),
+    "adv_scale": (SCALES, "advantage scales"),
+    "loss_agg": (LOSS_AGGREGATIONS, "loss aggregations"),
+    "ratio": (RATIOS, "importance ratios"),
+    "clip": (CLIPS, "clippings"),
+    "kl_estimator": (KL_ESTIMATORS, "KL estimators"),
+    "overlong": (OVERLONG, "overlong handlings"),
+}
+
+
+def check_names(algo) -> None:
+    """Every axis of an ``algo`` config (:class:`~r1zero.schema.AlgoConfig`) names a registered function.
+
+    Raises:
+        ConfigError: one line naming the first unknown axis value and the registered ones.
+    """
+    for key, (registry, what) in AXES.items():
+        registered(f"algo.{key}", getattr(algo, key), registry, what)

@@ -30,7 +30,7 @@ wrong number of values or a non-finite one, or kills its worker, scores 0 for ea
 in ``rollout/reward_errors`` and logs one warning line with the error. Training never stops for it. Workers stay
 alive between calls, so module-level caches persist (per worker).
 
-The function sees model-written text: never ``eval``/``exec`` it (:mod:`r1zero.countdown` parses equations with
+The function sees model-written text: never ``eval``/``exec`` it (:mod:`r1zero.data.countdown` parses equations with
 an ``ast`` whitelist). Worked example and docs: ``docs/rewards.md``.
 """
 
@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..schema import RewardConfig, typed
 from .pool import MathGrader
 
 log = logging.getLogger("r1zero.reward")
@@ -98,8 +99,6 @@ def check_reward_config(reward_cfg) -> str | None:
         RewardFnError: ``reward.name`` is neither ``math`` nor ``fn``, ``reward=fn`` without ``reward.fn``,
             ``reward.fn`` set under ``reward=math``, or see :func:`load_reward_fn`.
     """
-    from ..schema import RewardConfig, typed
-
     reward_cfg = typed(RewardConfig, reward_cfg)
     name, fn = reward_cfg.name, reward_cfg.fn
     if name == "math":

@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from .extract import paper_boxed
 from .latex_text import latex_to_text
 from .safe_sympy import parse_untrusted
 
@@ -287,8 +288,6 @@ def prm800k_equal(given: str, gt: str | None) -> bool:
 def unbox_reference(gt: str) -> str | None:
     """The paper's ``extract_answer`` on a reference containing ``\\boxed`` (:func:`r1zero.reward.extract.paper_boxed`):
     the content of the last ``\\boxed{...}`` (braces counted naively), None when that box is not of that form."""
-    from .extract import paper_boxed
-
     return paper_boxed(gt)
 
 

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TypeVar
 
+from .fast import grade_fast, prm800k_normalize, unbox_reference
+
 T = TypeVar("T")
 
 #: Valid values of ``reward.verifier`` / ``MathGrader(verifier=...)``.
@@ -121,8 +123,6 @@ def latex_equal(given: str, gt: str, call: Callable[[Callable[[], T]], T | None]
     worker's). The default runs them unlimited. May raise whatever math-verify raises."""
     from math_verify import verify
 
-    from .fast import prm800k_normalize
-
     if (len(given) > 128 and is_repetitive(given)) or (len(gt) > 128 and is_repetitive(gt)):
         return False
     gt_n = prm800k_normalize(gt)
@@ -158,8 +158,6 @@ def paper_grade(given: str, gt: str, verifier: str, call: Callable[[Callable[[],
     Raises:
         ValueError: another verifier name. math-verify's own errors propagate (the worker scores them 0).
     """
-    from .fast import grade_fast, unbox_reference
-
     if verifier not in ("fast", "math_verify"):
         raise ValueError(f"paper_grade covers the paper's verifiers fast and math_verify, not {verifier!r}")
     ref = unbox_reference(gt) if "\\boxed" in gt else gt

@@ -18,6 +18,8 @@ import time
 from contextlib import contextmanager
 from functools import lru_cache
 
+from .verifiers import PAPER_MATH_VERIFY_CALL_S, guard_math_verify_expr, paper_grade
+
 
 class _SoftTimeout(BaseException):
     """Raised by SIGALRM in a worker; BaseException so math_verify's ``except Exception`` cannot eat it."""
@@ -59,8 +61,6 @@ def _worker_init(memory_limit_mb: int | None) -> None:
             pass
     # math_verify imports parts of sympy/ANTLR on first use, sympy's parser and simplify too; pay that before
     # the first answer is timed.
-    from .verifiers import guard_math_verify_expr
-
     guard_math_verify_expr()
     _verify_pair("\\frac{1}{2}", "0.5", 30.0)
     _verify_pair("x+1", "1+x", 30.0, "math_verify")  # fast's sympy simplify too (its first call imports modules)
@@ -133,8 +133,6 @@ def _call_limit(seconds: float):
 
 def _paper_call(fn):
     """``fn()`` (one math-verify call of the paper's ``is_latex_equal``) under the paper's 1 s per call; None past it."""
-    from .verifiers import PAPER_MATH_VERIFY_CALL_S
-
     try:
         with _call_limit(PAPER_MATH_VERIFY_CALL_S):
             return fn()
@@ -149,8 +147,6 @@ def _unlimited_call(fn):
 def _check(pred: str, gold: str, verifier: str, call=_paper_call) -> bool:
     if verifier == "r1zero":
         return _equivalent(pred, gold)
-    from .verifiers import paper_grade
-
     return paper_grade(pred, gold, verifier, call=call)
 
 
@@ -185,7 +181,7 @@ def main() -> None:
     """Entry point of a worker process: JSON lines in on stdin, JSON lines out on the original stdout."""
     # SLURM's warning signal reaches every process of the job step (sbatch --signal=USR2@N, scancel --signal),
     # Ctrl-C every process of the terminal's foreground group; both are the trainer's to act on
-    # (r1zero.preemption: finish the step, checkpoint). Their default action would kill the worker mid-answer.
+    # (r1zero.run.preemption: finish the step, checkpoint). Their default action would kill the worker mid-answer.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -193,6 +189,7 @@ def main() -> None:
     limit = sys.argv[1] if len(sys.argv) > 1 else ""
     _worker_init(int(limit) if limit.isdigit() else None)
     if len(sys.argv) > 2 and sys.argv[2]:  # reward=fn: import the user's function before the first answer
+        # only reward=fn workers: custom imports the schema (omegaconf, ~0.1 s more per worker start)
         from .custom import worker_call, worker_setup
 
         worker_setup(sys.argv[2])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import bad_value
 from ..schema import RolloutConfig, typed
+from ..schema.errors import bad_value
 from .base import RolloutBatch, RolloutEngine, SamplingConfig
 
 __all__ = ["ENGINES", "RolloutBatch", "RolloutEngine", "SamplingConfig", "build_engine", "engine_class",

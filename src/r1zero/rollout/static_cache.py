@@ -23,9 +23,10 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from ..models import SPEED_PATHS, cpu_bf16_matmuls
+from ..model.load import cpu_bf16_matmuls
+from ..model.speed_paths import SPEED_PATHS
 
-SUPPORTED_MODEL_TYPES = SPEED_PATHS["static_cache"]  # r1zero.models.SPEED_PATHS says which types, and why
+SUPPORTED_MODEL_TYPES = SPEED_PATHS["static_cache"]  # r1zero.model.speed_paths.SPEED_PATHS says which types, and why
 
 
 def unsupported_reason(model) -> str | None:

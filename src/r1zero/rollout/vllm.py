@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from r1zero.models import unwrap
+from r1zero.model.load import unwrap
 from r1zero.rollout.base import RolloutBatch, SamplingConfig, encode_prompts
 from r1zero.schema import VLLMRolloutConfig, typed
 

@@ -3,8 +3,9 @@
 Every field's default lives here, once; the YAML options in ``conf/`` only override. The schemas are
 registered in Hydra's ConfigStore (:func:`register`) and named first in each option's defaults list
 (``- base_model``), so composing rejects a wrong type or an unknown key, naming it. Cross-field checks are
-``__post_init__`` methods and run when a config becomes objects (:func:`typed`, :func:`run_config`), before any
-model loads. Library code takes these objects, never the raw ``DictConfig``.
+``__post_init__`` methods and run when a config becomes objects (:func:`typed`), before any model loads; the
+names only a component knows (an algo axis, a verifier, an answer format) are checked by that component, with the
+whole run config (:func:`r1zero.run.config.run_config`): the schema imports no component. Library code takes these objects, never the raw ``DictConfig``.
 
 | group | schema (ConfigStore name) |
 |---|---|
@@ -26,10 +27,10 @@ from typing import Any, Optional, TypeVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ..errors import ConfigError, bad_value, config_error_from
 from ._check import registered
 from .algo import AlgoConfig
 from .data import ArithDataConfig, CountdownDataConfig, DataConfig, SourceConfig
+from .errors import ConfigError, bad_value, config_error_from, unknown_key
 from .eval import EvalConfig
 from .logger import LoggerConfig, PathsConfig, WandbConfig
 from .model import ModelConfig, TinyModelConfig
@@ -42,7 +43,7 @@ __all__ = ["AlgoConfig", "ArithDataConfig", "DDPStrategyConfig", "DataConfig", "
            "EvalConfig", "EvaluateRunConfig", "HFRolloutConfig", "LoggerConfig", "ModelConfig", "PathsConfig",
            "RewardConfig", "RolloutConfig", "RunConfig", "SamplingParams", "SourceConfig", "StrategyConfig",
            "TemplateConfig", "TinyModelConfig", "TrainConfig", "VLLMRolloutConfig", "WandbConfig", "register",
-           "run_config", "typed"]
+           "registered", "typed"]
 
 DTYPES = ("auto", "auto_bf16", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 #: False while checking jobs that will run elsewhere (a SLURM multirun): skip this machine's GPUs.
@@ -97,12 +98,12 @@ class RunConfig(_Common):
     sampling: SamplingParams = field(default_factory=SamplingParams)  # rollout sampling
     train: TrainConfig = field(default_factory=TrainConfig)  # the update loop
     resume: Optional[str] = "auto"           # auto: the newest checkpoint in the run dir, if any | null: refuse a dir with metrics | a checkpoint dir
-    allow_config_change: bool = False        # true: continue a run dir whose config.yaml differs (r1zero.rundir)
+    allow_config_change: bool = False        # true: continue a run dir whose config.yaml differs (r1zero.run.rundir)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         registered("strategy.name", self.strategy.name, STRATEGY_SCHEMAS, "strategies")
-        self.check_batches(1)  # the process count is checked where it is known (r1zero.launch, the recipe's setup)
+        self.check_batches(1)  # the process count is checked where it is known (r1zero.run.preflight, the recipe's setup)
 
     def check_batches(self, world_size: int = 1) -> None:
         """The rollout splits into optimizer batches, and every batch into ``world_size`` equal shares."""
@@ -158,7 +159,7 @@ SCHEMAS: dict[tuple[Optional[str], str], type] = {
 
 
 def register() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent; :mod:`r1zero.config` calls it on import)."""
+    """Store every schema in Hydra's ConfigStore (idempotent; :mod:`r1zero.run.config` calls it on import)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
@@ -182,8 +183,6 @@ def _schema_of(cls: type, node: DictConfig) -> type:
 def _no_extra_keys(node: DictConfig, prefix: str = "") -> None:
     """A key added with ``+key=value`` is no field of its schema: refuse it (``to_object`` would drop it silently)."""
     import dataclasses
-
-    from ..errors import unknown_key
 
     schema = OmegaConf.get_type(node)
     names = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
@@ -221,8 +220,3 @@ def typed(cls: type[T], node: Any) -> T:
         raise
     except Exception as err:  # noqa: BLE001  (OmegaConf's ValidationError, ConfigKeyError, MissingMandatoryValue...)
         raise config_error_from(err) from None
-
-
-def run_config(cfg: Any, schema: type[T] = RunConfig) -> T:
-    """The composed run config as objects (``schema``: :class:`RunConfig` or :class:`EvaluateRunConfig`)."""
-    return typed(schema, cfg)

@@ -1,9 +1,9 @@
-"""The checks the schemas' ``__post_init__`` methods share; each raises one :func:`~r1zero.errors.bad_value`."""
+"""The checks the schemas' ``__post_init__`` methods share; each raises one :func:`~r1zero.schema.errors.bad_value`."""
 
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import bad_value
+from .errors import bad_value
 
 
 def at_least(key: str, value: Any, low: float, *, none_ok: bool = False, what: str = "an integer") -> None:

@@ -4,7 +4,7 @@ a value for some of them and leaves the rest at these defaults, which are Dr. GR
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from ._check import above, at_least, between, one_of, registered
+from ._check import above, at_least, between, one_of
 
 
 @dataclass
@@ -35,22 +35,14 @@ class AlgoConfig:
     dynamic_sampling: bool = False           # DAPO: drop groups whose graded rewards are all equal, roll out more until the batch is full
     dynamic_sampling_max_rounds: int = 10    # rollouts per step at most, the first included; then zero-signal groups fill the batch (verl DAPO: 10)
 
-    #: keys of earlier versions -> what replaces them (one-line error, r1zero.errors.unknown_key)
+    #: keys of earlier versions -> what replaces them (one-line error, r1zero.schema.errors.unknown_key)
     RENAMED: ClassVar[dict] = {
         "scale_by_std": "algo.adv_scale (true: group_std, false: none)",
         "adv_estimator": "algo.adv_baseline (grpo: group_mean, rloo: leave_one_out)",
     }
 
     def __post_init__(self) -> None:
-        from ..algos import BASELINES, CLIPS, KL_ESTIMATORS, LOSS_AGGREGATIONS, OVERLONG, RATIOS, SCALES
-
-        registered("algo.adv_baseline", self.adv_baseline, BASELINES, "advantage baselines")
-        registered("algo.adv_scale", self.adv_scale, SCALES, "advantage scales")
-        registered("algo.loss_agg", self.loss_agg, LOSS_AGGREGATIONS, "loss aggregations")
-        registered("algo.ratio", self.ratio, RATIOS, "importance ratios")
-        registered("algo.clip", self.clip, CLIPS, "clippings")
-        registered("algo.kl_estimator", self.kl_estimator, KL_ESTIMATORS, "KL estimators")
-        registered("algo.overlong", self.overlong, OVERLONG, "overlong handlings")
+        # the axes' names (adv_baseline, ..., overlong) are r1zero.algos' registries: r1zero.algos.check_names
         one_of("algo.zero_std", self.zero_std, ("zero", "drop"))
         one_of("algo.kl_in", self.kl_in, ("loss", "reward"))
         at_least("algo.adv_eps", self.adv_eps, 0.0, what="a number")

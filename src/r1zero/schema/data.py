@@ -9,7 +9,7 @@ from typing import Optional
 from ._check import at_least, between, one_of
 from .template import TemplateConfig
 
-#: The keys of r1zero.data.ANSWER_FROM and GENERATORS (r1zero.data checks at import that they agree).
+#: The keys of r1zero.data.questions.ANSWER_FROM and GENERATORS (r1zero.data checks at import that they agree).
 ANSWER_FROM_NAMES = ("last_boxed", "all_boxed", "after_hash", "strip_unit")
 GENERATOR_NAMES = ("arith", "countdown")
 
@@ -30,10 +30,10 @@ class DataConfig:
     question_key: str = "problem"            # field holding the question text
     question_format: Optional[str] = None    # instead of question_key: a str.format pattern over the row's fields
     answer_key: str = "answer"               # field holding the reference
-    answer_from: Optional[str] = None        # r1zero.data.ANSWER_FROM: how the final answer is read from answer_key; null: as is
+    answer_from: Optional[str] = None        # r1zero.data.questions.ANSWER_FROM: how the final answer is read from answer_key; null: as is
     strip_template: Optional[TemplateConfig] = None  # a template whose wrapper is removed from pre-templated questions
     prefer_keys: Optional[dict[str, str]] = None  # {question: F1, answer: F2}: rows with both fields are read from them
-    generator: Optional[str] = None          # r1zero.data.GENERATORS: questions made in code (no files)
+    generator: Optional[str] = None          # r1zero.data.questions.GENERATORS: questions made in code (no files)
     max_questions: Optional[int] = None      # keep only the first N (quick runs)
     shuffle: bool = True                     # shuffle the questions every epoch
 
@@ -49,9 +49,9 @@ class DataConfig:
 
 @dataclass
 class ArithDataConfig(DataConfig):
-    """``generator: arith``: arithmetic questions made by :mod:`r1zero.arith` from these fields."""
+    """``generator: arith``: arithmetic questions made by :mod:`r1zero.data.arith` from these fields."""
 
-    generator: Optional[str] = "arith"       # r1zero.data.GENERATORS
+    generator: Optional[str] = "arith"       # r1zero.data.questions.GENERATORS
     size: int = 240                          # distinct questions in the set
     seed: int = 0                            # draws the operands
     operators: list[str] = field(default_factory=lambda: ["+", "-", "*"])  # question i uses operators[i % len]
@@ -68,15 +68,15 @@ class ArithDataConfig(DataConfig):
         at_least("data.min_value", self.min_value, 1)
         at_least("data.max_value", self.max_value, self.min_value)
         at_least("data.max_factor", self.max_factor, 2)
-        between("data.heldout_percent", self.heldout_percent, 0, 99)  # r1zero.arith: 0 < percent < 100
+        between("data.heldout_percent", self.heldout_percent, 0, 99)  # r1zero.data.arith: 0 < percent < 100
         at_least("data.num_operations", self.num_operations, 1)
 
 
 @dataclass
 class CountdownDataConfig(DataConfig):
-    """``generator: countdown``: Countdown equations made by :mod:`r1zero.countdown` from these fields."""
+    """``generator: countdown``: Countdown equations made by :mod:`r1zero.data.countdown` from these fields."""
 
-    generator: Optional[str] = "countdown"   # r1zero.data.GENERATORS
+    generator: Optional[str] = "countdown"   # r1zero.data.questions.GENERATORS
     size: int = 2000                         # distinct questions in the set
     seed: int = 0                            # draws the numbers and the solution
     count: int = 3                           # numbers per question, each used exactly once
@@ -92,4 +92,4 @@ class CountdownDataConfig(DataConfig):
         at_least("data.min_number", self.min_number, 1)
         at_least("data.max_number", self.max_number, self.min_number)
         at_least("data.max_target", self.max_target, 1)
-        between("data.heldout_percent", self.heldout_percent, 0, 99)  # r1zero.countdown: 0 < percent < 100
+        between("data.heldout_percent", self.heldout_percent, 0, 99)  # r1zero.data.countdown: 0 < percent < 100

@@ -3,9 +3,9 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import bad_value
 from ._check import at_least, between
 from .data import DataConfig
+from .errors import bad_value
 
 
 @dataclass

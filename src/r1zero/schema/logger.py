@@ -33,6 +33,6 @@ class LoggerConfig:
 class PathsConfig:
     data_root: str = "${oc.env:R1ZERO_DATA_ROOT,'~/.cache/r1zero/datasets'}"  # the paper's released data (datasets/)
     run_dir: str = "${hydra:runtime.output_dir}"  # everything a run writes goes here
-    # One live run per run dir: an exclusive lock on <run_dir>/.lock (r1zero.runlock) refuses a second run into it.
+    # One live run per run dir: an exclusive lock on <run_dir>/.lock (r1zero.run.runlock) refuses a second run into it.
     # false only on a filesystem that cannot lock (the error says so); then never start two runs into one directory
     lock_run_dir: bool = True

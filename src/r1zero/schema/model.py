@@ -12,7 +12,7 @@ from ._check import at_least
 class ModelConfig:
     name: str = MISSING                      # the option name (run-dir names, wandb)
     path: str = MISSING                      # hub id, local HF dir (a run's final/ or checkpoints/step_*/), pkg://, or tiny
-    params_b: Optional[float] = None         # parameters in billions, for the cost estimate (r1zero.cost)
+    params_b: Optional[float] = None         # parameters in billions, for the cost estimate (r1zero.run.cost)
     tokenizer_path: Optional[str] = None     # null: the tokenizer lives with the model
     gguf_file: Optional[str] = None          # a GGUF file under path, converted once into cache_dir
     cache_dir: Optional[str] = None          # converted checkpoints (null: ~/.cache/r1zero/models)

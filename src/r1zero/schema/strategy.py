@@ -3,15 +3,15 @@
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..errors import bad_value
 from ._check import above, one_of
+from .errors import bad_value
 
 
 @dataclass
 class StrategyConfig:
     """``single``, and the fields every strategy shares."""
 
-    name: str = "single"                     # r1zero.strategy.STRATEGIES: single | ddp | zero2 | zero3
+    name: str = "single"                     # r1zero.learner.strategy.STRATEGIES: single | ddp | zero2 | zero3
     offload_reference: bool = False          # keep the frozen KL reference (algo.kl_coef > 0) on CPU between its forwards
     master_weights: bool = True              # bf16 dtype: fp32 parameters + AdamW states, bf16 autocast forwards (single, ddp)
     backend: str = "auto"                    # process group: auto (nccl on GPU, gloo on CPU) | nccl | gloo
@@ -28,7 +28,7 @@ class StrategyConfig:
 
 @dataclass
 class DDPStrategyConfig(StrategyConfig):
-    name: str = "ddp"                        # r1zero.strategy.STRATEGIES
+    name: str = "ddp"                        # r1zero.learner.strategy.STRATEGIES
     find_unused_parameters: bool = False     # every parameter of a causal LM gets a gradient
     bucket_cap_mb: float = 25                # DDP gradient bucket size
     gradient_as_bucket_view: bool = True     # gradients alias the all-reduce buckets (one gradient copy less)
@@ -36,7 +36,7 @@ class DDPStrategyConfig(StrategyConfig):
 
 @dataclass
 class DeepSpeedStrategyConfig(StrategyConfig):
-    name: str = "zero2"                      # r1zero.strategy.STRATEGIES: zero2 | zero3
+    name: str = "zero2"                      # r1zero.learner.strategy.STRATEGIES: zero2 | zero3
     stage: Optional[int] = None              # ZeRO stage: 2 partitions gradients + optimizer states, 3 parameters too; null: the name's
     offload_optimizer: bool = False          # AdamW states + fp32 master weights in CPU RAM (DeepSpeedCPUAdam)
     offload_param: bool = False              # stage 3: partitioned parameters in CPU RAM between uses
@@ -59,6 +59,6 @@ class DeepSpeedStrategyConfig(StrategyConfig):
             raise bad_value("strategy.offload_param", "needs ZeRO stage 3", "false, or strategy=zero3")
 
 
-#: The schema of each strategy name (r1zero.strategy.STRATEGIES holds the strategy classes).
+#: The schema of each strategy name (r1zero.learner.strategy.STRATEGIES holds the strategy classes).
 STRATEGY_SCHEMAS = {"single": StrategyConfig, "ddp": DDPStrategyConfig, "zero2": DeepSpeedStrategyConfig,
                     "zero3": DeepSpeedStrategyConfig}

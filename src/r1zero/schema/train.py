@@ -3,8 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import bad_value
-from ._check import above, at_least, between, registered
+from ._check import above, at_least, between
+from .errors import bad_value
 
 
 @dataclass
@@ -36,7 +36,7 @@ class TrainConfig:
     mini_batch_size: Optional[int] = 128     # responses per optimizer step (all ranks), rows shuffled per epoch; null: the whole rollout
     prompt_max_length: Optional[int] = 1024  # questions whose templated prompt has more tokens are dropped; null: keep all
     micro_batch_size: int = 8                # responses per forward/backward; never changes the gradient, only memory
-    group_by_length: bool = True             # micro-batches of similar-length responses (prompt groups kept whole), run padding-free where the model allows (r1zero.packing), else each trimmed to its longest: same gradient
+    group_by_length: bool = True             # micro-batches of similar-length responses (prompt groups kept whole), run padding-free where the model allows (r1zero.model.packing), else each trimmed to its longest: same gradient
     ppo_epochs: int = 1                      # passes over each rollout batch
     lr: float = 1.0e-6                       # AdamW learning rate (constant after warmup)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
@@ -113,12 +113,10 @@ class RewardConfig:
     max_answer_chars: Optional[int] = None
 
     def __post_init__(self) -> None:
-        from ..reward.verifiers import VERIFIERS
-
         at_least("reward.num_workers", self.num_workers, 1)
         above("reward.timeout_s", self.timeout_s, 0.0, what="seconds")
         if self.batch_timeout_s is not None:
             above("reward.batch_timeout_s", self.batch_timeout_s, 0.0, what="seconds")
-        registered("reward.verifier", self.verifier, VERIFIERS, "verifiers")
+        # verifier names one of the grader's checkers: r1zero.reward.check_names
         at_least("reward.answers_per_call", self.answers_per_call, 1)
         at_least("reward.max_answer_chars", self.max_answer_chars, 1, none_ok=True)

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import torch
 
-from .data import DataUnavailableError, Question, load_questions
+from ..data.questions import DataUnavailableError, Question, load_questions
+from ..data.templates import PromptTemplate
+from ..reward import normalize_reference
+from ..rollout import SamplingConfig
+from ..schema import DataConfig, EvalConfig, SourceConfig, typed
+from ..schema.errors import ConfigError
 from .lengths import length_bucket_metrics
-from .errors import ConfigError
-from .rollout import SamplingConfig
-from .schema import DataConfig, EvalConfig, SourceConfig, typed
-from .templates import PromptTemplate
 
-log = logging.getLogger("r1zero.suite")
+log = logging.getLogger("r1zero.evaluate.suite")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -52,7 +53,7 @@ def load_benchmarks(ev, data_root: str | None = None) -> dict[str, list[Question
     """The selected benchmarks of an ``eval`` config node.
 
     A benchmark named in ``ev.sources`` is a data node of its own (any file or generator ``data=`` reads,
-    see :func:`r1zero.data.load_questions`); any other is the split of that name in ``ev.path`` (the paper's
+    see :func:`r1zero.data.questions.load_questions`); any other is the split of that name in ``ev.path`` (the paper's
     ``save_to_disk`` suite, a hub id, or a local dir of the same shape). ``eval.max_samples`` keeps the first N.
 
     Args:
@@ -99,14 +100,13 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
     ``response_length_correct`` / ``_incorrect`` split (Fig. 5), ``formatted_frac``, ``truncated_frac`` (answers
     cut by ``eval.max_new_tokens``; graded like any other unless ``eval.zero_truncated``, as in the paper's
     ``evaluate_model.py``), ``num_questions``, ``pass@k`` for k > 1, and per response-length bucket
-    (:mod:`r1zero.lengths`, length / ``eval.max_new_tokens``) ``length_bucket/<bucket>/frac`` and, for buckets
+    (:mod:`r1zero.evaluate.lengths`, length / ``eval.max_new_tokens``) ``length_bucket/<bucket>/frac`` and, for buckets
     with responses, ``length_bucket/<bucket>/accuracy``. ``engine`` is a :class:`~r1zero.rollout.RolloutEngine`; ``grader`` a
     :class:`~r1zero.reward.MathGrader`. ``suite`` is the output of :func:`load_benchmarks` when the caller
     already has it (training evaluates many times; the questions are read once).
     """
     from tqdm.auto import tqdm
 
-    from .reward import normalize_reference
 
     ev = typed(EvalConfig, ev)
     suite = load_benchmarks(ev) if suite is None else suite
@@ -161,7 +161,7 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
                 "formatted_frac": sum(formatted) / len(formatted),
                 "truncated_frac": sum(truncated) / len(truncated),
                 "num_questions": float(len(questions)),
-                # share and accuracy per response-length bucket (length / eval.max_new_tokens; r1zero.lengths)
+                # share and accuracy per response-length bucket (length / eval.max_new_tokens; r1zero.evaluate.lengths)
                 **length_bucket_metrics(torch.tensor(lengths), torch.tensor(truncated), torch.tensor(rewards),
                                         sampling.max_new_tokens),
             }

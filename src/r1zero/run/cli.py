@@ -10,9 +10,10 @@ from collections.abc import Callable
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ..learner.strategy.env import detect_dist_env
+from ..schema.errors import USER_ERRORS, ConfigError
 from . import config as _config
-from .errors import USER_ERRORS, ConfigError
-from .launch import check_launch, preflight
+from .preflight import check_launch, preflight
 from .runlock import RunDirLock, hold_run_dir
 
 __all__ = ["USER_ERRORS", "LaunchCheck", "RunDirLockCallback", "check_launch", "hydra_entry", "report_error"]
@@ -27,7 +28,7 @@ def report_error(err: Exception) -> None:
 def hydra_entry(config_name: str, run: Callable[[DictConfig], object]) -> Callable[[], None]:
     """A ``main()`` that composes ``conf/<config_name>.yaml`` with Hydra and calls ``run(cfg)``.
 
-    Before Hydra starts, :func:`r1zero.launch.preflight` composes and checks the command line (every job of a
+    Before Hydra starts, :func:`r1zero.run.preflight.preflight` composes and checks the command line (every job of a
     multirun): a bad value, an unknown key or option, or an output directory that cannot be written prints one
     ``r1zero: error:`` line and exits with status 2 before any job starts or model loads. A :data:`USER_ERRORS` exception during the run does the same;
     whatever the run already wrote (metrics, checkpoints) stays in its run directory.
@@ -84,7 +85,7 @@ class LaunchCheck(Callback):
 
 class RunDirLockCallback(Callback):
     """Hydra callback (``hydra.callbacks`` in ``train.yaml`` and ``evaluate.yaml``): locks ``hydra.run.dir``
-    (:func:`r1zero.runlock.hold_run_dir`) before Hydra writes ``.hydra/`` and the job's log there, so a refused
+    (:func:`r1zero.run.runlock.hold_run_dir`) before Hydra writes ``.hydra/`` and the job's log there, so a refused
     run leaves the directory as it was; a held directory prints one ``r1zero: error:`` line and exits with status 2.
 
     Single runs of one process only: a multirun's job directories are written by Hydra before any callback of the
@@ -99,8 +100,6 @@ class RunDirLockCallback(Callback):
         import os
 
         from omegaconf import OmegaConf
-
-        from .strategy.env import detect_dist_env
 
         if detect_dist_env().world_size > 1:
             return

@@ -36,7 +36,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-log = logging.getLogger("r1zero.preemption")
+log = logging.getLogger("r1zero.run.preemption")
 
 SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 

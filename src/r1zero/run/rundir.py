@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .errors import OutputUnwritableError, bad_value
+from ..schema.errors import OutputUnwritableError, bad_value
 
 #: Keys a continued run may change: where it writes and logs, how long it runs (and how many non-finite steps in a row
 #: it stands), when it saves and evaluates.

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .reward.extract import check_answer_format
+from ..reward.extract import check_answer_format
+from ..schema import TemplateConfig, typed
 
 QUESTION_SLOT = "{question}"
 
@@ -61,7 +62,5 @@ class PromptTemplate:
     @classmethod
     def from_config(cls, cfg) -> "PromptTemplate":
         """From a ``template`` config (:class:`~r1zero.schema.TemplateConfig`, or a node / dict it types)."""
-        from .schema import TemplateConfig, typed
-
         cfg = typed(TemplateConfig, cfg)
         return cls(name=cfg.name, prompt=cfg.prompt, answer_format=cfg.answer_format, stop=tuple(cfg.stop))

@@ -22,8 +22,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import ConfigError
-from .errors import TrackingUnavailableError
+from ..schema.errors import ConfigError, TrackingUnavailableError
 
 WANDB_MODES = ("disabled", "offline", "online")
 #: ``<run_dir>/wandb_run_id``: one line, the wandb run id of every segment of the run.

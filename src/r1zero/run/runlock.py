@@ -7,7 +7,7 @@ exclusive ``flock`` on ``<run_dir>/.lock`` before anything in the directory is w
 kernel drops the lock when the holder's process ends however it ends (exit, ``kill -9``, a preempted node's job
 killed), so a resumed or requeued run takes it back at once; the file itself stays (removing it would let two
 processes lock two different files). Within one process the lock is re-entrant: the Hydra callback
-(:class:`r1zero.cli.RunDirLockCallback`) and the run it starts share it.
+(:class:`r1zero.run.cli.RunDirLockCallback`) and the run it starts share it.
 
 Where it holds: local disks, NFS (Linux turns ``flock`` into NFS byte-range locks: NFSv4, or v3 with lockd),
 Lustre mounted with ``-o flock``, GPFS. A filesystem that refuses locks (Lustre ``-o noflock``, NFS without lockd)
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import RunDirInUseError
+from ..schema.errors import RunDirInUseError
 
 __all__ = ["LOCK_NAME", "RunDirLock", "hold_run_dir", "lock_holder"]
 

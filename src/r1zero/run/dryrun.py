@@ -1,6 +1,6 @@
-"""What a multirun would launch, without launching it: ``python -m r1zero.dryrun [overrides]``.
+"""What a multirun would launch, without launching it: ``python -m r1zero.run.dryrun [overrides]``.
 
-    python -m r1zero.dryrun sweep=ablation hydra/launcher=slurm_a100 hydra.launcher.partition=gpu
+    python -m r1zero.run.dryrun sweep=ablation hydra/launcher=slurm_a100 hydra.launcher.partition=gpu
 
 takes the arguments of ``python -m r1zero.train -m ...`` and prints the jobs Hydra's basic sweeper would make
 (``hydra.sweeper.params`` of the sweep file x the command-line sweeps, command line last) and, for the submitit
@@ -15,10 +15,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..data.questions import load_questions
+from ..schema.errors import ConfigError, DataUnavailableError
+from . import config as _config  # noqa: F401  (the ${r1zero_root:} resolver of hydra.searchpath)
 from .cli import report_error
 from .cost import estimate, format_estimate, launcher_resources
-from .errors import ConfigError
-from .launch import check_launch, compose_job, plan
+from .preflight import check_launch, compose_job, plan
 
 
 def sbatch_header(cfg: DictConfig, n_jobs: int) -> list[str]:
@@ -60,7 +62,7 @@ def _submission_text(executor, n_jobs: int) -> str:
     if render is None or not isinstance(getattr(inner, "parameters", None), dict):
         import submitit
 
-        raise ConfigError(f"r1zero.dryrun: submitit {submitit.__version__} has no SlurmExecutor."
+        raise ConfigError(f"r1zero.run.dryrun: submitit {submitit.__version__} has no SlurmExecutor."
                           f"_make_submission_file_text; valid: submitit>=1.5,<1.6 (pyproject.toml)")
     if n_jobs > 1:
         inner.parameters["map_count"] = n_jobs
@@ -70,8 +72,6 @@ def _submission_text(executor, n_jobs: int) -> str:
 def _question_count(cfg: DictConfig, sizes: dict) -> int | str:
     """The number of questions of ``cfg.data`` (before prompts over ``train.prompt_max_length`` are dropped:
     that takes the tokenizer), or one line saying why the set cannot be read here; memoised in ``sizes``."""
-    from .data import DataUnavailableError, load_questions
-
     key = OmegaConf.to_yaml(cfg.data, resolve=True) + str(cfg.paths.data_root)
     if key not in sizes:
         try:
@@ -82,8 +82,6 @@ def _question_count(cfg: DictConfig, sizes: dict) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import r1zero.config  # noqa: F401  (the ${r1zero_root:} resolver of hydra.searchpath)
-
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__.strip())
@@ -114,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if launcher == "SlurmLauncher":
         missing = f"; {unestimated} job(s) without an estimate, not counted" if unestimated else ""
         print(f"sweep estimate: {total_gpu_h:.0f} GPU-hours in all ({total_h:.1f} h of {gpus}-GPU jobs; "
-              f"cost model and its sources: r1zero/cost.py{missing})")
+              f"cost model and its sources: r1zero/run/cost.py{missing})")
     if launcher == "SlurmLauncher":
         print("sbatch header of every job:")
         for line in sbatch_header(cfg, len(jobs)):

@@ -31,7 +31,7 @@ class TrackingUnavailableError(RuntimeError):
 
 
 class RunDirInUseError(RuntimeError):
-    """Another live process holds the run directory's lock (:mod:`r1zero.runlock`), or its filesystem cannot
+    """Another live process holds the run directory's lock (:mod:`r1zero.run.runlock`), or its filesystem cannot
     lock it; the message names the directory, the holder and what to do."""
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
-from ..schema import StrategyConfig, TrainConfig, typed
+from ...schema.errors import ConfigError
+from ...schema import StrategyConfig, TrainConfig, typed
 from .env import DistEnv, _free_port, detect_dist_env
 
 log = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ class Strategy:
         """
         import inspect
 
-        from ..rollout.hf import HFRolloutEngine
+        from ...rollout.hf import HFRolloutEngine
 
         if isinstance(engine, HFRolloutEngine):  # generates with the policy module itself: nothing to push
             return

@@ -1,5 +1,5 @@
 """Seeding every RNG a run draws from (python, numpy, torch, CUDA); the RNG snapshots of a checkpoint are in
-:mod:`r1zero.checkpoint` (``rng_state`` / ``set_rng_state``)."""
+:mod:`r1zero.run.checkpoint` (``rng_state`` / ``set_rng_state``)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ those into micro-batches of ``micro_batch_size``. Every micro-batch loss is norm
 optimizer step (``num_responses``, ``num_tokens``), so the accumulated gradient is the same for any
 micro-batch size (Dr. GRPO §3.2: "every micro-batch / gradient-accumulation split gives the same gradient").
 
-Under a data-parallel strategy (``strategy=ddp|zero2|zero3``, :mod:`r1zero.strategy`) each rank holds its own
+Under a data-parallel strategy (``strategy=ddp|zero2|zero3``, :mod:`r1zero.learner.strategy`) each rank holds its own
 share of the rollout; the totals are summed over ranks and each rank's loss is multiplied by the world size
 (DDP/DeepSpeed average gradients), so the reduced gradient is the single-process gradient of the whole batch.
 """
@@ -20,15 +20,16 @@ from typing import NamedTuple
 
 import torch
 
-from .algos import policy_loss, response_kl
-from .logprob import token_entropy
-from .logprob import token_logprobs as flat_token_logprobs
-from .models import SPEED_PATHS, unwrap
-from .packing import PackedLayout, packed_logits
-from .packing import pack as pack_rows
-from .packing import supported as packing_supported
-from .rollout.base import RolloutBatch
-from .schema import AlgoConfig, TrainConfig, typed
+from ..algos import policy_loss, response_kl
+from ..model.load import unwrap
+from ..model.logprob import token_entropy
+from ..model.logprob import token_logprobs as flat_token_logprobs
+from ..model.packing import PackedLayout, packed_logits
+from ..model.packing import pack as pack_rows
+from ..model.packing import supported as packing_supported
+from ..model.speed_paths import SPEED_PATHS
+from ..rollout.base import RolloutBatch
+from ..schema import AlgoConfig, TrainConfig, typed
 from .strategy import DistEnv, Strategy
 
 log = logging.getLogger("r1zero.learner")
@@ -36,8 +37,8 @@ log = logging.getLogger("r1zero.learner")
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, entropy: bool = False):
     """(B, T) log p(target) from (B, T, V) logits at ``temperature`` and (B, T) targets, one row at a time
-    (:func:`r1zero.logprob.token_logprobs`; the rows are views, so a sliced ``logits`` is never copied whole); with
-    ``entropy``, ``(logprobs, entropies)``, both (B, T) (:func:`r1zero.logprob.token_entropy`)."""
+    (:func:`r1zero.model.logprob.token_logprobs`; the rows are views, so a sliced ``logits`` is never copied whole); with
+    ``entropy``, ``(logprobs, entropies)``, both (B, T) (:func:`r1zero.model.logprob.token_entropy`)."""
     lp = torch.stack([flat_token_logprobs(row, tgt, temperature) for row, tgt in zip(logits, targets)])
     return (lp, torch.stack([token_entropy(row, temperature) for row in logits])) if entropy else lp
 
@@ -99,9 +100,9 @@ def sequence_logprobs(
             module (not a DDP / DeepSpeed wrapper, whose own forward must run) whose logits are its LM head over its
             decoder's hidden states, the LM head and the log-softmax run over the real response positions only,
             not the (B, T, V) logits of every padded position, and the result is 0 past each row's length.
-        layout: :func:`r1zero.packing.pack` of the rows, for a :data:`PACKED_TYPES` LM (or a DDP / DeepSpeed
+        layout: :func:`r1zero.model.packing.pack` of the rows, for a :data:`PACKED_TYPES` LM (or a DDP / DeepSpeed
             wrapper of one) without activation checkpointing: the micro-batch then runs padding-free, as one packed
-            sequence through the model's own forward (:func:`r1zero.packing.packed_logits`; each shared prompt once,
+            sequence through the model's own forward (:func:`r1zero.model.packing.packed_logits`; each shared prompt once,
             the LM head on the real response positions only); ``attention_mask``, ``groups`` and ``lengths`` are not
             used. The result is 0 past each row's length.
         entropy: also return the (B, T) entropy of the policy at each response position (for ``algo.entropy_coef``):
@@ -185,9 +186,9 @@ def _to_host(values: list) -> list[float]:
 
 
 HIDDEN_HEAD_TYPES = SPEED_PATHS["hidden_head"]
-"""The ``config.model_type`` values whose LM head the learner applies itself (``r1zero.models.SPEED_PATHS``)."""
+"""The ``config.model_type`` values whose LM head the learner applies itself (``r1zero.model.speed_paths.SPEED_PATHS``)."""
 PACKED_TYPES = SPEED_PATHS["packed"]
-"""The ``config.model_type`` values whose micro-batches run packed (``r1zero.models.SPEED_PATHS``)."""
+"""The ``config.model_type`` values whose micro-batches run packed (``r1zero.model.speed_paths.SPEED_PATHS``)."""
 
 
 def _model_type(model) -> str | None:
@@ -269,7 +270,7 @@ class Learner:
         max_new_tokens: the generation budget (Dr. GRPO's constant normaliser unless ``algo.loss_agg_constant``).
         temperature: the rollout sampling temperature (logits are scaled by it).
         ref_model: frozen initial policy, used only when ``algo.kl_coef > 0``.
-        strategy: a :class:`~r1zero.strategy.Strategy` (set up, process group joined); it builds and owns the
+        strategy: a :class:`~r1zero.learner.strategy.Strategy` (set up, process group joined); it builds and owns the
             optimizer and wraps the model. None: one device, plain AdamW.
         seed: seeds the per-epoch shuffle of rows into optimizer batches (with the update's ``step``).
     """
@@ -325,7 +326,7 @@ class Learner:
     def _micro_inputs(self, model, batch: RolloutBatch, idx: torch.Tensor) -> _Micro:
         """Rows ``idx`` as ``model``'s forward takes them, and the positions it will compute counted.
 
-        Packed (:meth:`_packs`): the rows' :func:`r1zero.packing.pack` layout, every position real. Otherwise the
+        Packed (:meth:`_packs`): the rows' :func:`r1zero.model.packing.pack` layout, every position real. Otherwise the
         rows sliced and trimmed of the columns that are padding in all of them, with their :func:`prompt_groups`
         when ``model`` can share a prompt's cache (the prompt columns are then fed once per prompt). Adds
         ``(positions, padding positions)`` to :attr:`fed_tokens` (from the host masks: no device sync).
@@ -350,7 +351,7 @@ class Learner:
         return _Micro(ids.to(device), att.to(device), p, mask, t_len, groups, None)
 
     def _packs(self, model) -> bool:
-        """Whether ``model``'s forwards run packed (:mod:`r1zero.packing`): ``train.group_by_length`` on, a
+        """Whether ``model``'s forwards run packed (:mod:`r1zero.model.packing`): ``train.group_by_length`` on, a
         :data:`PACKED_TYPES` LM (or a DDP / DeepSpeed wrapper of one), no activation checkpointing."""
         return bool(self.cfg.group_by_length) and packing_supported() and not _checkpointing(unwrap(model)) \
             and _model_type(model) in PACKED_TYPES
@@ -435,7 +436,7 @@ class Learner:
         """One PPO phase on a rollout batch; returns ``train/...`` metrics.
 
         An optimizer step whose loss (any micro-batch, any rank) or gradient norm is not finite is skipped
-        (:meth:`~r1zero.strategy.Strategy.clip_and_step`): ``train/nonfinite_skipped`` counts them,
+        (:meth:`~r1zero.learner.strategy.Strategy.clip_and_step`): ``train/nonfinite_skipped`` counts them,
         ``train/nonfinite_micro_batch`` names the first micro-batch (0-based over the update, smallest over ranks)
         whose loss was not finite, and :attr:`nonfinite_streak` the skips in a row; ``train/loss`` and
         ``train/grad_norm`` average the steps taken.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .models import unwrap
+from .load import unwrap
 
 ATTENTION = "r1zero_packed"
 """The name the packed attention function is registered under (transformers' ``AttentionInterface``)."""
@@ -203,7 +203,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     """
     pieces = kwargs.get(_PIECES)
     if pieces is None:
-        raise RuntimeError(f"the {ATTENTION!r} attention runs only inside r1zero.packing.packed_logits")
+        raise RuntimeError(f"the {ATTENTION!r} attention runs only inside r1zero.model.packing.packed_logits")
     groups = query.shape[1] // key.shape[1]
     sizes = [s for p, responses in pieces for s in (p, *responses)]
     # one split per tensor: its backward is one concatenation, not a zero-filled full-size gradient per piece

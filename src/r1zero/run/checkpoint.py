@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError, OutputUnwritableError
+from ..schema.errors import ConfigError, OutputUnwritableError
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 #: Directories of unfinished saves: the checkpoint itself, and each rank's DeepSpeed shards before they move in.

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ..errors import NonFiniteTrainingError
-from ..schema import TrainConfig, typed
+from ...schema import TrainConfig, typed
+from ...schema.errors import NonFiniteTrainingError
 from .base import Strategy, _lr_lambda
 from .env import DistEnv
 

@@ -1,7 +1,7 @@
 """``python -m r1zero.evaluate model=<m> template=<t> [eval.benchmarks=[aime,math]]``: the benchmark suite.
 
 A thin entry point: the suite itself (:func:`evaluate_suite`, :func:`load_benchmarks`, pass@k) lives in
-:mod:`r1zero.suite`, which training uses too.
+:mod:`r1zero.evaluate.suite`, which training uses too.
 """
 
 from __future__ import annotations
@@ -11,12 +11,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .cli import hydra_entry
-from .rundir import saved_config
-from .runlock import hold_run_dir
-from .schema import EvaluateRunConfig, run_config
+from ..data.templates import PromptTemplate
+from ..model.load import load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
+from ..reward import MathGrader
+from ..rollout import build_engine
+from ..run.cli import hydra_entry
+from ..run.config import run_config
+from ..run.hostmem import keep_freed_memory
+from ..run.rundir import saved_config
+from ..run.runlock import hold_run_dir
+from ..run.seeding import set_seed
+from ..schema import EvaluateRunConfig
 from .suite import _sampling, evaluate_suite, format_table, load_benchmarks, pass_at_k, pass_k_values
-from .templates import PromptTemplate
 
 __all__ = ["_sampling", "evaluate_suite", "format_table", "load_benchmarks", "main", "pass_at_k", "pass_k_values",
            "run"]
@@ -25,7 +31,7 @@ __all__ = ["_sampling", "evaluate_suite", "format_table", "load_benchmarks", "ma
 def run(cfg: DictConfig | EvaluateRunConfig) -> dict[str, float]:
     """Evaluate ``cfg.model`` on ``cfg.eval``; prints the table and writes eval.json in the run dir.
 
-    The run dir is locked for the evaluation (:mod:`r1zero.runlock`), so a training run still writing it (an
+    The run dir is locked for the evaluation (:mod:`r1zero.run.runlock`), so a training run still writing it (an
     evaluation into ``hydra.run.dir=<run dir>``) refuses it before the model loads. There its own ``config.yaml``
     stays (``resume=auto`` compares against it): the evaluation's config goes to ``eval_config.yaml``.
 
@@ -39,12 +45,6 @@ def run(cfg: DictConfig | EvaluateRunConfig) -> dict[str, float]:
 
 
 def _evaluate(cfg: EvaluateRunConfig, run_dir: Path) -> dict[str, float]:
-    from .hostmem import keep_freed_memory
-    from .models import load_model_and_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
-    from .reward import MathGrader
-    from .rollout import build_engine
-    from .seeding import set_seed
-
     run_dir.mkdir(parents=True, exist_ok=True)
     training = "train" in (saved_config(run_dir) or {})  # a training run's directory
     OmegaConf.save(OmegaConf.structured(cfg), run_dir / ("eval_config.yaml" if training else "config.yaml"))

@@ -9,7 +9,7 @@
 | ``zero2`` | N | params replicated; gradients + AdamW states partitioned (DeepSpeed ZeRO-2) | DeepSpeed |
 | ``zero3`` | N | params, gradients, AdamW states partitioned (DeepSpeed ZeRO-3) | DeepSpeed |
 
-The :class:`~r1zero.learner.Learner` never touches the optimizer directly; per optimizer step it calls::
+The :class:`~r1zero.learner.learner.Learner` never touches the optimizer directly; per optimizer step it calls::
 
     strategy.zero_grad()
     for i, micro_batch in enumerate(micro_batches):
@@ -43,8 +43,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import bad_value
-from ..schema import StrategyConfig, typed
+from ...schema import StrategyConfig, typed
+from ...schema.errors import bad_value
 from .base import SingleDeviceStrategy, Strategy
 from .ddp import DDPStrategy
 from .deepspeed import DeepSpeedStrategy

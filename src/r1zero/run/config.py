@@ -1,15 +1,19 @@
-"""Where the Hydra config tree lives, and the OmegaConf resolvers it uses."""
+"""Where the Hydra config tree lives, the OmegaConf resolvers it uses, and the composed config as checked objects."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
-_PKG = Path(__file__).resolve().parent
+from .. import algos
+from ..reward import names as reward_names
+from ..schema import RunConfig, register, typed
 
+T = TypeVar("T")
 
-from .errors import ConfigError  # noqa: F401  (re-exported: r1zero.config.ConfigError)
+_PKG = Path(__file__).resolve().parents[1]  # the r1zero package: run/ is one level below it
 
 
 def config_dir() -> Path:
@@ -39,9 +43,22 @@ register_resolvers()
 
 def register_schemas() -> None:
     """The groups' schemas (:mod:`r1zero.schema`) in Hydra's ConfigStore, where the defaults lists name them."""
-    from .schema import register
-
     register()
 
 
 register_schemas()
+
+
+def run_config(cfg: Any, schema: type[T] = RunConfig) -> T:
+    """The composed run config as objects (``schema``: :class:`~r1zero.schema.RunConfig` or
+    :class:`~r1zero.schema.EvaluateRunConfig`), checked: the schema's checks, then the names that only the
+    components know (the grader's verifier and answer format; a training run's algo axes).
+
+    Raises:
+        ConfigError: a wrong type, an unknown key, a bad value or an unregistered name (one line naming the key).
+    """
+    typed_cfg = typed(schema, cfg)
+    reward_names.check_names(typed_cfg.reward, typed_cfg.template)
+    if isinstance(typed_cfg, RunConfig):
+        algos.check_names(typed_cfg.algo)
+    return typed_cfg

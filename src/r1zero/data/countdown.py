@@ -4,7 +4,7 @@ The task (as in TinyZero and oat's Countdown runs): given numbers and a target, 
 that uses every number exactly once, with ``+ - * /`` and parentheses, whose value is the target, e.g. numbers
 ``[4, 7, 9]``, target ``37``: ``<answer> 4 * 7 + 9 </answer>``.
 
-Run it: ``python -m r1zero.train data=countdown template=countdown reward=fn reward.fn=r1zero.countdown:reward``
+Run it: ``python -m r1zero.train data=countdown template=countdown reward=fn reward.fn=r1zero.data.countdown:reward``
 (``experiment=toy`` for a pipeline check on a CPU). Docs: ``docs/rewards.md``.
 
 :func:`reward` scores a response
@@ -22,7 +22,7 @@ that is not an arithmetic expression scores 0 (TinyZero gives it the format scor
 with :mod:`ast` and evaluated by walking a whitelist of nodes, never with ``eval``, because it is model-written
 text. :func:`reward_strict` gives 0 instead of 0.1, the binary reward Liu et al. 2025 argue for.
 
-Questions are deterministic per spec, and a question's split is a hash of its text (as :mod:`r1zero.arith`), so
+Questions are deterministic per spec, and a question's split is a hash of its text (as :mod:`r1zero.data.arith`), so
 the train split of any spec shares no question with the test split of any other.
 """
 
@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ..reward.extract import extract_answer
 from .arith import SPLITS, draw_new
 
 #: Longest equation parsed (characters) and longest integer literal (digits): bounds the work on model text.
@@ -173,8 +174,6 @@ def extract_equation(response: str) -> str | None:
     if tags:
         eq = tags[-1]
     else:
-        from .reward.extract import extract_answer
-
         eq = extract_answer(response, "boxed_lenient")
         if eq is None:
             return None
@@ -200,7 +199,7 @@ def score(response: str, nums, target: int, format_score: float = FORMAT_SCORE) 
 
 
 def reward(responses: list[str], references: list, rows: list[dict]) -> list[float]:
-    """``reward.fn=r1zero.countdown:reward``: :func:`score` of each response against its row's ``nums`` and
+    """``reward.fn=r1zero.data.countdown:reward``: :func:`score` of each response against its row's ``nums`` and
     ``target`` (the reference when a row has no ``target``), with ``format_score`` 0.1.
 
     Raises:
@@ -211,6 +210,6 @@ def reward(responses: list[str], references: list, rows: list[dict]) -> list[flo
 
 
 def reward_strict(responses: list[str], references: list, rows: list[dict]) -> list[float]:
-    """``reward.fn=r1zero.countdown:reward_strict``: as :func:`reward` with ``format_score`` 0 (binary)."""
+    """``reward.fn=r1zero.data.countdown:reward_strict``: as :func:`reward` with ``format_score`` 0 (binary)."""
     return [score(r, row["nums"], row.get("target", ref), format_score=0.0)
             for r, ref, row in zip(responses, references, rows, strict=True)]

@@ -18,15 +18,17 @@ from typing import Iterable
 
 import torch
 
-from .errors import DataUnavailableError, ModelUnavailableError
-from .schema import DataConfig, SourceConfig, typed
-from .schema.data import ANSWER_FROM_NAMES, GENERATOR_NAMES
+from ..model.load import hub_reachable, resolve_pkg_path
+from ..reward.extract import all_boxed, extract_answer
+from ..schema import DataConfig, SourceConfig, typed
+from ..schema.data import ANSWER_FROM_NAMES, GENERATOR_NAMES
+from ..schema.errors import DataUnavailableError, ModelUnavailableError
+from . import arith, countdown
+from .templates import PromptTemplate
 
 
 def _local(path: str) -> Path | None:
     if path.startswith("pkg://"):
-        from .models import resolve_pkg_path
-
         try:
             return resolve_pkg_path(path)
         except ModelUnavailableError as err:
@@ -66,8 +68,6 @@ def read_rows(path: str, split: str | None = "train") -> list[dict]:
     if _looks_local(path):
         raise DataUnavailableError(f"data source {path!r} not found (no such file or directory)")
     from datasets import load_dataset
-
-    from .models import hub_reachable
 
     try:
         if not hub_reachable():
@@ -153,8 +153,6 @@ def _strip_unit(answer: str) -> str | None:
 
 
 def _last_boxed(answer: str) -> str | None:
-    from .reward import extract_answer
-
     return extract_answer(answer, "boxed_lenient")
 
 
@@ -162,8 +160,6 @@ def _all_boxed(answer: str) -> str | None:
     """Every distinct ``\\boxed{}`` of a solution, joined by ``", "`` (``\\boxed{(-2,18)}`` and
     ``\\boxed{(8,38)}`` → ``(-2,18), (8,38)``); a repeated box counts once. The paper's MATH-12k ``answer``
     field keeps the full answer of the few solutions that box it in parts."""
-    from .reward.extract import all_boxed
-
     # \dfrac{1}{6} and \frac{1}{6} (the same answer boxed twice, once per method) are one part.
     parts = {re.sub(r"\s+|\.$", "", b.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")): b
              for b in reversed(all_boxed(answer))}
@@ -181,10 +177,8 @@ ANSWER_FROM = {
 
 
 def _arith(cfg) -> list[Question]:
-    from .arith import generate
-
     try:
-        qs = generate(split=cfg.split, size=cfg.size, seed=cfg.seed, operators=list(cfg.operators),
+        qs = arith.generate(split=cfg.split, size=cfg.size, seed=cfg.seed, operators=list(cfg.operators),
                       min_value=cfg.min_value, max_value=cfg.max_value, max_factor=cfg.max_factor,
                       heldout_percent=cfg.heldout_percent, num_operations=cfg.num_operations)
     except ValueError as err:
@@ -194,10 +188,8 @@ def _arith(cfg) -> list[Question]:
 
 
 def _countdown(cfg) -> list[Question]:
-    from .countdown import generate
-
     try:
-        qs = generate(split=str(cfg.split), size=int(cfg.size), seed=int(cfg.seed), count=int(cfg.count),
+        qs = countdown.generate(split=str(cfg.split), size=int(cfg.size), seed=int(cfg.seed), count=int(cfg.count),
                       min_number=int(cfg.min_number), max_number=int(cfg.max_number),
                       max_target=int(cfg.max_target), heldout_percent=int(cfg.heldout_percent))
     except ValueError as err:
@@ -282,8 +274,6 @@ def _read_questions(cfg: DataConfig, data_root: str | None) -> list[Question]:
                                    f"(and data.question_key, not question_format)")
     strip = None
     if cfg.strip_template is not None:
-        from .templates import PromptTemplate
-
         strip = PromptTemplate.from_config(cfg.strip_template)
     out: list[Question] = []
     for src in _sources(cfg):

@@ -2,7 +2,7 @@
 
 :func:`preflight` composes ``conf/<name>.yaml`` with the command line's overrides (every job of a multirun)
 and checks it against :mod:`r1zero.schema`, so a bad value fails as one ``r1zero: error:`` line before Hydra
-starts a job or any model loads. :func:`plan` is the job list of a multirun (also ``python -m r1zero.dryrun``).
+starts a job or any model loads. :func:`plan` is the job list of a multirun (also ``python -m r1zero.run.dryrun``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import config_dir
-from .errors import ConfigError, config_error_from
+from .. import schema as _schema
+from ..learner.strategy.env import detect_dist_env
+from ..schema import EvaluateRunConfig, RunConfig
+from ..schema.errors import ConfigError, bad_value, config_error_from
+from .config import config_dir, run_config
+from .rundir import check_writable
 
 #: Hydra flags that take a value (``--cfg job``): skipped with their value when collecting overrides.
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--experimental-rerun", "--config-path", "-cp",
@@ -72,19 +76,13 @@ def check_launch(cfg: DictConfig, overrides: list[str] | None = None) -> None:
 
 def check_job(cfg: DictConfig, schema: Any, env_checks: bool = True) -> None:
     """One composed job config through its schema's checks (``paths.run_dir`` does not exist yet)."""
-    from .schema import run_config
-
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.paths.run_dir = "."  # ${hydra:runtime.output_dir} is set only inside a job
-    from . import schema as _schema
-
     previous, _schema.ENV_CHECKS = _schema.ENV_CHECKS, env_checks
     try:
         typed_cfg = run_config(cfg, schema)
-        if env_checks and isinstance(typed_cfg, _schema.RunConfig):
-            from .strategy.env import detect_dist_env
-
+        if env_checks and isinstance(typed_cfg, RunConfig):
             typed_cfg.check_batches(detect_dist_env().world_size)  # under torchrun / srun: this job's ranks
     finally:
         _schema.ENV_CHECKS = previous
@@ -115,8 +113,6 @@ def preflight(config_name: str, argv: list[str]) -> None:
         ConfigError: the first bad value, unknown key or unknown option, as one line naming it.
         OutputUnwritableError: the run (or sweep) directory cannot be written (:func:`check_outputs`).
     """
-    from .schema import EvaluateRunConfig, RunConfig
-
     overrides, flags = split_argv(argv)
     if flags & _NO_PREFLIGHT:
         return
@@ -154,8 +150,6 @@ def check_outputs(cfg: DictConfig, multirun: bool) -> None:
     Raises:
         OutputUnwritableError: one line naming the key and the directory that refused.
     """
-    from .rundir import check_writable
-
     from omegaconf.errors import OmegaConfBaseException
 
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -174,8 +168,6 @@ def _parse_error(overrides: list[str]) -> ConfigError:
     """The first override Hydra's grammar cannot read, as one line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
-
-    from .errors import bad_value
 
     parser = OverridesParser.create()
     for arg in overrides:

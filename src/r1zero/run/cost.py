@@ -1,6 +1,6 @@
 """Cost before launch: the wall time and GPU-hours of a run, from a documented throughput model.
 
-``python -m r1zero.dryrun sweep=<name> hydra/launcher=slurm_a100`` prints :func:`estimate` for each job and the
+``python -m r1zero.run.dryrun sweep=<name> hydra/launcher=slurm_a100`` prints :func:`estimate` for each job and the
 sweep. The model, per training step (paper Table 6 sizes: P prompts x G samples):
 
 * generation: ``P * G * L`` response tokens at :data:`GEN_TOKENS_PER_S` per GPU, where L is the expected mean
@@ -12,7 +12,7 @@ sweep. The model, per training step (paper Table 6 sizes: P prompts x G samples)
 * evaluation every ``eval.every`` steps: ``EVAL_QUESTIONS * L_eval`` greedy tokens at the generation rate.
 
 The run's steps are ``train.total_steps``, or for a run in passes (``train.prompt_epochs``, the paper's sweeps)
-``TrainConfig.run_steps`` of the question count the caller gives (``python -m r1zero.dryrun`` counts the set).
+``TrainConfig.run_steps`` of the question count the caller gives (``python -m r1zero.run.dryrun`` counts the set).
 
 Generation is the calibrated term: an *effective* 255 generated tokens/s per A100 at 7.6B parameters makes 200
 steps of Oat-Zero-7B (128 x 8 responses, eval every 16 steps) take the paper's 27 hours on 8 A100s (Liu et al.
@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ..schema import TrainConfig, typed
 
 #: bf16 dense peak per GPU (vendor datasheets: A100 SXM 312, H100 SXM 989 TFLOP/s).
 PEAK_TFLOPS = {"a100": 312.0, "h100": 989.0, "h200": 989.0}
@@ -88,8 +90,6 @@ def estimate(cfg, *, gpus: int, gpu: str = "a100", limit_s: float | None = None,
     passes = 6 + 2 + (2 if float(cfg.algo.kl_coef) > 0 else 0)  # fwd+bwd, old_logprobs, reference
     learner_s = responses * (PROMPT_TOKENS + length) * passes * n / (MFU * PEAK_TFLOPS[kind] * 1e12 * gpus)
     if questions is not None:
-        from .schema import TrainConfig, typed
-
         steps = typed(TrainConfig, cfg.train).run_steps(questions)
     elif cfg.train.total_steps is not None:
         steps = int(cfg.train.total_steps)
