@@ -46,7 +46,7 @@ from .models import (
 from .preemption import Interrupted, PreemptionHandler, launcher_grace_s
 from .reward import MathGrader
 from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
-from .rollout import SamplingConfig, build_engine
+from .rollout import SamplingConfig, build_engine, engine_class
 from .rollout.base import RolloutBatch, concat_rollouts
 from .rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
 from .runlock import RunDirLock, hold_run_dir
@@ -234,6 +234,7 @@ class R1ZeroRecipe:
         check_wandb_login(cfg.logger.wandb.mode)  # online without a key: one line now, not a prompt after loading
         # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
         self.strategy = build_strategy(cfg.strategy)
+        engine_class(cfg.rollout.name)  # an unregistered engine is refused before anything loads
         self.device = self.strategy.setup(cfg.device)
         self._hold_run_dir()  # a run directory another live run writes: refused before anything is written or loaded
         if self.device.type == "cpu":

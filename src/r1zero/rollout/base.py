@@ -11,6 +11,12 @@ from typing import Protocol, Sequence
 
 import torch
 
+from ..algos._registry import Registry
+
+#: ``rollout.name`` -> the engine class and its config schema; an engine module registers its class with
+#: :func:`register_engine` (``r1zero.rollout`` imports every engine module, so the registry is full once it is).
+ENGINES = Registry("rollout engine", key="rollout.name")
+register_engine = ENGINES.register
 
 @dataclass(frozen=True)
 class SamplingConfig:

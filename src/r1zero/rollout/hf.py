@@ -11,8 +11,8 @@ from typing import Sequence
 
 import torch
 
-from .base import RolloutBatch, SamplingConfig, encode_prompts
-from ..schema.rollout import DECODERS
+from .base import RolloutBatch, SamplingConfig, encode_prompts, register_engine
+from ..schema.rollout import DECODERS, HFRolloutConfig
 from .decode import sample_responses
 
 
@@ -60,6 +60,7 @@ def find_response_end(
     return upto, False, text
 
 
+@register_engine("hf", schema=HFRolloutConfig)
 class HFRolloutEngine:
     """:class:`~r1zero.rollout.base.RolloutEngine` over ``model.generate``.
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from r1zero.models import unwrap
-from r1zero.rollout.base import RolloutBatch, SamplingConfig, encode_prompts
+from r1zero.rollout.base import RolloutBatch, SamplingConfig, encode_prompts, register_engine
 from r1zero.schema import VLLMRolloutConfig, typed
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class _QuietReload(logging.Filter):
         return not ("Failed to load weights" in msg and msg.split(":", 1)[0] in self.BENIGN)
 
 
+@register_engine("vllm", schema=VLLMRolloutConfig)
 class VLLMRolloutEngine:
     """:class:`~r1zero.rollout.base.RolloutEngine` backed by ``vllm.LLM``.
 

@@ -11,17 +11,24 @@ from typing import Any
 
 import torch
 
+from ..algos._registry import Registry
 from ..errors import ConfigError
 from ..schema import StrategyConfig, TrainConfig, typed
 from .env import DistEnv, _free_port, detect_dist_env
 
 log = logging.getLogger(__name__)
 
+#: ``strategy.name`` -> the strategy class and its config schema; a strategy module registers its class with
+#: :func:`register_strategy` (``r1zero.strategy`` imports every strategy module).
+STRATEGIES = Registry("strategy", key="strategy.name")
+register_strategy = STRATEGIES.register
+
 
 def _lr_lambda(warmup: int) -> Callable[[int], float]:
     return lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
 
 
+@register_strategy("single", schema=StrategyConfig)
 class Strategy:
     """One device, one process: the default, and the base class of the distributed strategies.
 
