@@ -56,7 +56,7 @@ def fixed_batch():
         resp_mask[i, :rl] = 1.0
     return RolloutBatch(input_ids=input_ids, attention_mask=attention, response_mask=resp_mask, prompt_len=P,
                         responses=[""] * N, truncated=torch.zeros(N, dtype=torch.bool),
-                        prompt_index=torch.arange(4).repeat_interleave(2), extra={"group_size": 2})
+                        prompt_index=torch.arange(4).repeat_interleave(2), group_size=2)
 
 
 def _cfgs(agg: str, micro: int):
@@ -90,13 +90,7 @@ def _reference_grad(agg: str, batch, adv) -> torch.Tensor:
 
 def _rows(batch, rows: list):
     """The sub-batch of ``rows`` (what this rank would have rolled out)."""
-    from r1zero.rollout.base import RolloutBatch
-
-    idx = torch.tensor(rows)
-    return RolloutBatch(input_ids=batch.input_ids[idx], attention_mask=batch.attention_mask[idx],
-                        response_mask=batch.response_mask[idx], prompt_len=batch.prompt_len,
-                        responses=[batch.responses[i] for i in rows], truncated=batch.truncated[idx],
-                        prompt_index=batch.prompt_index[idx], extra=dict(batch.extra))
+    return batch.select(torch.tensor(rows))
 
 
 def _params_after_update(learner, batch, adv) -> tuple[torch.Tensor, dict]:

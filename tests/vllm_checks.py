@@ -138,7 +138,7 @@ def check_batch(batch, engine, prompts, sampling, failures: list[str], label: st
         if not decoded.startswith(text):
             fail(f"row {row}: text {text!r} is not a prefix of the decoded ids {decoded!r}")
     return {"lengths": lengths, "truncated": batch.truncated.tolist(), "P": P, "T": T,
-            "responses": batch.responses, "finish_reasons": batch.extra.get("finish_reasons")}
+            "responses": batch.responses, "finish_reasons": batch.finish_reasons}
 
 
 def run_checks(model_dir: str, max_new_tokens: int) -> dict:

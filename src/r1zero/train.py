@@ -69,18 +69,18 @@ def _mean(xs) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
 
-def rollout_metrics(batch, rewards: torch.Tensor, results, advantages: torch.Tensor,
-                    max_new_tokens: int) -> dict[str, float]:
-    """``rollout/...`` statistics of one rollout batch (lengths in tokens).
+def rollout_metrics(lengths: torch.Tensor, truncated: torch.Tensor, rewards: torch.Tensor, results,
+                    advantages: torch.Tensor, *, group_size: int, max_new_tokens: int) -> dict[str, float]:
+    """``rollout/...`` statistics of one rollout (lengths in tokens), groups of ``group_size`` contiguous rows.
 
-    ``rewards`` (N,) are the training rewards (truncated responses 0); ``results`` the grader's verdicts of
-    the same N responses graded without regard to truncation; ``advantages`` (N,) their advantages. The
-    ``rollout/length_bucket/<bucket>/...`` metrics bucket responses by length / ``max_new_tokens``
-    (:mod:`r1zero.lengths`)."""
-    lengths = batch.response_lengths.float()
+    ``lengths`` (N,) are the response lengths, ``truncated`` (N,) bool; ``rewards`` (N,) the training rewards
+    (truncated responses 0); ``results`` the grader's verdicts of the same N responses graded without regard to
+    truncation; ``advantages`` (N,) their advantages. The ``rollout/length_bucket/<bucket>/...`` metrics bucket
+    responses by length / ``max_new_tokens`` (:mod:`r1zero.lengths`)."""
+    lengths = lengths.float()
     correct = rewards > 0.5
-    G = batch.extra["group_size"]
-    buckets = length_bucket_metrics(lengths, batch.truncated, rewards, max_new_tokens, advantages)
+    G = group_size
+    buckets = length_bucket_metrics(lengths, truncated, rewards, max_new_tokens, advantages)
     formatted = [r.formatted for r in results if r.formatted is not None]  # None: reward=fn, no answer format
     return {
         "rollout/reward_mean": float(rewards.mean()),
@@ -91,8 +91,8 @@ def rollout_metrics(batch, rewards: torch.Tensor, results, advantages: torch.Ten
         "rollout/response_length_correct": _mean(lengths[correct].tolist()),
         "rollout/response_length_incorrect": _mean(lengths[~correct].tolist()),
         # wrong answers that ended on their own: truncated ones score 0 because of their length, these do not
-        "rollout/response_length_incorrect_finished": _mean(lengths[~correct & ~batch.truncated].tolist()),
-        "rollout/truncated_frac": float(batch.truncated.float().mean()),
+        "rollout/response_length_incorrect_finished": _mean(lengths[~correct & ~truncated].tolist()),
+        "rollout/truncated_frac": float(truncated.float().mean()),
         "rollout/grader_timeouts": float(sum(r.timed_out for r in results)),
         # reward=fn: responses whose call raised or returned bad values (scored 0); 0 under the math grader
         "rollout/reward_errors": float(sum(bool(getattr(r, "error", None)) for r in results)),
@@ -124,22 +124,19 @@ def drop_long_prompts(questions: list, template: PromptTemplate, tokenizer, max_
     return kept, len(questions) - len(kept)
 
 
-def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results, advantages: torch.Tensor):
-    """``(batch, rewards, results, advantages)`` of every rank's share, for :func:`rollout_metrics` (as is in one
-    process)."""
+def gather_rollout(strategy: Strategy, batch: RolloutBatch, rewards: torch.Tensor, results,
+                   advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list, torch.Tensor]:
+    """``(lengths, truncated, rewards, results, advantages)`` of every rank's rollout, in rank order, for
+    :func:`rollout_metrics`: (N,) response lengths, (N,) bool, (N,) float, N grade results (as the grader made
+    them), (N,) float. In one process this rank's own."""
+    mine = (batch.response_lengths, batch.truncated, rewards, list(results), advantages)
     if not strategy.distributed:
-        return batch, rewards, results, advantages
-    from types import SimpleNamespace
-
-    parts = strategy.all_gather_object((batch.response_lengths.tolist(), batch.truncated.tolist(), rewards.tolist(),
-                                        [(r.formatted, r.timed_out, r.reward, getattr(r, "error", None))
-                                         for r in results],
-                                        advantages.tolist()))
-    view = SimpleNamespace(response_lengths=torch.tensor([x for p in parts for x in p[0]]),
-                           truncated=torch.tensor([x for p in parts for x in p[1]]), extra=batch.extra)
-    graded = [SimpleNamespace(formatted=f, timed_out=t, reward=r, error=e) for p in parts for f, t, r, e in p[3]]
-    return (view, torch.tensor([x for p in parts for x in p[2]]), graded,
-            torch.tensor([x for p in parts for x in p[4]]))
+        return mine
+    # the per-row metric inputs only (not the token ids): one small object per rank
+    parts = strategy.all_gather_object(tuple(x.tolist() if torch.is_tensor(x) else x for x in mine))
+    lengths, truncated, rewards, results, advantages = ([x for p in parts for x in p[k]] for k in range(5))
+    return (torch.tensor(lengths), torch.tensor(truncated, dtype=torch.bool), torch.tensor(rewards), results,
+            torch.tensor(advantages))
 
 
 def hydra_job_info() -> dict[str, str | None]:
@@ -448,7 +445,7 @@ class R1ZeroRecipe:
 
             # 4. log, evaluate, checkpoint
             metrics.update(rollout_metrics(*gather_rollout(self.strategy, batch, rewards, results, advantages),
-                                           max_new_tokens=self.sampling.max_new_tokens))
+                                           group_size=G, max_new_tokens=self.sampling.max_new_tokens))
             metrics.update(r.metrics | kl_metrics)
             if algo.overlong == "mask" or algo.zero_std == "drop":  # responses the loss left out
                 metrics["rollout/out_of_loss_frac"] = self._mean_over_ranks((~in_loss).float())
@@ -498,7 +495,6 @@ class R1ZeroRecipe:
             prompts = [self.template.apply(q.question) for q in questions]
             t0 = time.perf_counter()
             batch = self.engine.generate(prompts, self.sampling)
-            batch.extra["group_size"] = G
             if not dynamic:
                 self.engine.sleep()  # free the engine's memory (vLLM on GPU) for the learner
             t_rollout += time.perf_counter() - t0

@@ -125,26 +125,9 @@ class HFRolloutEngine:
             lengths.append(length)
             finished.append(done)
             texts.append(text)
-        width = max(max(lengths), 1)
-        N = len(responses)
-        resp = torch.full((N, width), tok.pad_token_id, dtype=torch.long)
-        resp_mask = torch.zeros((N, width), dtype=torch.float32)
-        lp = torch.zeros((N, width), dtype=torch.float32) if behaviour is not None else None
-        for i, (ids, length) in enumerate(zip(responses, lengths)):
-            resp[i, :length] = torch.tensor(ids[:length], dtype=torch.long)
-            resp_mask[i, :length] = 1.0
-            if lp is not None and length:
-                lp[i, :length] = torch.tensor(behaviour[i][:length], dtype=torch.float32)
-        return RolloutBatch(
-            input_ids=torch.cat([prompt_ids, resp], dim=1),
-            attention_mask=torch.cat([prompt_mask, resp_mask.long()], dim=1),
-            response_mask=resp_mask,
-            prompt_len=prompt_len,
-            responses=texts,
-            truncated=torch.tensor([not f for f in finished], dtype=torch.bool),
-            prompt_index=torch.arange(len(prompts)).repeat_interleave(n),
-            behaviour_logprobs=lp,
-        )
+        return RolloutBatch.from_token_lists(
+            encoded, [ids[:length] for ids, length in zip(responses, lengths)], texts, [not f for f in finished],
+            group_size=n, pad_id=pad, behaviour_logprobs=behaviour)
 
     def _sample_loop(self, enc_ids, enc_mask, sampling: SamplingConfig, device,
                      logprobs: list | None = None) -> list[list[int]]:

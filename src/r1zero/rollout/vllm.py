@@ -271,35 +271,8 @@ class VLLMRolloutEngine:
                 texts.append(c.text)
                 truncated.append(c.finish_reason == "length")
                 finish.append(c.finish_reason)
-        return self._build_batch(prompt_ids, responses_ids, texts, truncated, n, finish)
-
-    def _build_batch(self, prompt_ids: list[list[int]], responses_ids: list[list[int]], texts: list[str],
-                     truncated: list[bool], n: int, finish: list[str | None]) -> RolloutBatch:
-        num = len(responses_ids)
-        P = max((len(p) for p in prompt_ids), default=0)
-        T = max((len(r) for r in responses_ids), default=0)
-        input_ids = torch.full((num, P + T), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((num, P + T), dtype=torch.long)
-        response_mask = torch.zeros((num, T), dtype=torch.float32)
-        for row, resp in enumerate(responses_ids):
-            prompt = prompt_ids[row // n]
-            if prompt:
-                input_ids[row, P - len(prompt) : P] = torch.tensor(prompt, dtype=torch.long)
-                attention_mask[row, P - len(prompt) : P] = 1
-            if resp:
-                input_ids[row, P : P + len(resp)] = torch.tensor(resp, dtype=torch.long)
-                attention_mask[row, P : P + len(resp)] = 1
-                response_mask[row, : len(resp)] = 1.0
-        return RolloutBatch(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            response_mask=response_mask,
-            prompt_len=P,
-            responses=texts,
-            truncated=torch.tensor(truncated, dtype=torch.bool),
-            prompt_index=torch.arange(len(prompt_ids), dtype=torch.long).repeat_interleave(n),
-            extra={"engine": "vllm", "finish_reasons": finish},
-        )
+        return RolloutBatch.from_token_lists(prompt_ids, responses_ids, texts, truncated, group_size=n,
+                                             pad_id=self.pad_id, finish_reasons=finish)
 
     # ----------------------------------------------------------------------------------------------
     # weights and memory
