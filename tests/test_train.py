@@ -66,7 +66,7 @@ class ScriptedEngine:
         return RolloutBatch.from_token_lists([[1]] * len(prompts), ids, rows, [r in self.truncated for r in rows],
                                              group_size=sampling.n, pad_id=0)
 
-    def sync_weights(self, model):
+    def update_weights(self, named_tensors):
         self.syncs += 1
 
     def sleep(self):

@@ -7,6 +7,7 @@ the reward and the logger never know which engine produced the samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Protocol, Sequence
 
 import torch
@@ -200,15 +201,19 @@ def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
 class RolloutEngine(Protocol):
     """What the training loop needs from a generator.
 
-    ``generate`` must not change the policy's parameters. ``sync_weights`` is called after every
-    optimizer update, before the next rollout, so an engine holding its own copy of the weights (vLLM)
-    samples from the current policy. ``sleep``/``wake_up`` free and restore engine memory around the
-    learner's update; engines that share the policy module make them no-ops.
+    ``generate`` must not change the policy's parameters. ``update_weights`` is called after every optimizer
+    update, before the next rollout, with the policy's ``(hf_name, tensor)`` pairs
+    (:meth:`Strategy.named_parameters_for_sync <r1zero.strategy.Strategy.named_parameters_for_sync>`), so an engine
+    holding its own copy of the weights (vLLM) samples from the current policy. A tensor is valid only until the
+    next pair is asked for (ZeRO-3 gathers one module at a time): copy it first. An engine reads either none of
+    the pairs (it generates with the policy module itself, as ``hf`` does) or all of them, on every rank.
+    ``sleep``/``wake_up`` free and restore engine memory around the learner's update; engines that share the
+    policy module make them no-ops.
     """
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> RolloutBatch: ...
 
-    def sync_weights(self, model: torch.nn.Module) -> None: ...
+    def update_weights(self, named_tensors: Iterator[tuple[str, torch.Tensor]]) -> None: ...
 
     def sleep(self) -> None: ...
 

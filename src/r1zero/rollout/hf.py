@@ -7,6 +7,7 @@ one width for the whole rollout and responses right-padded, giving the :class:`R
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Sequence
 
 import torch
@@ -169,8 +170,9 @@ class HFRolloutEngine:
             rows.extend(out[:, ids.shape[1]:].cpu().tolist())
         return rows
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Nothing to copy: generation runs on the learner's own module."""
+    def update_weights(self, named_tensors: Iterator[tuple[str, torch.Tensor]]) -> None:
+        """Nothing to copy: generation runs on the learner's own module. ``named_tensors`` is not read, so a
+        sharded policy gathers nothing for it."""
 
     def sleep(self) -> None:
         """No separate engine memory to free."""
