@@ -73,7 +73,7 @@ def synthetic_batch(n: int, prompt_len: int, response_len: int, vocab: int, pad_
         mask[i, :rl] = 1.0
     return RolloutBatch(input_ids=ids, attention_mask=att, response_mask=mask, prompt_len=P, responses=[""] * n,
                         truncated=torch.zeros(n, dtype=torch.bool), prompt_index=torch.arange(n) // group_size,
-                        extra={})
+                        group_size=group_size)
 
 
 def _sync(device: torch.device) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import compose
 from test_train import AlternatingGrader
 
 import r1zero.train as train_mod
-from conftest import compose
 
 TOY = ["experiment=toy", "seed=1", "logger.samples_per_step=8"]
 METRICS = ("train/loss", "train/grad_norm", "rollout/reward_mean", "rollout/response_length_mean",

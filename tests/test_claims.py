@@ -15,7 +15,16 @@ from r1zero_analysis.claims import CLAIMS, Claim
 from r1zero_analysis.cli import main
 from r1zero_analysis.collect import MAX_RESPONSE_CHARS, SAMPLES_PER_END
 from r1zero_analysis.loading import discover
-from r1zero_analysis.verdicts import FAIL, INCONCLUSIVE, NOT_RUN, PASS, RegistryError, evaluate, growth, interval
+from r1zero_analysis.verdicts import (
+    FAIL,
+    INCONCLUSIVE,
+    NOT_RUN,
+    PASS,
+    RegistryError,
+    evaluate,
+    growth,
+    interval,
+)
 
 BAD = "rollout/response_length_incorrect"
 

@@ -157,12 +157,16 @@ def test_composed_defaults_are_the_schemas():
 
 def test_an_engine_schema_takes_a_plain_dict_without_its_name():
     """The vLLM engine builds its config with ``typed(VLLMRolloutConfig, {...})`` and no ``name``: the result is
-    that schema (its fields accepted), not the base it inherits ``schema_for`` from."""
+    that schema (its fields accepted); a plain dict with a ``name`` gets the schema that engine registered."""
+    from r1zero.rollout import engine_config
     from r1zero.schema import typed
-    from r1zero.schema.rollout import HFRolloutConfig, RolloutConfig, VLLMRolloutConfig
+    from r1zero.schema.rollout import HFRolloutConfig, VLLMRolloutConfig
 
     cfg = typed(VLLMRolloutConfig, {"dtype": "float32", "kv_cache_memory_gb": 1, "seed": 0})
     assert type(cfg) is VLLMRolloutConfig and cfg.dtype == "float32" and cfg.kv_cache_memory_gb == 1.0
-    assert type(typed(RolloutConfig, {"name": "vllm"})) is VLLMRolloutConfig
+    assert type(engine_config({"name": "vllm", "dtype": "float32"})) is VLLMRolloutConfig
+    assert type(engine_config({"name": "hf"})) is HFRolloutConfig
+    with pytest.raises(ConfigError, match="rollout.name: 'beam' is not a registered rollout engine; valid: hf, vllm"):
+        engine_config({"name": "beam"})
     with pytest.raises(ConfigError, match="dtype: unknown key .*HFRolloutConfig"):
         typed(HFRolloutConfig, {"dtype": "float32"})

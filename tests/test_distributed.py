@@ -25,7 +25,7 @@ from conftest import CONF, REPO, run_ranks
 from omegaconf import OmegaConf
 
 from r1zero.algos import LOSS_AGGREGATIONS
-from r1zero.learner.strategy import DistEnv, build_strategy, detect_dist_env, first_slurm_host
+from r1zero.learner.strategy import DistEnv, Strategy, build_strategy, detect_dist_env, first_slurm_host
 
 AGGS = sorted(LOSS_AGGREGATIONS)  # every aggregation
 MAX_NEW = 16
@@ -56,7 +56,7 @@ def fixed_batch():
         resp_mask[i, :rl] = 1.0
     return RolloutBatch(input_ids=input_ids, attention_mask=attention, response_mask=resp_mask, prompt_len=P,
                         responses=[""] * N, truncated=torch.zeros(N, dtype=torch.bool),
-                        prompt_index=torch.arange(4).repeat_interleave(2), extra={"group_size": 2})
+                        prompt_index=torch.arange(4).repeat_interleave(2), group_size=2)
 
 
 def _cfgs(agg: str, micro: int):
@@ -90,13 +90,7 @@ def _reference_grad(agg: str, batch, adv) -> torch.Tensor:
 
 def _rows(batch, rows: list):
     """The sub-batch of ``rows`` (what this rank would have rolled out)."""
-    from r1zero.rollout.base import RolloutBatch
-
-    idx = torch.tensor(rows)
-    return RolloutBatch(input_ids=batch.input_ids[idx], attention_mask=batch.attention_mask[idx],
-                        response_mask=batch.response_mask[idx], prompt_len=batch.prompt_len,
-                        responses=[batch.responses[i] for i in rows], truncated=batch.truncated[idx],
-                        prompt_index=batch.prompt_index[idx], extra=dict(batch.extra))
+    return batch.select(torch.tensor(rows))
 
 
 def _params_after_update(learner, batch, adv) -> tuple[torch.Tensor, dict]:
@@ -145,13 +139,13 @@ def _worker(rank: int, world: int, port: int, strategy_name: str, rows_per_rank:
                          "metrics": {k: [got_metrics[k], want_metrics[k]] for k in
                                      ("train/loss", "train/grad_norm", "train/pg_clipfrac", "train/ratio_max",
                                       "train/advantage_mean")}}
-    # The weight push into a rollout engine carries the updated weights; under ZeRO-3 it streams them
-    # (``weights=``, one gathered module at a time) instead of handing over a module whose parameters are shards.
+    # The weight push into a rollout engine carries the updated weights, full tensors under every strategy
+    # (ZeRO-3 gathers one module at a time: a shard would have the wrong size and fail the comparison).
     engine = _CopyingEngine()
     strategy.sync_weights(engine)
     names = [n for n, _ in _tiny_model().named_parameters()]
     pushed = torch.cat([engine.state[n] for n in names]) if set(engine.state) == set(names) else torch.zeros(0)
-    results["sync"] = {"streamed": engine.streamed, "names_match": set(engine.state) == set(names),
+    results["sync"] = {"names_match": set(engine.state) == set(names),
                        "max_abs_diff": float((pushed - got).abs().max()) if pushed.numel() == got.numel() else 1e9}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(results, f)
@@ -166,11 +160,10 @@ class _CopyingEngine:
     """Stands in for vLLM's engine: copies each pushed tensor as it arrives, as vLLM's weight loader does."""
 
     def __init__(self):
-        self.state, self.streamed = {}, False
+        self.state = {}
 
-    def sync_weights(self, model, weights=None):
-        self.streamed = weights is not None
-        for name, tensor in (model.named_parameters() if weights is None else weights):
+    def update_weights(self, named_tensors):
+        for name, tensor in named_tensors:
             self.state[name] = tensor.detach().float().flatten().cpu().clone()
 
 
@@ -191,7 +184,6 @@ def _run_grad_check(tmp_path, strategy_name, rows_per_rank, micro):
             assert abs(got - want) < 1e-6 * max(1.0, abs(want)), (rank, key, got, want)
         sync = results["sync"]
         assert sync["names_match"] and sync["max_abs_diff"] == 0.0, (rank, sync)
-        assert sync["streamed"] == (strategy_name == "zero3"), (rank, sync)
 
 
 def test_ddp_gradient_equals_single_process_gradient(tmp_path):
@@ -299,6 +291,37 @@ def test_torchrun_ddp_training_smoke(tmp_path, algo):
     if algo:
         assert all(r["rollout/sampling_rounds"] == 3.0 and r["rollout/filled_groups"] == 2.0 for r in rows)
         assert all(r["rollout/mismatch_ratio_out_frac"] == 0.0 and "train/tis_weight_mean" in r for r in rows)
+
+
+def test_an_engine_that_shares_the_policy_reads_no_weights_and_one_that_copies_reads_them_all():
+    """The weight-sync seam: the strategy offers (name, tensor) pairs, the engine reads what it needs. ``hf``
+    generates with the policy module itself and must not start the iterator (under ZeRO-3 that would start a
+    collective gather); a copying engine gets every parameter under its HF name."""
+    from r1zero.rollout.hf import HFRolloutEngine
+
+    class Watched(Strategy):
+        started = False
+
+        def named_parameters_for_sync(self):
+            Watched.started = True
+            yield from super().named_parameters_for_sync()
+
+    model = _tiny_model()
+    strategy = Watched(None, DistEnv())
+    strategy.setup("cpu")
+    strategy.prepare(model, _cfgs("token_mean", 2)[0])
+    strategy.sync_weights(HFRolloutEngine(model, _Tok()))
+    assert not Watched.started
+    engine = _CopyingEngine()
+    strategy.sync_weights(engine)
+    assert Watched.started and list(engine.state) == [n for n, _ in model.named_parameters()]
+    assert all(torch.equal(engine.state[n], p.detach().flatten()) for n, p in model.named_parameters())
+
+
+class _Tok:
+    """The two token ids ``HFRolloutEngine`` reads at construction."""
+
+    eos_token_id, pad_token_id = 0, 0
 
 
 def test_single_strategy_refuses_a_multi_process_launch():

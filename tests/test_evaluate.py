@@ -118,7 +118,8 @@ class _ScriptedEngine:
         return RolloutBatch(input_ids=torch.zeros(len(rows), 1 + T, dtype=torch.long),
                             attention_mask=torch.ones(len(rows), 1 + T, dtype=torch.long), response_mask=mask,
                             prompt_len=1, responses=[r for r, _, _ in rows],
-                            truncated=torch.tensor([t for _, _, t in rows]), prompt_index=torch.arange(len(rows)))
+                            truncated=torch.tensor([t for _, _, t in rows]), prompt_index=torch.arange(len(rows)),
+                            group_size=1)
 
 
 SUITE_ROWS = [("\\boxed{4}", 10, False), ("\\boxed{5}", 30, True), ("\\boxed{1}", 50, False),

@@ -7,10 +7,9 @@ Data: ``train/math_lvl3to5_8k`` split ``eval`` of the paper's release (500 rows:
 from __future__ import annotations
 
 import pytest
+from conftest import DATA_ROOT
 
 from r1zero.reward import MathGrader
-
-from conftest import DATA_ROOT
 
 # index -> why math_verify scores that gold solution 0. Empty: every gold solution passes. A new miss fails
 # the test; add it here only with a reason.

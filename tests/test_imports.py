@@ -92,8 +92,6 @@ def test_the_cycle_finder_finds_one():
 ROOMS = {"algos", "data", "evaluate", "learner", "model", "reward", "rollout", "run"}
 #: Function-local imports of r1zero that stay, each with its reason (none may hide a cycle).
 LOCAL_IMPORTS = {
-    # the engine type sniffing that the weight-sync seam (issue 23, item 5) removes
-    ("r1zero.learner.strategy.base", "r1zero.rollout.hf"),
     # only a reward=fn worker needs it, and it imports the schema (omegaconf): a math worker starts without it
     ("r1zero.reward.worker", "r1zero.reward.custom"),
 }

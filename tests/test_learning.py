@@ -22,10 +22,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import compose
 
 import r1zero.train as train_mod
-
-from conftest import compose
 
 LEARN = [
     "experiment=quickstart", "data.size=6", "train.total_steps=10", "train.lr=2e-5", "sampling.max_new_tokens=32",

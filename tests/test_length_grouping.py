@@ -31,7 +31,7 @@ def hand_batch(prompt_lens, resp_lens, G, P, T, pad=0, vocab=200, seed=0) -> Rol
         att[i, P - pl : P + rl] = 1
         mask[i, :rl] = 1.0
     return RolloutBatch(input_ids=ids, attention_mask=att, response_mask=mask, prompt_len=P, responses=[""] * n,
-                        truncated=torch.zeros(n, dtype=torch.bool), prompt_index=torch.arange(n) // G)
+                        truncated=torch.zeros(n, dtype=torch.bool), prompt_index=torch.arange(n) // G, group_size=G)
 
 
 def _learner(model, micro, group_by_length=True, max_new_tokens=16):

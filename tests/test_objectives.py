@@ -464,23 +464,41 @@ def test_concat_rollouts_repads_prompts_left_and_responses_right():
 
     a = RolloutBatch(input_ids=torch.tensor([[5, 6, 7]]), attention_mask=torch.tensor([[1, 1, 1]]),
                      response_mask=torch.tensor([[1.0]]), prompt_len=2, responses=["x"],
-                     truncated=torch.tensor([False]), prompt_index=torch.tensor([0]), extra={"finish": ["stop"]},
+                     truncated=torch.tensor([False]), prompt_index=torch.tensor([0]), group_size=1, finish_reasons=["stop"],
                      behaviour_logprobs=torch.tensor([[-0.5]]))
     b = RolloutBatch(input_ids=torch.tensor([[8, 9, 10, 11]]), attention_mask=torch.tensor([[1, 1, 1, 0]]),
                      response_mask=torch.tensor([[1.0, 1.0, 0.0]]), prompt_len=1, responses=["yz"],
-                     truncated=torch.tensor([True]), prompt_index=torch.tensor([0]), extra={"finish": ["length"]},
+                     truncated=torch.tensor([True]), prompt_index=torch.tensor([0]), group_size=1, finish_reasons=["length"],
                      behaviour_logprobs=torch.tensor([[-1.0, -2.0, 0.0]]))
     c = concat_rollouts([a, b], [1, 1])
     assert c.prompt_len == 2 and c.input_ids.tolist() == [[5, 6, 7, 0, 0], [0, 8, 9, 10, 11]]
     assert c.attention_mask.tolist() == [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0]]
     assert c.response_mask.tolist() == [[1, 0, 0], [1, 1, 0]] and c.response_lengths.tolist() == [1, 2]
-    assert c.prompt_index.tolist() == [0, 1] and c.extra["finish"] == ["stop", "length"]
+    assert c.prompt_index.tolist() == [0, 1] and c.finish_reasons == ["stop", "length"]
     assert c.behaviour_logprobs.tolist() == [[-0.5, 0, 0], [-1, -2, 0]]
     s = c.select(torch.tensor([1]))
-    assert s.responses == ["yz"] and s.truncated.tolist() == [True] and s.extra["finish"] == ["length"]
+    assert s.responses == ["yz"] and s.truncated.tolist() == [True] and s.finish_reasons == ["length"]
     assert s.behaviour_logprobs.tolist() == [[-1, -2, 0]]
     b.behaviour_logprobs = None  # one batch without them: the joined batch has none
     assert concat_rollouts([a, b], [1, 1]).behaviour_logprobs is None
+
+
+def test_a_rollout_batch_is_built_from_token_lists_in_one_place():
+    """Both engines build their batch here: prompts left-padded, responses right-padded, row i answering prompt
+    i // G, log-probabilities on the response tokens only."""
+    from r1zero.rollout.base import RolloutBatch
+
+    b = RolloutBatch.from_token_lists([[5, 6], [7]], [[1], [2, 3], [], [4]], ["a", "bc", "", "d"],
+                                      [False, True, False, False], group_size=2, pad_id=0,
+                                      behaviour_logprobs=[[-0.1], [-0.2, -0.3], [], [-0.4]], finish_reasons=None)
+    assert b.prompt_len == 2 and b.group_size == 2 and b.prompt_index.tolist() == [0, 0, 1, 1]
+    assert b.input_ids.tolist() == [[5, 6, 1, 0], [5, 6, 2, 3], [0, 7, 0, 0], [0, 7, 4, 0]]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [0, 1, 0, 0], [0, 1, 1, 0]]
+    assert b.response_lengths.tolist() == [1, 2, 0, 1] and b.truncated.tolist() == [False, True, False, False]
+    assert torch.allclose(b.behaviour_logprobs, torch.tensor([[-0.1, 0], [-0.2, -0.3], [0, 0], [-0.4, 0]]))
+    assert b.select(torch.tensor([1, 3])).group_size == 2
+    with pytest.raises(ValueError, match="3 responses for 2 prompts x group_size 2"):
+        RolloutBatch.from_token_lists([[5], [6]], [[1], [2], [3]], ["", "", ""], [False] * 3, group_size=2, pad_id=0)
 
 
 def test_dynamic_sampling_keeps_a_group_by_its_answers_not_by_its_length_penalty(tmp_path):

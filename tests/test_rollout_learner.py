@@ -195,10 +195,7 @@ def test_learner_logprobs_match_generation_positions(tiny):
                                                  SamplingConfig(n=1, max_new_tokens=6, temperature=1.0))
     learner = _learner(model, 2)
     together = learner.compute_logprobs(model, batch)
-    alone = learner.compute_logprobs(model, type(batch)(
-        input_ids=batch.input_ids[:1], attention_mask=batch.attention_mask[:1], response_mask=batch.response_mask[:1],
-        prompt_len=batch.prompt_len, responses=batch.responses[:1], truncated=batch.truncated[:1],
-        prompt_index=batch.prompt_index[:1]))
+    alone = learner.compute_logprobs(model, batch.select(torch.tensor([0])))
     torch.testing.assert_close(together[:1], alone, atol=1e-5, rtol=0)
     # and equals a forward pass on the unpadded sequence
     ids = batch.input_ids[0][batch.attention_mask[0].bool()].unsqueeze(0)

@@ -62,15 +62,10 @@ class ScriptedEngine:
         self.samplings.append(sampling)
         rows = [self.responses[j % len(self.responses)] for _ in prompts for j in range(sampling.n)]
         ids = [[3 + ord(c) % 100 for c in r] for r in rows]  # token ids inside the tiny model's vocabulary
-        T = max(map(len, ids))
-        mask = torch.tensor([[1.0] * len(x) + [0.0] * (T - len(x)) for x in ids])
-        return RolloutBatch(input_ids=torch.tensor([[1] + x + [0] * (T - len(x)) for x in ids]),
-                            attention_mask=torch.cat([torch.ones(len(rows), 1, dtype=torch.long), mask.long()], 1),
-                            response_mask=mask, prompt_len=1, responses=rows,
-                            truncated=torch.tensor([r in self.truncated for r in rows]),
-                            prompt_index=torch.arange(len(prompts)).repeat_interleave(sampling.n))
+        return RolloutBatch.from_token_lists([[1]] * len(prompts), ids, rows, [r in self.truncated for r in rows],
+                                             group_size=sampling.n, pad_id=0)
 
-    def sync_weights(self, model):
+    def update_weights(self, named_tensors):
         self.syncs += 1
 
     def sleep(self):
@@ -322,13 +317,11 @@ def test_rollouts_sample_with_the_papers_settings(tmp_path):
 def test_rollout_metrics_log_the_reward_before_truncation():
     # 4 responses, group size 2: graded rewards [1, 1, 0, 1]; response 1 is truncated, so training sees
     # [1, 0, 0, 1]: reward_mean 2/4, reward_mean_pre_truncation 3/4 (the one the paper's curves show).
-    from types import SimpleNamespace
-
     results = [GradeResult(r, "x", True) for r in (1.0, 1.0, 0.0, 1.0)]
-    batch = SimpleNamespace(response_lengths=torch.tensor([2, 8, 4, 6]), truncated=torch.tensor([False, True, False, False]),
-                            extra={"group_size": 2})
+    lengths, truncated = torch.tensor([2, 8, 4, 6]), torch.tensor([False, True, False, False])
     adv = torch.tensor([0.5, -0.5, -0.5, 0.5])  # r - group mean
-    m = train_mod.rollout_metrics(batch, torch.tensor([1.0, 0.0, 0.0, 1.0]), results, adv, max_new_tokens=8)
+    m = train_mod.rollout_metrics(lengths, truncated, torch.tensor([1.0, 0.0, 0.0, 1.0]), results, adv,
+                                  group_size=2, max_new_tokens=8)
     assert m["rollout/reward_mean"] == 0.5 and m["rollout/reward_mean_pre_truncation"] == 0.75
     assert m["rollout/response_length_correct"] == 4.0 and m["rollout/truncated_frac"] == 0.25
     # Both groups ([1, 0] and [0, 1]) are mixed: none without signal. Budget 8: lengths 2 (0.25), 8 (truncated),

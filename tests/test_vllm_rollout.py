@@ -93,11 +93,11 @@ def test_sync_weights_changes_outputs_to_the_new_policy(checks):
     # The perturbed policy must decode differently from the original ...
     changed = [x != y for x, y in zip(checks["b_hf"], checks["a_hf"])]
     assert sum(changed) >= len(changed) - 1, "the perturbation barely changed the model; test is vacuous"
-    # ... and vLLM, after sync_weights, follows the perturbed model, not the one it loaded from disk.
-    _assert_mostly_agree(checks["b_vllm"], checks["b_hf"], "vllm after sync_weights vs transformers (perturbed)")
+    # ... and vLLM, after update_weights, follows the perturbed model, not the one it loaded from disk.
+    _assert_mostly_agree(checks["b_vllm"], checks["b_hf"], "vllm after update_weights vs transformers (perturbed)")
     stale = _agreement(checks["b_vllm"], checks["a_vllm"])
     assert sum(k == MAX_NEW for k in stale) <= 1, f"vllm still decodes like the old weights: {stale}"
-    # Syncing the original weights back, streamed through ``weights=`` one tensor at a time as ZeRO-3 does (each
+    # Syncing the original weights back, streamed through ``update_weights`` one tensor at a time as ZeRO-3 does (each
     # spoilt once the next is read), restores the original outputs exactly (same engine, same kernels; also shows
     # the prefix cache was not serving KV computed with the perturbed weights, and each tensor was copied in time).
     assert checks["b_restored_vllm"] == checks["a_vllm"]

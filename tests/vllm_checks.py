@@ -138,7 +138,7 @@ def check_batch(batch, engine, prompts, sampling, failures: list[str], label: st
         if not decoded.startswith(text):
             fail(f"row {row}: text {text!r} is not a prefix of the decoded ids {decoded!r}")
     return {"lengths": lengths, "truncated": batch.truncated.tolist(), "P": P, "T": T,
-            "responses": batch.responses, "finish_reasons": batch.extra.get("finish_reasons")}
+            "responses": batch.responses, "finish_reasons": batch.finish_reasons}
 
 
 def run_checks(model_dir: str, max_new_tokens: int) -> dict:
@@ -168,18 +168,18 @@ def run_checks(model_dir: str, max_new_tokens: int) -> dict:
     res["a_hf"] = hf_greedy(model, tokenizer, PROMPTS, max_new_tokens)
     res["timings"]["hf_greedy_s"] = time.perf_counter() - t0
 
-    # (b) perturb every weight, push it with sync_weights, compare with HF on the perturbed model
+    # (b) perturb every weight, push it with update_weights, compare with HF on the perturbed model
     original = {k: v.clone() for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(1234)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1 + 0.3 * torch.randn(p.shape, generator=gen))
-    engine.sync_weights(model)
+    engine.update_weights(model.named_parameters())
     res["timings"]["sync_weights_s"] = engine.last_sync_s
     res["b_vllm"] = engine_greedy(engine, PROMPTS, max_new_tokens)
     res["b_hf"] = hf_greedy(model, tokenizer, PROMPTS, max_new_tokens)
     # ... and back: the original outputs return (prefix cache was reset, nothing stale). Pushed through
-    # ``weights=`` the way ZeRO-3 streams them: one tensor at a time, each spoilt as soon as the next is asked for,
+    # ``update_weights`` the way ZeRO-3 streams them: one tensor at a time, each spoilt as soon as the next is asked for,
     # while ``model`` itself still holds the perturbed weights (so the stream, not the module, must be read).
     def one_module_at_a_time():
         held = None
@@ -191,7 +191,7 @@ def run_checks(model_dir: str, max_new_tokens: int) -> dict:
         if held is not None:
             held.fill_(float("nan"))
 
-    engine.sync_weights(model, weights=one_module_at_a_time())
+    engine.update_weights(one_module_at_a_time())
     model.load_state_dict(original)
     res["b_restored_vllm"] = engine_greedy(engine, PROMPTS, max_new_tokens)
     res["timings"]["sync_weights_restore_s"] = engine.last_sync_s

@@ -22,6 +22,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .algos import OVERLONG, compute_advantages, pick_groups, signal_groups, zero_std_rows
+from .data.questions import DataUnavailableError, PromptSampler, load_questions
+from .data.templates import PromptTemplate
+from .evaluate.lengths import length_bucket_metrics, zero_signal_frac
+from .evaluate.suite import accuracy_line, evaluate_suite, load_benchmarks
+from .learner.learner import Learner
+from .learner.strategy import Strategy, build_strategy
+from .model.load import (
+    load_model_and_tokenizer,
+    resolve_dtype,
+    resolve_model_dir,
+)
+from .reward import MathGrader
+from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
+from .rollout import SamplingConfig, build_engine, engine_class
+from .rollout.base import RolloutBatch, concat_rollouts
 from .run.checkpoint import (
     DISK_ERRNOS,
     latest_checkpoint,
@@ -32,31 +47,16 @@ from .run.checkpoint import (
     set_rng_state,
 )
 from .run.cli import hydra_entry
-from .data.questions import DataUnavailableError, PromptSampler, load_questions
-from .schema.errors import ConfigError, NonFiniteTrainingError, OutputUnwritableError, RunDirInUseError
+from .run.config import run_config
 from .run.hostmem import keep_freed_memory
-from .learner.learner import Learner
-from .evaluate.lengths import length_bucket_metrics, zero_signal_frac
 from .run.manifest import Manifest
-from .model.load import (
-    load_model_and_tokenizer,
-    resolve_dtype,
-    resolve_model_dir,
-)
 from .run.preemption import Interrupted, PreemptionHandler, launcher_grace_s
-from .reward import MathGrader
-from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
-from .rollout import SamplingConfig, build_engine
-from .rollout.base import RolloutBatch, concat_rollouts
 from .run.rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
 from .run.runlock import RunDirLock, hold_run_dir
-from .run.config import run_config
-from .schema import RunConfig
 from .run.seeding import set_seed
-from .learner.strategy import Strategy, build_strategy
-from .evaluate.suite import accuracy_line, evaluate_suite, load_benchmarks
-from .data.templates import PromptTemplate
 from .run.tracking import MetricsLogger, NullLogger, check_wandb_login, wandb_settings
+from .schema import RunConfig
+from .schema.errors import ConfigError, NonFiniteTrainingError, OutputUnwritableError, RunDirInUseError
 
 log = logging.getLogger("r1zero.train")
 
@@ -70,18 +70,18 @@ def _mean(xs) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
 
-def rollout_metrics(batch, rewards: torch.Tensor, results, advantages: torch.Tensor,
-                    max_new_tokens: int) -> dict[str, float]:
-    """``rollout/...`` statistics of one rollout batch (lengths in tokens).
+def rollout_metrics(lengths: torch.Tensor, truncated: torch.Tensor, rewards: torch.Tensor, results,
+                    advantages: torch.Tensor, *, group_size: int, max_new_tokens: int) -> dict[str, float]:
+    """``rollout/...`` statistics of one rollout (lengths in tokens), groups of ``group_size`` contiguous rows.
 
-    ``rewards`` (N,) are the training rewards (truncated responses 0); ``results`` the grader's verdicts of
-    the same N responses graded without regard to truncation; ``advantages`` (N,) their advantages. The
-    ``rollout/length_bucket/<bucket>/...`` metrics bucket responses by length / ``max_new_tokens``
-    (:mod:`r1zero.lengths`)."""
-    lengths = batch.response_lengths.float()
+    ``lengths`` (N,) are the response lengths, ``truncated`` (N,) bool; ``rewards`` (N,) the training rewards
+    (truncated responses 0); ``results`` the grader's verdicts of the same N responses graded without regard to
+    truncation; ``advantages`` (N,) their advantages. The ``rollout/length_bucket/<bucket>/...`` metrics bucket
+    responses by length / ``max_new_tokens`` (:mod:`r1zero.lengths`)."""
+    lengths = lengths.float()
     correct = rewards > 0.5
-    G = batch.extra["group_size"]
-    buckets = length_bucket_metrics(lengths, batch.truncated, rewards, max_new_tokens, advantages)
+    G = group_size
+    buckets = length_bucket_metrics(lengths, truncated, rewards, max_new_tokens, advantages)
     formatted = [r.formatted for r in results if r.formatted is not None]  # None: reward=fn, no answer format
     return {
         "rollout/reward_mean": float(rewards.mean()),
@@ -92,8 +92,8 @@ def rollout_metrics(batch, rewards: torch.Tensor, results, advantages: torch.Ten
         "rollout/response_length_correct": _mean(lengths[correct].tolist()),
         "rollout/response_length_incorrect": _mean(lengths[~correct].tolist()),
         # wrong answers that ended on their own: truncated ones score 0 because of their length, these do not
-        "rollout/response_length_incorrect_finished": _mean(lengths[~correct & ~batch.truncated].tolist()),
-        "rollout/truncated_frac": float(batch.truncated.float().mean()),
+        "rollout/response_length_incorrect_finished": _mean(lengths[~correct & ~truncated].tolist()),
+        "rollout/truncated_frac": float(truncated.float().mean()),
         "rollout/grader_timeouts": float(sum(r.timed_out for r in results)),
         # reward=fn: responses whose call raised or returned bad values (scored 0); 0 under the math grader
         "rollout/reward_errors": float(sum(bool(getattr(r, "error", None)) for r in results)),
@@ -125,22 +125,19 @@ def drop_long_prompts(questions: list, template: PromptTemplate, tokenizer, max_
     return kept, len(questions) - len(kept)
 
 
-def gather_rollout(strategy: Strategy, batch, rewards: torch.Tensor, results, advantages: torch.Tensor):
-    """``(batch, rewards, results, advantages)`` of every rank's share, for :func:`rollout_metrics` (as is in one
-    process)."""
+def gather_rollout(strategy: Strategy, batch: RolloutBatch, rewards: torch.Tensor, results,
+                   advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list, torch.Tensor]:
+    """``(lengths, truncated, rewards, results, advantages)`` of every rank's rollout, in rank order, for
+    :func:`rollout_metrics`: (N,) response lengths, (N,) bool, (N,) float, N grade results (as the grader made
+    them), (N,) float. In one process this rank's own."""
+    mine = (batch.response_lengths, batch.truncated, rewards, list(results), advantages)
     if not strategy.distributed:
-        return batch, rewards, results, advantages
-    from types import SimpleNamespace
-
-    parts = strategy.all_gather_object((batch.response_lengths.tolist(), batch.truncated.tolist(), rewards.tolist(),
-                                        [(r.formatted, r.timed_out, r.reward, getattr(r, "error", None))
-                                         for r in results],
-                                        advantages.tolist()))
-    view = SimpleNamespace(response_lengths=torch.tensor([x for p in parts for x in p[0]]),
-                           truncated=torch.tensor([x for p in parts for x in p[1]]), extra=batch.extra)
-    graded = [SimpleNamespace(formatted=f, timed_out=t, reward=r, error=e) for p in parts for f, t, r, e in p[3]]
-    return (view, torch.tensor([x for p in parts for x in p[2]]), graded,
-            torch.tensor([x for p in parts for x in p[4]]))
+        return mine
+    # the per-row metric inputs only (not the token ids): one small object per rank
+    parts = strategy.all_gather_object(tuple(x.tolist() if torch.is_tensor(x) else x for x in mine))
+    lengths, truncated, rewards, results, advantages = ([x for p in parts for x in p[k]] for k in range(5))
+    return (torch.tensor(lengths), torch.tensor(truncated, dtype=torch.bool), torch.tensor(rewards), results,
+            torch.tensor(advantages))
 
 
 def hydra_job_info() -> dict[str, str | None]:
@@ -229,24 +226,49 @@ class R1ZeroRecipe:
 
     # ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        cfg = self.cfg
+        """The run's stages in order, each failing before the next loads anything: the process (strategy, device,
+        the run directory's lock), the run directory (resume or refuse), the grader, the data, the model, the
+        question sampler, the learner, the rollout engine, a checkpoint's state, the logger."""
         t_setup = time.perf_counter()  # the manifest's wall time counts model loading too
+        self._setup_process()
+        ckpt, config = self._setup_run_dir()
+        self._setup_grader()  # its workers start in the background while the model loads
+        self._setup_data()
+        self._setup_model(ckpt)
+        self._setup_sampler()
+        self._setup_learner(ckpt)
+        self._setup_engine(ckpt)
+        if ckpt is not None:
+            self._resume(ckpt)
+        self._setup_logging(ckpt, config, t_setup)
+
+    def _setup_process(self) -> None:
+        cfg = self.cfg
         check_writable(self.run_dir, "paths.run_dir")  # read-only or a file in the way: one line, nothing loaded
         check_wandb_login(cfg.logger.wandb.mode)  # online without a key: one line now, not a prompt after loading
         # strategy=ddp|zero2|zero3 under torchrun/deepspeed/srun: join the process group, one device per rank.
         self.strategy = build_strategy(cfg.strategy)
+        engine_class(cfg.rollout.name)  # an unregistered engine is refused before anything loads
         self.device = self.strategy.setup(cfg.device)
         self._hold_run_dir()  # a run directory another live run writes: refused before anything is written or loaded
         if self.device.type == "cpu":
             keep_freed_memory()  # the learner's large temporaries reuse pages instead of faulting new ones
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = None
-        previous = saved_config(self.run_dir)  # what an earlier run in this directory was made with
         set_seed(int(cfg.seed))
         self.dtype = resolve_dtype(str(cfg.dtype), self.device)  # compute dtype
         self.param_dtype = self.strategy.param_dtype(self.dtype)  # single/ddp + bf16: fp32 master weights
-
         cfg.check_batches(self.strategy.world_size)  # the schema's checks ran in run_config
+
+    def _setup_run_dir(self) -> tuple[Path | None, dict]:
+        """``(checkpoint to resume or None, the run's config as a dict)``; writes ``config.yaml`` (rank 0).
+
+        Raises:
+            RunComplete: the directory holds this run, finished.
+            ConfigError: it holds another experiment (``allow_config_change=false``) or a bad ``resume``.
+        """
+        cfg = self.cfg
+        previous = saved_config(self.run_dir)  # what an earlier run in this directory was made with
         if self.strategy.is_main and (partial := remove_partial(self.run_dir)):  # a run killed mid-save
             log.info("removed %d unfinished checkpoint saves: %s", len(partial), ", ".join(p.name for p in partial))
         ckpt = self._checkpoint_to_resume()
@@ -260,8 +282,12 @@ class R1ZeroRecipe:
                               f"nothing to do (more steps: train.total_steps=N; a new run: another hydra.run.dir)")
         if self.strategy.is_main:
             OmegaConf.save(OmegaConf.create(config), self.run_dir / "config.yaml")
-        # Grader workers start in the background while the model loads.
-        # reward=fn: the same pool, whose workers also import the user's reward function (r1zero.reward.custom)
+        return ckpt, config
+
+    def _setup_grader(self) -> None:
+        """The grader given, or the one ``cfg.reward`` names, started. reward=fn: the same pool, whose workers also
+        import the user's reward function (r1zero.reward.custom)."""
+        cfg = self.cfg
         try:
             self.reward_fn = check_reward_config(OmegaConf.structured(cfg.reward))
         except RewardFnError as err:
@@ -276,15 +302,23 @@ class R1ZeroRecipe:
             self.grader = RewardFnGrader(self.reward_fn, num_workers=cfg.reward.num_workers,
                                          timeout_s=cfg.reward.timeout_s, answers_per_call=cfg.reward.answers_per_call)
         self.grader.start()
+
+    def _setup_data(self) -> None:
+        cfg = self.cfg
         self.template = PromptTemplate.from_config(cfg.template)
         self.questions = load_questions(cfg.data, cfg.paths.data_root)
         if cfg.eval.every or cfg.eval.at_start or cfg.eval.at_end:  # a bad eval.path fails now, not after steps
             self._eval_suite = load_benchmarks(cfg.eval, cfg.paths.data_root)
 
-        with self.strategy.model_init_context(self.dtype, cfg.train):  # ZeRO-3: loaded partitioned
+    def _setup_model(self, ckpt: Path | None) -> None:
+        with self.strategy.model_init_context(self.dtype, self.cfg.train):  # ZeRO-3: loaded partitioned
             self.model, self.tokenizer = load_model_and_tokenizer(
-                cfg.model, self.device, self.param_dtype, weights_from=str(ckpt) if ckpt else None
+                self.cfg.model, self.device, self.param_dtype, weights_from=str(ckpt) if ckpt else None
             )
+
+    def _setup_sampler(self) -> None:
+        """The questions whose prompt fits, the run's length and the sampler that draws each step's questions."""
+        cfg = self.cfg
         self.questions, self.dropped_long = drop_long_prompts(self.questions, self.template, self.tokenizer,
                                                               cfg.train.prompt_max_length)
         if self.dropped_long:
@@ -299,6 +333,9 @@ class R1ZeroRecipe:
                      if self.total_steps == cfg.train.total_steps else "")
         self.sampler = PromptSampler(self.questions, int(cfg.train.prompts_per_rollout), int(cfg.seed),
                                      shuffle=cfg.data.shuffle, drop_last=cfg.train.prompt_epochs is not None)
+
+    def _setup_learner(self, ckpt: Path | None) -> None:
+        cfg = self.cfg
         if cfg.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         ref_model = None
@@ -311,6 +348,10 @@ class R1ZeroRecipe:
         )
         if self.strategy.distributed:  # same initial weights everywhere, different samples on every rank
             set_seed(int(cfg.seed) + 100_003 * self.strategy.rank)
+
+    def _setup_engine(self, ckpt: Path | None) -> None:
+        """The engine given, or the one ``cfg.rollout`` names, and the sampling settings it is called with."""
+        cfg = self.cfg
         self.sampling = SamplingConfig(
             n=int(cfg.sampling.group_size), max_new_tokens=int(cfg.sampling.max_new_tokens),
             temperature=float(cfg.sampling.temperature), top_p=float(cfg.sampling.top_p),
@@ -321,16 +362,21 @@ class R1ZeroRecipe:
                                                    seed=int(cfg.seed), scratch_dir=str(self.run_dir / "rollout_init"),
                                                    autocast=self.strategy.autocast)
 
-        if ckpt is not None:
-            state = load_trainer_state(ckpt)
-            self.learner.load_state_dict(state["learner"])
-            self.strategy.load_sharded_state(Path(ckpt) / "strategy")
-            self.sampler.load_state_dict(state["sampler"])
-            self.step = int(state["step"])
-            per_rank = state.get("rng_per_rank") or []
-            set_rng_state(per_rank[self.strategy.rank] if len(per_rank) == self.strategy.world_size else state["rng"])
-            self.strategy.sync_weights(self.engine)
-            log.info("resumed from %s at step %d", ckpt, self.step)
+    def _resume(self, ckpt: Path) -> None:
+        """The checkpoint's learner, strategy, sampler and RNG state; the engine gets its weights."""
+        state = load_trainer_state(ckpt)
+        self.learner.load_state_dict(state["learner"])
+        self.strategy.load_sharded_state(Path(ckpt) / "strategy")
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = int(state["step"])
+        per_rank = state.get("rng_per_rank") or []
+        set_rng_state(per_rank[self.strategy.rank] if len(per_rank) == self.strategy.world_size else state["rng"])
+        self.strategy.sync_weights(self.engine)
+        log.info("resumed from %s at step %d", ckpt, self.step)
+
+    def _setup_logging(self, ckpt: Path | None, config: dict, t_setup: float) -> None:
+        """Rank 0's metrics logger, manifest and wandb run; a dummy logger on the other ranks."""
+        cfg = self.cfg
         # resume=auto with no checkpoint yet (a job requeued before its first save) starts over at step 0
         # and drops whatever rows that attempt logged, so no step appears twice.
         resuming = ckpt is not None or cfg.resume == "auto"
@@ -414,62 +460,29 @@ class R1ZeroRecipe:
                 bar.close()
 
     def _train_steps(self, total: int, bar) -> None:
-        cfg, G = self.cfg, int(self.cfg.sampling.group_size)
+        """The loop, one step per pass: generate and score, advantages, update (and the weight push), log,
+        evaluate, checkpoint."""
+        G = int(self.cfg.sampling.group_size)
         self._consistent = None  # (step, sampler state, RNG state) a mid-step stop can checkpoint, or None
-        if self.step == 0 and cfg.eval.at_start:
+        if self.step == 0 and self.cfg.eval.at_start:
             self.logger.log(0, self._evaluate())
         while self.step < total:
             # until the update starts, the weights and optimizer are still the previous step's
             self._consistent = (self.step, self.sampler.state_dict(), rng_state())
             self.step += 1
             t_step = time.perf_counter()
-
-            # 1-2. rollout (G responses per question) and reward: rule-based grading (or reward.fn), truncated
-            # responses per algo.overlong; DAPO's dynamic sampling rolls out again while the batch lacks signal
-            r = self._rollout(G)
-            questions, prompts, batch, results, references, rewards = (r.questions, r.prompts, r.batch, r.results,
-                                                                       r.references, r.rewards)
-
-            # 3. advantages and the policy update
+            r = self._rollout(G)  # G responses per question, graded, truncated ones per algo.overlong
             t0 = time.perf_counter()
             self._consistent = None  # the weights change from here until the step is logged
-            algo, shaped, kl_metrics = cfg.algo, rewards, {}
-            if algo.kl_in == "reward" and algo.kl_coef > 0:  # r - kl_coef * the response's summed KL, before A
-                kl = self.learner.response_kl(batch)
-                shaped = rewards - float(algo.kl_coef) * kl
-                kl_metrics["rollout/kl_in_reward_mean"] = self._mean_over_ranks(kl)
-            advantages = self._advantages(shaped, G)
-            in_loss = r.in_loss & ~zero_std_rows(shaped, G) if algo.zero_std == "drop" else r.in_loss
-            metrics = self.learner.update(batch, advantages, step=self.step,
-                                          in_loss=None if bool(in_loss.all()) else in_loss)
-            self.engine.wake_up()
-            self.strategy.sync_weights(self.engine)  # the next rollout samples from the updated policy
+            advantages, in_loss, kl_metrics = self._advantages_of(r, G)
+            metrics = self._update(r.batch, advantages, in_loss)
             t_update = time.perf_counter() - t0
-
-            # 4. log, evaluate, checkpoint
-            metrics.update(rollout_metrics(*gather_rollout(self.strategy, batch, rewards, results, advantages),
-                                           max_new_tokens=self.sampling.max_new_tokens))
-            metrics.update(r.metrics | kl_metrics)
-            if algo.overlong == "mask" or algo.zero_std == "drop":  # responses the loss left out
-                metrics["rollout/out_of_loss_frac"] = self._mean_over_ranks((~in_loss).float())
-            n_tokens, n_response_tokens = self.strategy.all_reduce([  # all ranks' tokens
-                float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum()),
-                r.generated_tokens])
-            step_s = time.perf_counter() - t_step
-            metrics.update({
-                "time/rollout_s": r.t_rollout, "time/reward_s": r.t_reward, "time/update_s": t_update,
-                "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
-                "perf/rollout_tokens_per_s": n_response_tokens / max(r.t_rollout, 1e-9),
-                # prompt + response tokens through the update's forward and backward, per second of update
-                "perf/learner_tokens_per_s": n_tokens / max(t_update, 1e-9),
-                "data/epoch": float(self.sampler.epoch),
-                "data/dropped_long_prompts": float(self.dropped_long),  # questions over train.prompt_max_length
-            })
+            metrics.update(self._step_metrics(r, advantages, in_loss, kl_metrics, G, t_step, t_update))
             metrics.update(self._maybe_evaluate(final=self.step == total))
             metrics["time/step_s"] = time.perf_counter() - t_step
             self.logger.log(self.step, metrics)
             self._consistent = (self.step, self.sampler.state_dict(), rng_state())
-            self._log_samples(questions, prompts, batch, rewards, references)
+            self._log_samples(r.questions, r.prompts, r.batch, r.rewards, r.references)
             self._stop_if_diverged()  # before this step's checkpoint: the directory keeps the checkpoints it has
             self._maybe_checkpoint()
             if bar is not None:
@@ -479,6 +492,50 @@ class R1ZeroRecipe:
                                 loss=f"{metrics['train/loss']:.4f}")
             if self.strategy.any(self.preemption.requested) and self.step < total:  # checkpoint, then requeue (SLURM) or exit
                 self.preemption.hand_over(self.save_checkpoint(), self.step)
+
+    def _advantages_of(self, r: _Rollout, G: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``(advantages (N,), in_loss (N,) bool, kl metrics)`` of a graded rollout: the rewards shaped by the KL
+        penalty under ``algo.kl_in=reward``, ``algo.zero_std=drop`` taking zero-std groups out of the loss."""
+        algo, shaped, kl_metrics = self.cfg.algo, r.rewards, {}
+        if algo.kl_in == "reward" and algo.kl_coef > 0:  # r - kl_coef * the response's summed KL, before A
+            kl = self.learner.response_kl(r.batch)
+            shaped = r.rewards - float(algo.kl_coef) * kl
+            kl_metrics["rollout/kl_in_reward_mean"] = self._mean_over_ranks(kl)
+        advantages = self._advantages(shaped, G)
+        in_loss = r.in_loss & ~zero_std_rows(shaped, G) if algo.zero_std == "drop" else r.in_loss
+        return advantages, in_loss, kl_metrics
+
+    def _update(self, batch: RolloutBatch, advantages: torch.Tensor, in_loss: torch.Tensor) -> dict[str, float]:
+        """The learner's update (``train/...`` metrics), then the weight push: the next rollout samples from the
+        updated policy."""
+        metrics = self.learner.update(batch, advantages, step=self.step, in_loss=None if bool(in_loss.all()) else in_loss)
+        self.engine.wake_up()
+        self.strategy.sync_weights(self.engine)
+        return metrics
+
+    def _step_metrics(self, r: _Rollout, advantages: torch.Tensor, in_loss: torch.Tensor, kl_metrics: dict, G: int,
+                      t_step: float, t_update: float) -> dict[str, float]:
+        """The step's ``rollout/``, ``time/``, ``perf/`` and ``data/`` metrics, over every rank."""
+        batch, algo = r.batch, self.cfg.algo
+        metrics = rollout_metrics(*gather_rollout(self.strategy, batch, r.rewards, r.results, advantages),
+                                  group_size=G, max_new_tokens=self.sampling.max_new_tokens)
+        metrics.update(r.metrics | kl_metrics)
+        if algo.overlong == "mask" or algo.zero_std == "drop":  # responses the loss left out
+            metrics["rollout/out_of_loss_frac"] = self._mean_over_ranks((~in_loss).float())
+        n_tokens, n_response_tokens = self.strategy.all_reduce([  # all ranks' tokens
+            float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum()),
+            r.generated_tokens])
+        step_s = time.perf_counter() - t_step
+        metrics.update({
+            "time/rollout_s": r.t_rollout, "time/reward_s": r.t_reward, "time/update_s": t_update,
+            "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
+            "perf/rollout_tokens_per_s": n_response_tokens / max(r.t_rollout, 1e-9),
+            # prompt + response tokens through the update's forward and backward, per second of update
+            "perf/learner_tokens_per_s": n_tokens / max(t_update, 1e-9),
+            "data/epoch": float(self.sampler.epoch),
+            "data/dropped_long_prompts": float(self.dropped_long),  # questions over train.prompt_max_length
+        })
+        return metrics
 
     def _rollout(self, G: int) -> _Rollout:
         """Questions of the next batch, G responses each, graded, truncated ones handled per ``algo.overlong``.
@@ -498,7 +555,6 @@ class R1ZeroRecipe:
             prompts = [self.template.apply(q.question) for q in questions]
             t0 = time.perf_counter()
             batch = self.engine.generate(prompts, self.sampling)
-            batch.extra["group_size"] = G
             if not dynamic:
                 self.engine.sleep()  # free the engine's memory (vLLM on GPU) for the learner
             t_rollout += time.perf_counter() - t0

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import lookup, registrar
+from ..schema.registry import Registry
 
 __all__ = ["BASELINES", "SCALES", "compute_advantages", "constant_groups", "group_advantages", "register_baseline",
            "register_scale", "zero_std_rows"]
 
-BASELINES: dict = {}
-SCALES: dict = {}
-register_baseline = registrar(BASELINES, "advantage baseline")
-register_scale = registrar(SCALES, "advantage scale")
+BASELINES = Registry("advantage baseline")
+SCALES = Registry("advantage scale")
+register_baseline = BASELINES.register
+register_scale = SCALES.register
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -180,8 +180,8 @@ def compute_advantages(
             ``baseline`` / ``scale`` (the message lists the registered ones).
     """
     grouped = _grouped(rewards, group_size)
-    centred = lookup(BASELINES, baseline, "advantage baseline")(grouped)
-    return lookup(SCALES, scale, "advantage scale")(centred, grouped, eps=eps).reshape(-1)
+    centred = BASELINES.lookup(baseline)(grouped)
+    return SCALES.lookup(scale)(centred, grouped, eps=eps).reshape(-1)
 
 
 def group_advantages(

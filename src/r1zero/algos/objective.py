@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import lookup, registrar
+from ..schema.registry import Registry
 
 __all__ = [
     "CLIPS",
@@ -37,14 +37,14 @@ __all__ = [
     "response_kl",
 ]
 
-LOSS_AGGREGATIONS: dict = {}
-RATIOS: dict = {}
-CLIPS: dict = {}
-KL_ESTIMATORS: dict = {}
-register_loss_agg = registrar(LOSS_AGGREGATIONS, "loss aggregation")
-register_ratio = registrar(RATIOS, "importance ratio")
-register_clip = registrar(CLIPS, "clipping")
-register_kl_estimator = registrar(KL_ESTIMATORS, "KL estimator")
+LOSS_AGGREGATIONS = Registry("loss aggregation")
+RATIOS = Registry("importance ratio")
+CLIPS = Registry("clipping")
+KL_ESTIMATORS = Registry("KL estimator")
+register_loss_agg = LOSS_AGGREGATIONS.register
+register_ratio = RATIOS.register
+register_clip = CLIPS.register
+register_kl_estimator = KL_ESTIMATORS.register
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -118,7 +118,7 @@ def aggregate_loss(
     Raises:
         ValueError: unknown ``aggregation`` (message lists the registered ones).
     """
-    fn = lookup(LOSS_AGGREGATIONS, aggregation, "loss aggregation")
+    fn = LOSS_AGGREGATIONS.lookup(aggregation)
     return fn(
         token_losses,
         response_mask.to(token_losses.dtype),
@@ -242,7 +242,7 @@ def response_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, response_mas
         logprobs: (N, T) the sampling policy's; ref_logprobs: (N, T) the reference's; response_mask: (N, T).
         estimator: a key of :data:`KL_ESTIMATORS`.
     """
-    kl = lookup(KL_ESTIMATORS, estimator, "KL estimator")(logprobs.float(), ref_logprobs.float())
+    kl = KL_ESTIMATORS.lookup(estimator)(logprobs.float(), ref_logprobs.float())
     return (kl * response_mask.to(kl.dtype)).sum(-1)
 
 
@@ -331,10 +331,10 @@ def policy_loss(
     if advantages.shape != logprobs.shape[:1]:
         raise ValueError(f"advantages must be (B,)={tuple(logprobs.shape[:1])}, got {tuple(advantages.shape)}")
     mask = response_mask.to(logprobs.dtype)
-    log_ratio = lookup(RATIOS, ratio, "importance ratio")(logprobs, old_logprobs.detach(), mask)
+    log_ratio = RATIOS.lookup(ratio)(logprobs, old_logprobs.detach(), mask)
     ratios = torch.exp(log_ratio)
     adv = advantages.detach().to(logprobs.dtype).unsqueeze(-1)
-    token_losses, clipped = lookup(CLIPS, clip, "clipping")(
+    token_losses, clipped = CLIPS.lookup(clip)(
         log_ratio, ratios, adv, eps_low=clip_eps, eps_high=clip_eps if clip_eps_high is None else clip_eps_high,
         dual_clip_c=dual_clip_c)
     tis = None
@@ -365,7 +365,7 @@ def policy_loss(
     if kl_coef > 0:
         if ref_logprobs is None:
             raise ValueError("kl_coef > 0 needs ref_logprobs")
-        kl = lookup(KL_ESTIMATORS, kl_estimator, "KL estimator")(logprobs, ref_logprobs.detach())
+        kl = KL_ESTIMATORS.lookup(kl_estimator)(logprobs, ref_logprobs.detach())
         loss = loss + kl_coef * aggregate_loss(kl, mask, aggregation, **agg)
         metrics["kl"] = (kl.detach() * mask).sum() / n_tok
     if entropy is not None:

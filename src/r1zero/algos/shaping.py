@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import registrar
+from ..schema.registry import Registry
 
 __all__ = ["OVERLONG", "overlong_penalty", "pick_groups", "register_overlong", "signal_groups"]
 
-OVERLONG: dict = {}
-register_overlong = registrar(OVERLONG, "overlong handling")
+OVERLONG = Registry("overlong handling")
+register_overlong = OVERLONG.register
 
 
 def overlong_penalty(lengths: torch.Tensor, *, max_new_tokens: int, buffer_frac: float, penalty: float) -> torch.Tensor:

@@ -46,7 +46,13 @@ import atexit
 import os
 import threading
 
-from .extract import ANSWER_FORMATS, check_answer_format, extract_answer, normalize_reference, reference_alternatives
+from .extract import (
+    ANSWER_FORMATS,
+    check_answer_format,
+    extract_answer,
+    normalize_reference,
+    reference_alternatives,
+)
 from .pool import GradeResult, MathGrader
 from .verifiers import DEFAULT_VERIFIER, VERIFIERS, check_verifier
 

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
+from dataclasses import is_dataclass
 
 from ..schema import RolloutConfig, typed
-from ..schema.errors import bad_value
-from .base import RolloutBatch, RolloutEngine, SamplingConfig
+from . import hf, vllm  # noqa: F401  (each registers its engine in ENGINES; vllm itself is imported on first use)
+from .base import ENGINES, RolloutBatch, RolloutEngine, SamplingConfig, register_engine
 
 __all__ = ["ENGINES", "RolloutBatch", "RolloutEngine", "SamplingConfig", "build_engine", "engine_class",
-           "register_engine"]
-
-#: ``rollout.name`` -> ``"module:Class"`` of its engine, imported on first use (vLLM is an optional, heavy import).
-#: Every engine class has ``from_config(cfg, model, tokenizer, *, model_dir, seed, scratch_dir, autocast)``.
-ENGINES: dict[str, str] = {"hf": "r1zero.rollout.hf:HFRolloutEngine", "vllm": "r1zero.rollout.vllm:VLLMRolloutEngine"}
-
-
-def register_engine(name: str, target: str) -> None:
-    """Add an engine ``"module:Class"`` under ``name`` (as ``r1zero.algos``'s registries do)."""
-    if name in ENGINES:
-        raise ValueError(f"rollout engine {name!r} is already registered ({ENGINES[name]})")
-    ENGINES[name] = target
+           "engine_config", "register_engine"]
 
 
 def engine_class(name: str) -> type:
@@ -29,23 +18,31 @@ def engine_class(name: str) -> type:
     Raises:
         ConfigError: unknown name (lists the registered ones).
     """
-    if name not in ENGINES:
-        raise bad_value("rollout.name", f"{name!r} is not a registered rollout engine", ", ".join(ENGINES))
-    module, cls = ENGINES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return ENGINES.lookup(name)
+
+
+def engine_config(cfg) -> RolloutConfig:
+    """``cfg`` (a ``rollout`` node, dict or dataclass) typed by the schema its engine registered with.
+
+    Raises:
+        ConfigError: no ``name``, an unregistered one, or a field that schema rejects.
+    """
+    name = cfg.name if is_dataclass(cfg) else (cfg or {}).get("name")
+    return typed(RolloutConfig if name is None else ENGINES.entry(name).schema, cfg)
 
 
 def build_engine(cfg, model, tokenizer, model_dir: str | None = None, *, seed: int = 0,
                  scratch_dir: str | None = None, autocast=None) -> RolloutEngine:
     """The engine named by a ``rollout`` config (:class:`~r1zero.schema.RolloutConfig` or a node it types).
 
+    Every engine class has ``from_config(cfg, model, tokenizer, *, model_dir, seed, scratch_dir, autocast)``.
     ``model_dir`` is where vLLM reads the initial weights; without one (a model built in code) the policy
     is saved to ``scratch_dir`` first. ``autocast``: the context ``hf`` generates in (vLLM runs in its own
     ``rollout.dtype``).
 
     Raises:
-        ConfigError: unknown ``cfg.name`` (lists the registered ones).
+        ConfigError: unknown ``cfg.name`` (lists the registered ones), or a field its schema rejects.
     """
-    cfg = typed(RolloutConfig, cfg)
+    cfg = engine_config(cfg)
     return engine_class(cfg.name).from_config(cfg, model, tokenizer, model_dir=model_dir, seed=seed,
                                               scratch_dir=scratch_dir, autocast=autocast)

@@ -6,11 +6,18 @@ the reward and the logger never know which engine produced the samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import torch
 
+from ..schema.registry import Registry
+
+#: ``rollout.name`` -> the engine class and its config schema; an engine module registers its class with
+#: :func:`register_engine` (``r1zero.rollout`` imports every engine module, so the registry is full once it is).
+ENGINES = Registry("rollout engine", key="rollout.name")
+register_engine = ENGINES.register
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -40,7 +47,8 @@ class SamplingConfig:
 
 @dataclass
 class RolloutBatch:
-    """N = len(prompts) * n sampled responses; the n responses of a prompt are contiguous.
+    """The trajectory of one rollout: N = len(prompts) * group_size sampled responses, the group_size responses of a
+    prompt contiguous (rows ``u*G .. u*G+G-1`` are group ``u``). Engines build it with :meth:`from_token_lists`.
 
     Attributes:
         input_ids: (N, P + T) long. Prompt left-padded to P, response right-padded to T.
@@ -50,11 +58,13 @@ class RolloutBatch:
         prompt_len: P, the padded prompt width; the response of row i is ``input_ids[i, P:]``.
         responses: N decoded response strings (special tokens skipped; text after a stop string cut).
         truncated: (N,) bool, True where the response hit ``max_new_tokens`` without EOS or stop.
-        prompt_index: (N,) long, the index of each row's prompt in the ``prompts`` argument.
+        prompt_index: (N,) long, the group index: each row's prompt in the ``prompts`` argument.
+        group_size: G, the responses per prompt (``sampling.n``).
         behaviour_logprobs: (N, T) float32 or None: each response token's log-probability under the distribution the
             engine sampled it from, ``log_softmax(logits / temperature)`` (before top-k / top-p, as the learner scores
             it), 0 past the response; None where the engine does not report it (vLLM, ``rollout.decoder=generate``,
             greedy decoding).
+        finish_reasons: N engine finish reasons (vLLM: ``stop`` / ``length``), or None where the engine has none.
     """
 
     input_ids: torch.Tensor
@@ -64,8 +74,51 @@ class RolloutBatch:
     responses: list[str]
     truncated: torch.Tensor
     prompt_index: torch.Tensor
-    extra: dict = field(default_factory=dict)
+    group_size: int
     behaviour_logprobs: torch.Tensor | None = None
+    finish_reasons: list[str | None] | None = None
+
+    @classmethod
+    def from_token_lists(cls, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                         responses: list[str], truncated: Sequence[bool], *, group_size: int, pad_id: int,
+                         behaviour_logprobs: Sequence[Sequence[float]] | None = None,
+                         finish_reasons: list[str | None] | None = None) -> RolloutBatch:
+        """The batch of ``len(prompt_ids) * group_size`` responses, row i the response to prompt ``i // group_size``.
+
+        Args:
+            prompt_ids: each prompt's token ids (left-padded with ``pad_id`` to the longest, P).
+            response_ids: each row's response ids, exactly the tokens in the loss (right-padded with ``pad_id`` to
+                the longest, T >= 1).
+            responses, truncated, finish_reasons: per row, as the attributes.
+            behaviour_logprobs: per row, one log-probability per response token, or None.
+
+        Raises:
+            ValueError: ``len(response_ids) != len(prompt_ids) * group_size``.
+        """
+        N = len(response_ids)
+        if N != len(prompt_ids) * group_size:
+            raise ValueError(f"{N} responses for {len(prompt_ids)} prompts x group_size {group_size}")
+        P = max((len(p) for p in prompt_ids), default=0)
+        T = max(max((len(r) for r in response_ids), default=0), 1)  # one column even when every response is empty
+        input_ids = torch.full((N, P + T), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((N, P + T), dtype=torch.long)
+        response_mask = torch.zeros((N, T), dtype=torch.float32)
+        lp = None if behaviour_logprobs is None else torch.zeros((N, T), dtype=torch.float32)
+        for row, resp in enumerate(response_ids):
+            prompt = prompt_ids[row // group_size]
+            if prompt:
+                input_ids[row, P - len(prompt) : P] = torch.tensor(prompt, dtype=torch.long)
+                attention_mask[row, P - len(prompt) : P] = 1
+            if resp:
+                input_ids[row, P : P + len(resp)] = torch.tensor(resp, dtype=torch.long)
+                attention_mask[row, P : P + len(resp)] = 1
+                response_mask[row, : len(resp)] = 1.0
+                if lp is not None:
+                    lp[row, : len(resp)] = torch.tensor(behaviour_logprobs[row][: len(resp)], dtype=torch.float32)
+        return cls(input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask, prompt_len=P,
+                   responses=list(responses), truncated=torch.tensor(list(truncated), dtype=torch.bool).reshape(N),
+                   prompt_index=torch.arange(len(prompt_ids), dtype=torch.long).repeat_interleave(group_size),
+                   group_size=group_size, behaviour_logprobs=lp, finish_reasons=finish_reasons)
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -81,21 +134,16 @@ class RolloutBatch:
         return self.input_ids.shape[0]
 
     def select(self, rows: torch.Tensor) -> RolloutBatch:
-        """Rows ``rows`` ((K,) long) as a batch of their own: every per-row field, and every list in ``extra`` that
-        has one entry per row, taken along; P and T kept."""
+        """Rows ``rows`` ((K,) long) as a batch of their own, every per-row field taken along; P, T and G kept."""
         idx = rows.tolist()
         return RolloutBatch(
             input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
             response_mask=self.response_mask[rows], prompt_len=self.prompt_len,
             responses=[self.responses[i] for i in idx], truncated=self.truncated[rows],
-            prompt_index=self.prompt_index[rows],
-            extra={k: [v[i] for i in idx] if _per_row(v, len(self)) else v for k, v in self.extra.items()},
+            prompt_index=self.prompt_index[rows], group_size=self.group_size,
             behaviour_logprobs=None if self.behaviour_logprobs is None else self.behaviour_logprobs[rows],
+            finish_reasons=None if self.finish_reasons is None else [self.finish_reasons[i] for i in idx],
         )
-
-
-def _per_row(value, n: int) -> bool:
-    return isinstance(value, list) and len(value) == n
 
 
 def concat_rollouts(batches: Sequence[RolloutBatch], num_prompts: Sequence[int]) -> RolloutBatch:
@@ -103,15 +151,19 @@ def concat_rollouts(batches: Sequence[RolloutBatch], num_prompts: Sequence[int])
     the right to the widest T (padding: token id 0, attention 0).
 
     Args:
-        batches: rollouts of successive ``generate`` calls.
+        batches: rollouts of successive ``generate`` calls, of one group size.
         num_prompts: how many prompts each call had; batch k's ``prompt_index`` is shifted by the prompts before it.
 
     Returns:
-        The batch; ``extra`` holds the first batch's entries, its per-row lists joined over the batches;
-        ``behaviour_logprobs`` joined when every batch has them, else None.
+        The batch; ``behaviour_logprobs`` and ``finish_reasons`` joined when every batch has them, else None.
+
+    Raises:
+        ValueError: the batches' group sizes differ.
     """
     if len(batches) == 1:
         return batches[0]
+    if len({b.group_size for b in batches}) != 1:
+        raise ValueError(f"cannot join rollouts of group sizes {sorted({b.group_size for b in batches})}")
     P = max(b.prompt_len for b in batches)
     T = max(b.response_mask.shape[1] for b in batches)
     ids, att, resp, index, offset = [], [], [], [], 0
@@ -125,14 +177,12 @@ def concat_rollouts(batches: Sequence[RolloutBatch], num_prompts: Sequence[int])
             behaviour.append(torch.nn.functional.pad(b.behaviour_logprobs, (0, right), value=0.0))
         index.append(b.prompt_index + offset)
         offset += int(n)
-    first = batches[0]
-    extra = {k: [x for b in batches for x in b.extra[k]] if _per_row(v, len(first)) else v
-             for k, v in first.extra.items()}
+    finish = None if any(b.finish_reasons is None for b in batches) else [f for b in batches for f in b.finish_reasons]
     return RolloutBatch(
         input_ids=torch.cat(ids), attention_mask=torch.cat(att), response_mask=torch.cat(resp), prompt_len=P,
         responses=[r for b in batches for r in b.responses], truncated=torch.cat([b.truncated for b in batches]),
-        prompt_index=torch.cat(index), extra=extra,
-        behaviour_logprobs=None if behaviour is None else torch.cat(behaviour),
+        prompt_index=torch.cat(index), group_size=batches[0].group_size,
+        behaviour_logprobs=None if behaviour is None else torch.cat(behaviour), finish_reasons=finish,
     )
 
 
@@ -151,15 +201,19 @@ def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
 class RolloutEngine(Protocol):
     """What the training loop needs from a generator.
 
-    ``generate`` must not change the policy's parameters. ``sync_weights`` is called after every
-    optimizer update, before the next rollout, so an engine holding its own copy of the weights (vLLM)
-    samples from the current policy. ``sleep``/``wake_up`` free and restore engine memory around the
-    learner's update; engines that share the policy module make them no-ops.
+    ``generate`` must not change the policy's parameters. ``update_weights`` is called after every optimizer
+    update, before the next rollout, with the policy's ``(hf_name, tensor)`` pairs
+    (:meth:`Strategy.named_parameters_for_sync <r1zero.learner.strategy.Strategy.named_parameters_for_sync>`), so an engine
+    holding its own copy of the weights (vLLM) samples from the current policy. A tensor is valid only until the
+    next pair is asked for (ZeRO-3 gathers one module at a time): copy it first. An engine reads either none of
+    the pairs (it generates with the policy module itself, as ``hf`` does) or all of them, on every rank.
+    ``sleep``/``wake_up`` free and restore engine memory around the learner's update; engines that share the
+    policy module make them no-ops.
     """
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> RolloutBatch: ...
 
-    def sync_weights(self, model: torch.nn.Module) -> None: ...
+    def update_weights(self, named_tensors: Iterator[tuple[str, torch.Tensor]]) -> None: ...
 
     def sleep(self) -> None: ...
 

@@ -7,12 +7,13 @@ one width for the whole rollout and responses right-padded, giving the :class:`R
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Sequence
 
 import torch
 
-from .base import RolloutBatch, SamplingConfig, encode_prompts
-from ..schema.rollout import DECODERS
+from ..schema.rollout import DECODERS, HFRolloutConfig
+from .base import RolloutBatch, SamplingConfig, encode_prompts, register_engine
 from .decode import sample_responses
 
 
@@ -60,6 +61,7 @@ def find_response_end(
     return upto, False, text
 
 
+@register_engine("hf", schema=HFRolloutConfig)
 class HFRolloutEngine:
     """:class:`~r1zero.rollout.base.RolloutEngine` over ``model.generate``.
 
@@ -71,7 +73,7 @@ class HFRolloutEngine:
             finished rows leave the batch) or ``generate`` (transformers ``generate`` on ``n`` copies of each
             prompt); the same sampling distribution.
         autocast: zero-argument callable returning the context generation runs in; training passes
-            :meth:`Strategy.autocast <r1zero.strategy.Strategy.autocast>` so fp32 master weights generate in bf16.
+            :meth:`Strategy.autocast <r1zero.learner.strategy.Strategy.autocast>` so fp32 master weights generate in bf16.
     """
 
     @classmethod
@@ -124,26 +126,9 @@ class HFRolloutEngine:
             lengths.append(length)
             finished.append(done)
             texts.append(text)
-        width = max(max(lengths), 1)
-        N = len(responses)
-        resp = torch.full((N, width), tok.pad_token_id, dtype=torch.long)
-        resp_mask = torch.zeros((N, width), dtype=torch.float32)
-        lp = torch.zeros((N, width), dtype=torch.float32) if behaviour is not None else None
-        for i, (ids, length) in enumerate(zip(responses, lengths)):
-            resp[i, :length] = torch.tensor(ids[:length], dtype=torch.long)
-            resp_mask[i, :length] = 1.0
-            if lp is not None and length:
-                lp[i, :length] = torch.tensor(behaviour[i][:length], dtype=torch.float32)
-        return RolloutBatch(
-            input_ids=torch.cat([prompt_ids, resp], dim=1),
-            attention_mask=torch.cat([prompt_mask, resp_mask.long()], dim=1),
-            response_mask=resp_mask,
-            prompt_len=prompt_len,
-            responses=texts,
-            truncated=torch.tensor([not f for f in finished], dtype=torch.bool),
-            prompt_index=torch.arange(len(prompts)).repeat_interleave(n),
-            behaviour_logprobs=lp,
-        )
+        return RolloutBatch.from_token_lists(
+            encoded, [ids[:length] for ids, length in zip(responses, lengths)], texts, [not f for f in finished],
+            group_size=n, pad_id=pad, behaviour_logprobs=behaviour)
 
     def _sample_loop(self, enc_ids, enc_mask, sampling: SamplingConfig, device,
                      logprobs: list | None = None) -> list[list[int]]:
@@ -185,8 +170,9 @@ class HFRolloutEngine:
             rows.extend(out[:, ids.shape[1]:].cpu().tolist())
         return rows
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Nothing to copy: generation runs on the learner's own module."""
+    def update_weights(self, named_tensors: Iterator[tuple[str, torch.Tensor]]) -> None:
+        """Nothing to copy: generation runs on the learner's own module. ``named_tensors`` is not read, so a
+        sharded policy gathers nothing for it."""
 
     def sleep(self) -> None:
         """No separate engine memory to free."""

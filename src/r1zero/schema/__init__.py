@@ -34,8 +34,8 @@ from .errors import ConfigError, bad_value, config_error_from, unknown_key
 from .eval import EvalConfig
 from .logger import LoggerConfig, PathsConfig, WandbConfig
 from .model import ModelConfig, TinyModelConfig
-from .rollout import ROLLOUT_SCHEMAS, HFRolloutConfig, RolloutConfig, VLLMRolloutConfig
-from .strategy import STRATEGY_SCHEMAS, DDPStrategyConfig, DeepSpeedStrategyConfig, StrategyConfig
+from .rollout import HFRolloutConfig, RolloutConfig, VLLMRolloutConfig
+from .strategy import DDPStrategyConfig, DeepSpeedStrategyConfig, StrategyConfig
 from .template import TemplateConfig
 from .train import RewardConfig, SamplingParams, TrainConfig
 
@@ -83,7 +83,6 @@ class _Common:
         check_device(self.device)
         if self.dtype not in DTYPES:
             raise bad_value("dtype", f"{self.dtype!r} is not a dtype name", ", ".join(DTYPES))
-        registered("rollout.name", self.rollout.name, ROLLOUT_SCHEMAS, "rollout engines")
         self.eval.check_benchmarks()
 
 
@@ -102,7 +101,6 @@ class RunConfig(_Common):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        registered("strategy.name", self.strategy.name, STRATEGY_SCHEMAS, "strategies")
         self.check_batches(1)  # the process count is checked where it is known (r1zero.run.preflight, the recipe's setup)
 
     def check_batches(self, world_size: int = 1) -> None:

@@ -10,11 +10,7 @@ from ._check import at_least, between, one_of
 
 @dataclass
 class RolloutConfig:
-    name: str = MISSING                      # r1zero.rollout.ENGINES: hf | vllm
-
-    @staticmethod
-    def schema_for(node) -> type:
-        return ROLLOUT_SCHEMAS.get(node.get("name"), RolloutConfig)
+    name: str = MISSING                      # r1zero.rollout.ENGINES: hf | vllm (each engine registers its schema there)
 
 
 DECODERS = ("loop", "generate")  # rollout.decoder of rollout=hf (r1zero.rollout.hf)
@@ -56,7 +52,3 @@ class VLLMRolloutConfig(RolloutConfig):
         at_least("rollout.max_model_len", self.max_model_len, 1, none_ok=True)
         at_least("rollout.max_num_seqs", self.max_num_seqs, 1, none_ok=True)
         at_least("rollout.tensor_parallel_size", self.tensor_parallel_size, 1)
-
-
-#: The schema of each engine name (r1zero.rollout.ENGINES holds the engine classes).
-ROLLOUT_SCHEMAS = {"hf": HFRolloutConfig, "vllm": VLLMRolloutConfig}

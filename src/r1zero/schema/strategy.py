@@ -11,15 +11,11 @@ from .errors import bad_value
 class StrategyConfig:
     """``single``, and the fields every strategy shares."""
 
-    name: str = "single"                     # r1zero.learner.strategy.STRATEGIES: single | ddp | zero2 | zero3
+    name: str = "single"                     # r1zero.learner.strategy.STRATEGIES: single | ddp | zero2 | zero3 (with their schemas)
     offload_reference: bool = False          # keep the frozen KL reference (algo.kl_coef > 0) on CPU between its forwards
     master_weights: bool = True              # bf16 dtype: fp32 parameters + AdamW states, bf16 autocast forwards (single, ddp)
     backend: str = "auto"                    # process group: auto (nccl on GPU, gloo on CPU) | nccl | gloo
     timeout_minutes: float = 30              # collective timeout (rank 0 may be slower: it writes checkpoints, eval files)
-
-    @staticmethod
-    def schema_for(node) -> type:
-        return STRATEGY_SCHEMAS.get(node.get("name"), StrategyConfig)
 
     def __post_init__(self) -> None:
         one_of("strategy.backend", self.backend, ("auto", "nccl", "gloo"))
@@ -58,7 +54,3 @@ class DeepSpeedStrategyConfig(StrategyConfig):
         if self.offload_param and self.stage != 3:
             raise bad_value("strategy.offload_param", "needs ZeRO stage 3", "false, or strategy=zero3")
 
-
-#: The schema of each strategy name (r1zero.learner.strategy.STRATEGIES holds the strategy classes).
-STRATEGY_SCHEMAS = {"single": StrategyConfig, "ddp": DDPStrategyConfig, "zero2": DeepSpeedStrategyConfig,
-                    "zero3": DeepSpeedStrategyConfig}

@@ -41,11 +41,11 @@ job id unless ``MASTER_PORT`` is set). The process group uses NCCL on GPUs and g
 
 from __future__ import annotations
 
+from dataclasses import is_dataclass
 from typing import Any
 
-from ...schema import StrategyConfig, typed
-from ...schema.errors import bad_value
-from .base import SingleDeviceStrategy, Strategy
+from ...schema import typed
+from .base import STRATEGIES, SingleDeviceStrategy, Strategy, register_strategy
 from .ddp import DDPStrategy
 from .deepspeed import DeepSpeedStrategy
 from .env import DistEnv, detect_dist_env, first_slurm_host
@@ -53,26 +53,14 @@ from .env import DistEnv, detect_dist_env, first_slurm_host
 __all__ = ["STRATEGIES", "DDPStrategy", "DeepSpeedStrategy", "DistEnv", "SingleDeviceStrategy", "Strategy",
            "build_strategy", "detect_dist_env", "first_slurm_host", "register_strategy"]
 
-#: ``strategy.name`` -> the class that implements it (its config schema: r1zero.schema.STRATEGY_SCHEMAS).
-STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DDPStrategy, "zero2": DeepSpeedStrategy,
-                                         "zero3": DeepSpeedStrategy}
-
-
-def register_strategy(name: str, cls: type[Strategy]) -> type[Strategy]:
-    """Add a strategy under ``name`` (as ``r1zero.algos``'s registries do); refuses a name already taken."""
-    if name in STRATEGIES:
-        raise ValueError(f"strategy {name!r} is already registered ({STRATEGIES[name].__name__})")
-    STRATEGIES[name] = cls
-    return cls
-
 
 def build_strategy(cfg: Any = None, env: DistEnv | None = None) -> Strategy:
-    """The strategy named by a ``strategy`` config (None: ``single``), looked up in :data:`STRATEGIES`.
+    """The strategy named by a ``strategy`` config (None: ``single``), looked up in :data:`STRATEGIES` and its
+    config typed by the schema registered with it.
 
     Raises:
-        ConfigError: unknown ``cfg.name`` (lists the registered ones).
+        ConfigError: unknown ``cfg.name`` (lists the registered ones), or a field its schema rejects.
     """
-    cfg = typed(StrategyConfig, cfg)
-    if cfg.name not in STRATEGIES:
-        raise bad_value("strategy.name", f"{cfg.name!r} is not a registered strategy", ", ".join(STRATEGIES))
-    return STRATEGIES[cfg.name](cfg, env)
+    name = cfg.name if is_dataclass(cfg) else (cfg or {}).get("name", "single")
+    entry = STRATEGIES.entry(name)
+    return entry.impl(typed(entry.schema, cfg), env)

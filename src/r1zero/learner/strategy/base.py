@@ -11,17 +11,25 @@ from typing import Any
 
 import torch
 
-from ...schema.errors import ConfigError
+from ...model.load import unwrap
 from ...schema import StrategyConfig, TrainConfig, typed
+from ...schema.errors import ConfigError
+from ...schema.registry import Registry
 from .env import DistEnv, _free_port, detect_dist_env
 
 log = logging.getLogger(__name__)
+
+#: ``strategy.name`` -> the strategy class and its config schema; a strategy module registers its class with
+#: :func:`register_strategy` (``r1zero.learner.strategy`` imports every strategy module).
+STRATEGIES = Registry("strategy", key="strategy.name")
+register_strategy = STRATEGIES.register
 
 
 def _lr_lambda(warmup: int) -> Callable[[int], float]:
     return lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
 
 
+@register_strategy("single", schema=StrategyConfig)
 class Strategy:
     """One device, one process: the default, and the base class of the distributed strategies.
 
@@ -349,38 +357,19 @@ class Strategy:
         yield self.module
 
     def named_parameters_for_sync(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """``(hf_name, full_tensor)`` pairs for a weight push into a rollout engine.
+        """``(hf_name, full_tensor)`` pairs of the policy, for a weight push into a rollout engine.
 
         A tensor is only valid until the iterator advances (ZeRO-3 gathers one module at a time and frees it
-        again), so consume it lazily: copy each tensor before asking for the next. Every rank must iterate
-        (ZeRO-3's gather is a collective).
+        again), so consume it lazily: copy each tensor before asking for the next. Nothing is gathered before the
+        first pair is asked for; once started, every rank must iterate to the end (ZeRO-3's gather is a collective).
         """
-        yield from ((n, p.detach()) for n, p in self.module.named_parameters())
+        yield from ((n, p.detach()) for n, p in unwrap(self.module).named_parameters())
 
     def sync_weights(self, engine) -> None:
-        """Push the current policy into ``engine`` (:meth:`RolloutEngine.sync_weights`).
-
-        An engine whose ``sync_weights`` accepts ``weights=`` gets :meth:`named_parameters_for_sync` (bounded
-        memory under ZeRO-3); otherwise, under ZeRO-3, the whole model is gathered for the call.
-        """
-        import inspect
-
-        from ...rollout.hf import HFRolloutEngine
-
-        if isinstance(engine, HFRolloutEngine):  # generates with the policy module itself: nothing to push
-            return
-        if not self.shards_parameters:
-            engine.sync_weights(self.module)
-            return
-        try:
-            takes_iter = "weights" in inspect.signature(engine.sync_weights).parameters
-        except (TypeError, ValueError):
-            takes_iter = False
-        if takes_iter:
-            engine.sync_weights(self.module, weights=self.named_parameters_for_sync())
-        else:
-            with self.gathered_parameters():
-                engine.sync_weights(self.module)
+        """Push the current policy into ``engine``: the engine's ``update_weights`` takes
+        :meth:`named_parameters_for_sync` and reads as much of it as it needs (an engine generating with the policy
+        module itself reads none, so nothing is gathered). Call on every rank."""
+        engine.update_weights(self.named_parameters_for_sync())
 
     def full_state_dict(self) -> dict | None:
         """A full (gathered) state dict to save on rank 0; None when ``module.state_dict()`` already is one."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 
-from .base import Strategy
+from ...schema import DDPStrategyConfig
+from .base import Strategy, register_strategy
 
 
+@register_strategy("ddp", schema=DDPStrategyConfig)
 class DDPStrategy(Strategy):
     """torch ``DistributedDataParallel``: a full replica per rank, one gradient all-reduce per optimizer step.
 

@@ -11,14 +11,16 @@ from typing import Any
 
 import torch
 
-from ...schema import TrainConfig, typed
+from ...schema import DeepSpeedStrategyConfig, TrainConfig, typed
 from ...schema.errors import NonFiniteTrainingError
-from .base import Strategy, _lr_lambda
+from .base import Strategy, _lr_lambda, register_strategy
 from .env import DistEnv
 
 log = logging.getLogger(__name__)
 
 
+@register_strategy("zero3", schema=DeepSpeedStrategyConfig)
+@register_strategy("zero2", schema=DeepSpeedStrategyConfig)
 class DeepSpeedStrategy(Strategy):
     """DeepSpeed ZeRO stage 2 or 3; DeepSpeed owns the optimizer (AdamW, fp32 master weights in bf16 runs).
 
