@@ -28,5 +28,6 @@ figures:
 	$(PYTHON) -m r1zero_analysis all --runs results/length_bias --out $(DOCS)/figures/length_bias --paper-rows none --smooth 10
 	$(PYTHON) -m r1zero_analysis all --runs results/laptop/ablation --out $(DOCS)/figures/laptop --paper-rows none
 	$(if $(wildcard results/laptop/duet),$(PYTHON) -m r1zero_analysis all --runs results/laptop/duet --out $(DOCS)/figures/laptop_duet --paper-rows none)
+	$(if $(wildcard results/laptop/objectives),$(PYTHON) -m r1zero_analysis objectives --runs results/laptop/ablation results/laptop/objectives --out $(DOCS)/figures/laptop_objectives)
 	$(PYTHON) -m r1zero_analysis baserates --runs results/baserates --out $(DOCS)/figures/baserates
 	$(PYTHON) -m r1zero_analysis claims --runs results/ --out $(DOCS)

@@ -3,7 +3,7 @@
 Reads run directories only (``metrics.jsonl``, ``samples.jsonl``, ``eval_samples.jsonl`` and the
 Hydra config, see ``docs/design.md``) or long-format wandb exports, never training internals.
 
-Command line: ``python -m r1zero_analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``.
+Command line: ``python -m r1zero_analysis <dynamics|ablation|duet|table|reflection|lengths|cost|objectives|all> --runs DIR... --out DIR``.
 From Python::
 
     from r1zero_analysis import load_runs, plots

@@ -1,4 +1,4 @@
-"""``python -m r1zero_analysis <dynamics|ablation|duet|table|reflection|lengths|cost|all> --runs DIR... --out DIR``;
+"""``python -m r1zero_analysis <dynamics|ablation|duet|table|reflection|lengths|cost|objectives|all> --runs DIR... --out DIR``;
 ``python -m r1zero_analysis claims --runs DIR... [--out DIR]`` (the claims registry, :mod:`r1zero_analysis.claims`);
 ``python -m r1zero_analysis collect --runs SWEEP_DIR --out results/<experiment>/<sweep>`` (:mod:`r1zero_analysis.collect`);
 ``python -m r1zero_analysis baserates --runs EVAL_DIR... --out DIR`` (:mod:`r1zero_analysis.baserates`).
@@ -17,13 +17,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import baserates, collect, cost, lengths, plots, reflection, report, seeds, tables, verdicts
+from . import (
+    baserates,
+    collect,
+    cost,
+    lengths,
+    objectives,
+    plots,
+    reflection,
+    report,
+    seeds,
+    tables,
+    verdicts,
+)
 from .errors import AnalysisError, AnalysisWarning, MissingMetricError, NoRunsError
 from .loading import CONFIG_KEYS, RunSet, discover, metrics_frame
 from .samples import samples_frame
 from .style import Output
 
-COMMANDS = ["dynamics", "ablation", "duet", "table", "reflection", "lengths", "cost", "all"]
+COMMANDS = ["dynamics", "ablation", "duet", "table", "reflection", "lengths", "cost", "objectives", "all"]
 #: Not part of ``all``: the claims registry writes ``claims.md`` (by default into ``docs/``), not a figure.
 CLAIMS_COMMAND = "claims"
 #: Not part of ``all``: copies finished runs' evidence (no weights) into --out, e.g. results/<experiment>/<sweep>.
@@ -56,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "command", choices=[*COMMANDS, CLAIMS_COMMAND, COLLECT_COMMAND, BASERATES_COMMAND],
-        help="what to make; 'all' makes everything possible + index.md; 'claims' checks analysis/claims.py; "
+        help="what to make; 'all' makes everything possible + index.md; 'objectives' the seed table per algo "
+             "(reward, accuracy, lengths, generated tokens; in 'all' once a preset beyond the paper ran); "
+             "'claims' checks analysis/claims.py; "
              "'collect' copies finished runs (metrics, configs, manifests, eval rows; no weights) into --out; "
              "'baserates' tabulates evaluation directories (accuracy, lengths of right and wrong answers)",
     )
@@ -135,7 +149,7 @@ class _Job:
             raise self._metrics
         return self._metrics
 
-    def make(self, command: str) -> Output:
+    def make(self, command: str, in_all: bool = False) -> Output:
         a, out = self.args, self.args.out
         if command == "dynamics":
             return plots.dynamics(self.metrics, out, a.smooth)
@@ -154,6 +168,8 @@ class _Job:
             return lengths.lengths(self.metrics, out, a.smooth)
         if command == "cost":
             return cost.cost(self.metrics, self.runset, out)
+        if command == "objectives":  # in 'all' only when a preset beyond the paper ran (sweep=objectives)
+            return objectives.objectives(self.metrics, out, need_preset=in_all)
         if command == "reflection":
             keywords = [*a.keywords, *(k for k in reflection.EXTRA_KEYWORDS if a.extra_keywords and k not in a.keywords)]
             samples = samples_frame(self.runset, self.filters, detect=reflection.detector(keywords))
@@ -165,7 +181,7 @@ def _make_all(job: _Job) -> list[Output]:
     outputs, skipped = [], []
     for command in COMMANDS[:-1]:
         try:
-            outputs.append(job.make(command))
+            outputs.append(job.make(command, in_all=True))
         except AnalysisError as e:
             skipped.append((command, str(e)))
             print(f"note: skipped {command}: {e}", file=sys.stderr)
