@@ -12,7 +12,9 @@ import json
 import logging
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -105,88 +107,110 @@ def evaluate_suite(model, tokenizer, template: PromptTemplate, ev, *, engine, gr
     :class:`~r1zero.reward.MathGrader`. ``suite`` is the output of :func:`load_benchmarks` when the caller
     already has it (training evaluates many times; the questions are read once).
     """
-    from tqdm.auto import tqdm
-
-
     ev = typed(EvalConfig, ev)
     suite = load_benchmarks(ev) if suite is None else suite
     sampling = _sampling(ev, template)
-    zero_truncated = ev.zero_truncated
-    k = sampling.n
-    batch_size = max(1, ev.batch_size // k)
     metrics: dict[str, float] = {}
     table: dict[str, dict[str, float]] = {}
-    samples_f = open(Path(run_dir) / "eval_samples.jsonl", "a", encoding="utf-8") if run_dir else None
     t_start = time.perf_counter()
-    try:
+    samples = open(Path(run_dir) / "eval_samples.jsonl", "a", encoding="utf-8") if run_dir else nullcontext()
+    with samples as samples_f:
         for name, questions in suite.items():
-            correct_per_q: list[int] = []
-            lengths, formatted, truncated, rewards = [], [], [], []
-            bar = tqdm(total=len(questions), desc=f"eval {name}", unit="q", disable=not progress, leave=False)
-            for s in range(0, len(questions), batch_size):
-                chunk = questions[s : s + batch_size]
-                prompts = [template.apply(q.question) for q in chunk]
-                batch = engine.generate(prompts, sampling)
-                refs = [chunk[i].answer for i in batch.prompt_index.tolist()]
-                cut = batch.truncated.tolist()
-                # The paper grades a truncated answer like any other at evaluation (evaluate_model.py, oat's
-                # in-training eval); only training rewards are zeroed. eval.zero_truncated zeroes them here too.
-                results = grader.grade(batch.responses, refs, template.answer_format,
-                                       truncated=cut if zero_truncated else None)
-                lens = batch.response_lengths.tolist()
-                for j, r in enumerate(results):
-                    lengths.append(lens[j])
-                    formatted.append(r.formatted)
-                    truncated.append(bool(cut[j]))
-                    rewards.append(r.reward)
-                    if samples_f is not None:
-                        q = chunk[int(batch.prompt_index[j])]
-                        samples_f.write(json.dumps({
-                            "step": step, "benchmark": name, "question": q.question, "response": batch.responses[j],
-                            "extracted": r.extracted, "reference": normalize_reference(q.answer), "correct": bool(r.reward > 0.5),
-                            "response_length": lens[j], "truncated": bool(cut[j]),
-                        }) + "\n")
-                per_q = torch.tensor([r.reward for r in results]).view(-1, k)
-                correct_per_q.extend(int(c) for c in (per_q > 0.5).sum(1).tolist())
-                bar.update(len(chunk))
-            bar.close()
-            right = [n for n, r in zip(lengths, rewards, strict=True) if r > 0.5]
-            wrong = [n for n, r in zip(lengths, rewards, strict=True) if r <= 0.5]
-            row = {
-                "accuracy": sum(rewards) / len(rewards),
-                "response_length": sum(lengths) / len(lengths),
-                # Fig. 5's length panels: mean tokens of correct / incorrect answers (NaN when there are none).
-                "response_length_correct": sum(right) / len(right) if right else float("nan"),
-                "response_length_incorrect": sum(wrong) / len(wrong) if wrong else float("nan"),
-                "formatted_frac": sum(formatted) / len(formatted),
-                "truncated_frac": sum(truncated) / len(truncated),
-                "num_questions": float(len(questions)),
-                # share and accuracy per response-length bucket (length / eval.max_new_tokens; r1zero.evaluate.lengths)
-                **length_bucket_metrics(torch.tensor(lengths), torch.tensor(truncated), torch.tensor(rewards),
-                                        sampling.max_new_tokens),
-            }
-            if k > 1:
-                for kk in pass_k_values(k):
-                    row[f"pass@{kk}"] = sum(pass_at_k(k, c, kk) for c in correct_per_q) / len(correct_per_q)
-            table[name] = row
-            metrics.update({f"eval/{name}/{key}": v for key, v in row.items()})
-    finally:
-        if samples_f is not None:
-            samples_f.close()
-    # The paper's "Avg." is the unweighted mean over benchmarks, not over questions. A benchmark without a
-    # value (no correct answer has no correct length; an empty length bucket no accuracy) is left out of it.
-    avg_keys = list(dict.fromkeys(key for r in table.values() for key in r if key != "num_questions"))
-    average = {}
-    for key in avg_keys:
-        vals = [r[key] for r in table.values() if key in r and not math.isnan(r[key])]
-        average[key] = sum(vals) / len(vals) if vals else float("nan")
-    table["average"] = average
-    metrics.update({f"eval/average/{key}": v for key, v in average.items()})
+            graded = _generate_and_grade(name, questions, template, sampling, ev, engine=engine, grader=grader,
+                                         step=step, samples_f=samples_f, progress=progress)
+            table[name] = _benchmark_row(graded, len(questions), sampling)
+            metrics.update({f"eval/{name}/{key}": v for key, v in table[name].items()})
+    table["average"] = _average(table)
+    metrics.update({f"eval/average/{key}": v for key, v in table["average"].items()})
     metrics["time/eval_s"] = time.perf_counter() - t_start
     if run_dir is not None:
         with open(Path(run_dir) / "eval.json", "w", encoding="utf-8") as f:
-            json.dump({"step": step, "samples_per_question": k, "benchmarks": table}, f, indent=2)
+            json.dump({"step": step, "samples_per_question": sampling.n, "benchmarks": table}, f, indent=2)
     return metrics
+
+
+class _Graded(NamedTuple):
+    """One benchmark's responses, graded: one entry per response (``correct_per_q`` one per question)."""
+
+    lengths: list[int]
+    formatted: list[bool]
+    truncated: list[bool]
+    rewards: list[float]
+    correct_per_q: list[int]  # how many of a question's k samples are right (pass@k)
+
+
+def _generate_and_grade(name: str, questions: list[Question], template: PromptTemplate, sampling: SamplingConfig,
+                        ev: EvalConfig, *, engine, grader, step: int | None, samples_f, progress: bool) -> _Graded:
+    """Generate ``sampling.n`` responses per question in batches of ``ev.batch_size`` responses and grade them,
+    writing one ``eval_samples.jsonl`` row per response to ``samples_f`` (when given)."""
+    from tqdm.auto import tqdm  # the progress bar's import is deferred to the first evaluation
+
+    k = sampling.n
+    batch_size = max(1, ev.batch_size // k)
+    out = _Graded([], [], [], [], [])
+    bar = tqdm(total=len(questions), desc=f"eval {name}", unit="q", disable=not progress, leave=False)
+    for s in range(0, len(questions), batch_size):
+        chunk = questions[s : s + batch_size]
+        batch = engine.generate([template.apply(q.question) for q in chunk], sampling)
+        refs = [chunk[i].answer for i in batch.prompt_index.tolist()]
+        cut = batch.truncated.tolist()
+        # The paper grades a truncated answer like any other at evaluation (evaluate_model.py, oat's
+        # in-training eval); only training rewards are zeroed. eval.zero_truncated zeroes them here too.
+        results = grader.grade(batch.responses, refs, template.answer_format,
+                               truncated=cut if ev.zero_truncated else None)
+        lens = batch.response_lengths.tolist()
+        for j, r in enumerate(results):
+            out.lengths.append(lens[j])
+            out.formatted.append(r.formatted)
+            out.truncated.append(bool(cut[j]))
+            out.rewards.append(r.reward)
+            if samples_f is not None:
+                q = chunk[int(batch.prompt_index[j])]
+                samples_f.write(json.dumps({
+                    "step": step, "benchmark": name, "question": q.question, "response": batch.responses[j],
+                    "extracted": r.extracted, "reference": normalize_reference(q.answer), "correct": bool(r.reward > 0.5),
+                    "response_length": lens[j], "truncated": bool(cut[j]),
+                }) + "\n")
+        per_q = torch.tensor([r.reward for r in results]).view(-1, k)
+        out.correct_per_q.extend(int(c) for c in (per_q > 0.5).sum(1).tolist())
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def _benchmark_row(g: _Graded, num_questions: int, sampling: SamplingConfig) -> dict[str, float]:
+    """One benchmark's ``eval/<bench>/...`` values (without the prefix) from its graded responses."""
+    right = [n for n, r in zip(g.lengths, g.rewards, strict=True) if r > 0.5]
+    wrong = [n for n, r in zip(g.lengths, g.rewards, strict=True) if r <= 0.5]
+    row = {
+        "accuracy": sum(g.rewards) / len(g.rewards),
+        "response_length": sum(g.lengths) / len(g.lengths),
+        # Fig. 5's length panels: mean tokens of correct / incorrect answers (NaN when there are none).
+        "response_length_correct": sum(right) / len(right) if right else float("nan"),
+        "response_length_incorrect": sum(wrong) / len(wrong) if wrong else float("nan"),
+        "formatted_frac": sum(g.formatted) / len(g.formatted),
+        "truncated_frac": sum(g.truncated) / len(g.truncated),
+        "num_questions": float(num_questions),
+        # share and accuracy per response-length bucket (length / eval.max_new_tokens; r1zero.evaluate.lengths)
+        **length_bucket_metrics(torch.tensor(g.lengths), torch.tensor(g.truncated), torch.tensor(g.rewards),
+                                sampling.max_new_tokens),
+    }
+    k = sampling.n
+    if k > 1:
+        for kk in pass_k_values(k):
+            row[f"pass@{kk}"] = sum(pass_at_k(k, c, kk) for c in g.correct_per_q) / len(g.correct_per_q)
+    return row
+
+
+def _average(table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The paper's "Avg.": the unweighted mean over benchmarks, not over questions. A benchmark without a value (no
+    correct answer has no correct length; an empty length bucket no accuracy) is left out of it."""
+    keys = list(dict.fromkeys(key for r in table.values() for key in r if key != "num_questions"))
+    average = {}
+    for key in keys:
+        vals = [r[key] for r in table.values() if key in r and not math.isnan(r[key])]
+        average[key] = sum(vals) / len(vals) if vals else float("nan")
+    return average
 
 
 def format_table(metrics: dict[str, float]) -> str:
