@@ -129,3 +129,45 @@ def run_ranks(fn, args: tuple, nprocs: int = 2, timeout_s: float = 600) -> None:
             if p.is_alive():
                 p.kill()
                 p.join(10)
+
+
+def make_batch(prompt_lens: list[int], resp_lens: list[int], group_size: int, *, seed: int = 0, vocab: int = 200,
+               pad_id: int = 0, texts: list[str] | None = None, truncated: list[bool] | None = None):
+    """A hand-made rollout batch of ``len(resp_lens)`` responses: row i answers prompt ``i // group_size``, whose
+    ``prompt_lens[i // group_size]`` token ids (drawn from 1..vocab-1 with ``seed``, prompts first, then each row's
+    response) are left-padded to P = max(prompt_lens); row i's response has ``resp_lens[i]`` ids, right-padded to
+    T = max(resp_lens). Built by :meth:`RolloutBatch.from_token_lists`, as every engine builds its batches.
+
+    Returns:
+        a ``RolloutBatch``: input_ids / attention_mask (N, P + T), response_mask (N, T), prompt_index (N,).
+    """
+    import torch
+
+    from r1zero.rollout.base import RolloutBatch
+
+    g = torch.Generator().manual_seed(seed)
+    n = len(resp_lens)
+    prompts = [torch.randint(1, vocab, (pl,), generator=g).tolist() for pl in prompt_lens]
+    responses = [torch.randint(1, vocab, (rl,), generator=g).tolist() for rl in resp_lens]
+    return RolloutBatch.from_token_lists(prompts, responses, texts if texts is not None else [""] * n,
+                                         truncated if truncated is not None else [False] * n,
+                                         group_size=group_size, pad_id=pad_id)
+
+
+def learner_configs(micro_batch_size: int, loss_agg: str = "seq_mean_token_sum_norm", *, train: dict | None = None,
+                    **algo) -> tuple[dict, dict]:
+    """The ``train`` and ``algo`` nodes of the learner tests: AdamW at lr 1e-3, one optimizer step and one epoch per
+    update, clip 0.2, no KL; ``train`` overrides train fields, ``algo`` sets the objective's other axes."""
+    train_cfg = {"lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.0, "max_grad_norm": 1.0, "warmup_steps": 0,
+                 "mini_batch_size": None, "micro_batch_size": micro_batch_size, "ppo_epochs": 1, **(train or {})}
+    return train_cfg, {"loss_agg": loss_agg, "clip_eps": 0.2, "kl_coef": 0.0, **algo}
+
+
+def make_learner(model, micro_batch_size: int, loss_agg: str = "seq_mean_token_sum_norm", *, max_new_tokens: int = 16,
+                 strategy=None, train: dict | None = None, **algo):
+    """A ``Learner`` of ``model`` with :func:`learner_configs`, sampling temperature 1 (``strategy``: None, one
+    process)."""
+    from r1zero.learner.learner import Learner
+
+    train_cfg, algo_cfg = learner_configs(micro_batch_size, loss_agg, train=train, **algo)
+    return Learner(model, train_cfg, algo_cfg, max_new_tokens=max_new_tokens, temperature=1.0, strategy=strategy)

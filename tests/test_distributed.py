@@ -21,7 +21,7 @@ import sys
 
 import pytest
 import torch
-from conftest import CONF, REPO, run_ranks
+from conftest import CONF, REPO, learner_configs, make_batch, make_learner, run_ranks
 from omegaconf import OmegaConf
 
 from r1zero.algos import LOSS_AGGREGATIONS
@@ -38,32 +38,9 @@ def _free_port() -> int:
 
 
 def fixed_batch():
-    """8 responses (4 prompts x 2) with left-padded prompts and response lengths from 2 to 16 tokens."""
-    from r1zero.rollout.base import RolloutBatch
-
-    g = torch.Generator().manual_seed(123)
-    prompt_lens = [5, 3, 6, 4]
-    resp_lens = [2, 5, 3, 4, 16, 11, 14, 9]  # rows 0-3 short, rows 4-7 long: the ranks' token counts differ
-    N, P, T = 8, max(prompt_lens), MAX_NEW
-    input_ids = torch.full((N, P + T), 256, dtype=torch.long)
-    attention = torch.zeros((N, P + T), dtype=torch.long)
-    resp_mask = torch.zeros((N, T))
-    for i in range(N):
-        pl, rl = prompt_lens[i // 2], resp_lens[i]
-        input_ids[i, P - pl : P] = torch.randint(0, 256, (pl,), generator=g)
-        input_ids[i, P : P + rl] = torch.randint(0, 256, (rl,), generator=g)
-        attention[i, P - pl : P + rl] = 1
-        resp_mask[i, :rl] = 1.0
-    return RolloutBatch(input_ids=input_ids, attention_mask=attention, response_mask=resp_mask, prompt_len=P,
-                        responses=[""] * N, truncated=torch.zeros(N, dtype=torch.bool),
-                        prompt_index=torch.arange(4).repeat_interleave(2), group_size=2)
-
-
-def _cfgs(agg: str, micro: int):
-    train = OmegaConf.create({"lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.0, "max_grad_norm": 1.0,
-                              "warmup_steps": 0, "mini_batch_size": None, "micro_batch_size": micro, "ppo_epochs": 1})
-    algo = OmegaConf.create({"loss_agg": agg, "clip_eps": 0.2, "kl_coef": 0.0})
-    return train, algo
+    """8 responses (4 prompts x 2) with left-padded prompts and response lengths from 2 to 16 tokens: rows 0-3 short,
+    rows 4-7 long, so the ranks' token counts differ."""
+    return make_batch([5, 3, 6, 4], [2, 5, 3, 4, 16, 11, 14, 9], 2, seed=123)
 
 
 def _tiny_model():
@@ -77,11 +54,8 @@ def _tiny_model():
 
 def _reference_grad(agg: str, batch, adv) -> torch.Tensor:
     """The 1-process gradient of the whole batch in one micro-batch."""
-    from r1zero.learner.learner import Learner
-
     model = _tiny_model()
-    train, algo = _cfgs(agg, micro=len(batch))
-    learner = Learner(model, train, algo, max_new_tokens=MAX_NEW, temperature=1.0)
+    learner = make_learner(model, len(batch), agg, max_new_tokens=MAX_NEW)
     old = learner.compute_logprobs(model, batch) - 0.05  # ratio != 1: clipping paths are exercised
     learner.strategy.zero_grad()
     learner.accumulate_gradients(batch, torch.arange(len(batch)), old, adv)
@@ -103,7 +77,6 @@ def _params_after_update(learner, batch, adv) -> tuple[torch.Tensor, dict]:
 def _worker(rank: int, world: int, port: int, strategy_name: str, rows_per_rank: list, micro: int, out_dir: str):
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
     torch.set_num_threads(1)
-    from r1zero.learner.learner import Learner
 
     env = DistEnv(rank=rank, world_size=world, local_rank=rank, local_world_size=world,
                   master_addr="127.0.0.1", master_port=port, source="test")
@@ -117,8 +90,7 @@ def _worker(rank: int, world: int, port: int, strategy_name: str, rows_per_rank:
         ref, old = _reference_grad(agg, batch, adv)
         strategy = build_strategy(strategy_cfg, env)
         strategy.setup("cpu")
-        train, algo = _cfgs(agg, micro)
-        learner = Learner(_tiny_model(), train, algo, max_new_tokens=MAX_NEW, temperature=1.0, strategy=strategy)
+        learner = make_learner(_tiny_model(), micro, agg, max_new_tokens=MAX_NEW, strategy=strategy)
         strategy.zero_grad()
         learner.accumulate_gradients(batch, rows, old, adv)
         got = strategy.gradient_vector()
@@ -128,12 +100,11 @@ def _worker(rank: int, world: int, port: int, strategy_name: str, rows_per_rank:
         strategy.barrier()
     # A whole Learner.update (1 optimizer step, global grad-norm clipping, reduced metrics) on this rank's
     # share equals the 1-process update on the whole batch.
-    train, algo = _cfgs("token_mean", micro)
-    single = Learner(_tiny_model(), train, algo, max_new_tokens=MAX_NEW, temperature=1.0)
+    single = make_learner(_tiny_model(), micro, "token_mean", max_new_tokens=MAX_NEW)
     want, want_metrics = _params_after_update(single, batch, adv)
     strategy = build_strategy(strategy_cfg, env)
     strategy.setup("cpu")
-    learner = Learner(_tiny_model(), train, algo, max_new_tokens=MAX_NEW, temperature=1.0, strategy=strategy)
+    learner = make_learner(_tiny_model(), micro, "token_mean", max_new_tokens=MAX_NEW, strategy=strategy)
     got, got_metrics = _params_after_update(learner, _rows(batch, rows_per_rank[rank]), adv[rows])
     results["update"] = {"max_abs_diff": float((got - want).abs().max()), "moved": float((want - _flat0()).abs().max()),
                          "metrics": {k: [got_metrics[k], want_metrics[k]] for k in
@@ -309,7 +280,7 @@ def test_an_engine_that_shares_the_policy_reads_no_weights_and_one_that_copies_r
     model = _tiny_model()
     strategy = Watched(None, DistEnv())
     strategy.setup("cpu")
-    strategy.prepare(model, _cfgs("token_mean", 2)[0])
+    strategy.prepare(model, learner_configs(2, "token_mean")[0])
     strategy.sync_weights(HFRolloutEngine(model, _Tok()))
     assert not Watched.started
     engine = _CopyingEngine()

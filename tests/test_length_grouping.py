@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF
+from conftest import CONF, make_batch, make_learner
 from omegaconf import OmegaConf
 
-from r1zero.learner.learner import Learner, length_order
+from r1zero.learner.learner import length_order
 from r1zero.model.load import load_model_and_tokenizer
-from r1zero.rollout.base import RolloutBatch
 
 
 @pytest.fixture(scope="module")
@@ -18,27 +17,8 @@ def tiny():
     return load_model_and_tokenizer(OmegaConf.load(CONF / "model" / "tiny.yaml"), torch.device("cpu"), torch.float32)
 
 
-def hand_batch(prompt_lens, resp_lens, G, P, T, pad=0, vocab=200, seed=0) -> RolloutBatch:
-    """Rows i = prompt i // G (real length prompt_lens[i // G], left-padded to P) + a response of resp_lens[i]."""
-    g = torch.Generator().manual_seed(seed)
-    n = len(resp_lens)
-    ids, att, mask = torch.full((n, P + T), pad), torch.zeros((n, P + T), dtype=torch.long), torch.zeros((n, T))
-    prompts = [torch.randint(1, vocab, (pl,), generator=g) for pl in prompt_lens]
-    for i, rl in enumerate(resp_lens):
-        pl = prompt_lens[i // G]
-        ids[i, P - pl : P] = prompts[i // G]
-        ids[i, P : P + rl] = torch.randint(1, vocab, (rl,), generator=g)
-        att[i, P - pl : P + rl] = 1
-        mask[i, :rl] = 1.0
-    return RolloutBatch(input_ids=ids, attention_mask=att, response_mask=mask, prompt_len=P, responses=[""] * n,
-                        truncated=torch.zeros(n, dtype=torch.bool), prompt_index=torch.arange(n) // G, group_size=G)
-
-
 def _learner(model, micro, group_by_length=True, max_new_tokens=16):
-    train = {"lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.0, "max_grad_norm": 1.0, "warmup_steps": 0,
-             "mini_batch_size": None, "micro_batch_size": micro, "ppo_epochs": 1, "group_by_length": group_by_length}
-    algo = {"loss_agg": "seq_mean_token_sum_norm", "clip_eps": 0.2, "kl_coef": 0.0}
-    return Learner(model, train, algo, max_new_tokens=max_new_tokens, temperature=1.0)
+    return make_learner(model, micro, train={"group_by_length": group_by_length}, max_new_tokens=max_new_tokens)
 
 
 def test_length_order_keeps_prompts_whole_longest_first():
@@ -54,7 +34,7 @@ def test_grouped_micro_batches_give_the_same_loss_and_gradient(tiny, micro):
     """Very different lengths inside each prompt's group: grouping changes which rows share a micro-batch (and
     so how much padding is computed), never the loss, the gradient or the metrics."""
     model, _ = tiny
-    batch = hand_batch([5, 9], [1, 14, 2, 13, 12, 1, 3, 14], G=4, P=9, T=14)
+    batch = make_batch([5, 9], [1, 14, 2, 13, 12, 1, 3, 14], 4)
     adv = torch.tensor([1.0, -0.5, 0.25, -0.75, 0.5, -1.0, 0.75, -0.25])
     out = {}
     for grouped in (False, True):
@@ -84,7 +64,7 @@ def test_padding_frac_counts_the_positions_fed(tiny):
     to P=4; responses 5, 2 (prompt 0) and 1, 3 (prompt 1); one optimizer step, so the training forward is the only
     one."""
     model, _ = tiny
-    batch = hand_batch([3, 4], [5, 2, 1, 3], G=2, P=4, T=6)
+    batch = make_batch([3, 4], [5, 2, 1, 3], 2)
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
 
     def fed(micro, grouped):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_length_grouping import hand_batch
+from conftest import make_batch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 from r1zero.learner.learner import HIDDEN_HEAD_TYPES, PACKED_TYPES, sequence_logprobs
@@ -89,7 +89,7 @@ def test_the_packed_forward_gives_the_padded_values_and_gradients(name):
     real response positions; the model's own attention is back afterwards."""
     model = MODELS[name]()
     assert model.config.model_type in PACKED_TYPES
-    batch = hand_batch([5, 9], [1, 14, 2, 13, 12, 1, 3, 14], G=4, P=9, T=14)
+    batch = make_batch([5, 9], [1, 14, 2, 13, 12, 1, 3, 14], 4)
     weight = torch.linspace(-1, 1, len(batch)).unsqueeze(1)
     for rows in (torch.arange(8), torch.arange(1, 7)):
         ids, att, mask = batch.input_ids[rows], batch.attention_mask[rows], batch.response_mask[rows]
@@ -118,7 +118,7 @@ def test_the_packed_forward_gives_the_padded_values_and_gradients(name):
 
 def test_the_model_gets_its_own_attention_back_and_refuses_what_cannot_pack():
     model = MODELS["llama"]()
-    batch = hand_batch([5, 9], [1, 14, 2, 13], G=2, P=9, T=14)
+    batch = make_batch([5, 9], [1, 14, 2, 13], 2)
     layout = packing.pack(batch.input_ids, batch.attention_mask, 9, batch.response_lengths, batch.prompt_index)
 
     def boom(*args):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF
+from conftest import CONF, make_learner
 from omegaconf import OmegaConf
 
-from r1zero.learner.learner import Learner
 from r1zero.learner.strategy import DistEnv, build_strategy
 from r1zero.model.load import load_model_and_tokenizer
 from r1zero.rollout import SamplingConfig
@@ -40,10 +39,7 @@ def _update(master_weights: bool):
     strategy = _strategy(master_weights=master_weights)
     model, tok = _tiny(strategy.param_dtype(torch.bfloat16))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    train = OmegaConf.create(dict(lr=1e-6, betas=[0.9, 0.95], weight_decay=0.0, max_grad_norm=1.0, warmup_steps=0,
-                                  mini_batch_size=None, micro_batch_size=4, ppo_epochs=1))
-    algo = OmegaConf.create(dict(loss_agg="seq_mean_token_sum_norm", clip_eps=0.2, kl_coef=0.0))
-    learner = Learner(model, train, algo, max_new_tokens=8, temperature=1.0, strategy=strategy)
+    learner = make_learner(model, 4, max_new_tokens=8, strategy=strategy, train={"lr": 1e-6})
     seen = []
     hook = model.lm_head.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
     torch.manual_seed(1)

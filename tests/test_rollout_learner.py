@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import CONF
+from conftest import CONF, make_learner
 from omegaconf import OmegaConf
 
 from r1zero.algos import LOSS_AGGREGATIONS
@@ -66,13 +66,6 @@ def test_hf_rollout_batch_layout(tiny):
     assert g1.response_ids[0, : g1.response_lengths[0]].tolist() == ref[0, enc.input_ids.shape[1]:][: int(g1.response_lengths[0])].tolist()
 
 
-def _learner(model, micro, agg="seq_mean_token_sum_norm", **axes):
-    train = OmegaConf.create(dict(lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, max_grad_norm=1.0, warmup_steps=0,
-                                  mini_batch_size=None, micro_batch_size=micro, ppo_epochs=1))
-    algo = OmegaConf.create(dict(loss_agg=agg, clip_eps=0.2, kl_coef=0.0, **axes))
-    return Learner(model, train, algo, max_new_tokens=16, temperature=1.0)
-
-
 def _grad(model) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone()
 
@@ -84,24 +77,32 @@ OBJECTIVES = [(agg, {}) for agg in sorted(LOSS_AGGREGATIONS)] + [
 
 
 @pytest.mark.parametrize("agg,axes", OBJECTIVES, ids=[f"{a}-{'-'.join(map(str, x.values()))}" for a, x in OBJECTIVES])
-def test_gradient_is_independent_of_micro_batch_size(tiny, agg, axes):
+def test_gradient_is_independent_of_micro_batch_size_and_row_order(tiny, agg, axes):
+    """Dr. GRPO §3.2: the gradient an optimizer batch leaves is the same whatever ``micro_batch_size`` splits it
+    (every micro-batch is normalised by the batch's totals, ``num_responses`` and ``num_tokens``) and whatever order
+    its rows come in (a shuffled optimizer batch is re-ordered by prompt and length first): micro-batches of 1, 2
+    (whole prompt groups), 3 (a group split) and the whole batch, in three row orders, against the batch in row
+    order in one micro-batch. The other split, over ranks: tests/test_distributed.py (every aggregation, 2 ranks)."""
     model, tok = tiny
-    torch.manual_seed(2)
-    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?"],
-                                                 SamplingConfig(n=2, max_new_tokens=16, temperature=1.0))
-    B = len(batch)
-    adv = torch.tensor([1.0, -0.5, 0.25, -0.75])
-    grads = {}
-    for micro in (1, 2, B):
-        learner = _learner(model, micro, agg, **axes)
-        old = learner.compute_logprobs(model, batch) - 0.05  # ratio != 1 so clipping paths are exercised
-        model.zero_grad(set_to_none=True)
-        learner.accumulate_gradients(batch, torch.arange(B), old, adv)
-        grads[micro] = _grad(model)
+    torch.manual_seed(5)
+    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?", "Q: 9-3?"],
+                                                 SamplingConfig(n=2, max_new_tokens=12, temperature=1.0))
+    adv = torch.tensor([1.0, -0.5, 0.25, -0.75, 0.5, -1.0])
+    rows = [0, 1, 4, 5]  # an optimizer batch of prompts 0 and 2 (a shuffled mini-batch of the rollout)
+    ref = make_learner(model, len(rows), agg, **axes)
+    old = ref.compute_logprobs(model, batch) - 0.05  # ratio != 1 so clipping paths are exercised
     model.zero_grad(set_to_none=True)
-    assert grads[B].abs().sum() > 0
-    for micro in (1, 2):
-        torch.testing.assert_close(grads[micro], grads[B], atol=1e-6, rtol=0)
+    ref.accumulate_gradients(batch, torch.tensor(rows), old, adv)
+    want = _grad(model)
+    assert want.abs().sum() > 0
+    got = {}
+    for micro, order in ((1, (0, 1, 4, 5)), (2, (4, 1, 0, 5)), (3, (5, 0, 4, 1)), (4, (4, 1, 0, 5))):
+        model.zero_grad(set_to_none=True)
+        make_learner(model, micro, agg, **axes).accumulate_gradients(batch, torch.tensor(order), old, adv)
+        got[micro, order] = _grad(model)
+    for case, grad in got.items():
+        torch.testing.assert_close(grad, want, atol=1e-6, rtol=0, msg=lambda m, case=case: f"{case}: {m}")
+    model.zero_grad(set_to_none=True)
 
 
 @pytest.mark.parametrize("agg", sorted(LOSS_AGGREGATIONS))
@@ -116,14 +117,14 @@ def test_a_response_out_of_the_loss_is_as_if_absent(tiny, agg):
     adv = torch.tensor([1.0, -0.5, 0.25, -0.75, 0.5, -1.0])
     in_loss = torch.tensor([True, False, True, True, False, True])
     kept = torch.nonzero(in_loss).flatten()
-    ref = _learner(model, len(kept), agg)
+    ref = make_learner(model, len(kept), agg)
     old = ref.compute_logprobs(model, batch) - 0.05
     model.zero_grad(set_to_none=True)
     ref.accumulate_gradients(batch, kept, old, adv)
     want = _grad(model)
     for micro in (1, 4, len(batch)):
         model.zero_grad(set_to_none=True)
-        _learner(model, micro, agg).accumulate_gradients(batch, torch.arange(len(batch)), old, adv, in_loss=in_loss)
+        make_learner(model, micro, agg).accumulate_gradients(batch, torch.arange(len(batch)), old, adv, in_loss=in_loss)
         torch.testing.assert_close(_grad(model), want, atol=1e-6, rtol=0)
     model.zero_grad(set_to_none=True)
     assert want.abs().sum() > 0
@@ -139,7 +140,7 @@ def test_an_optimizer_batchs_gradient_is_that_of_its_rows_alone(tiny, agg):
     batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?"],
                                                  SamplingConfig(n=2, max_new_tokens=12, temperature=1.0))
     adv = torch.tensor([1.0, -0.5, 0.25, -0.75])
-    learner = _learner(model, 1, agg)
+    learner = make_learner(model, 1, agg)
     old = learner.compute_logprobs(model, batch) - 0.05
     half = torch.tensor([0, 1])
     model.zero_grad(set_to_none=True)
@@ -193,7 +194,7 @@ def test_learner_logprobs_match_generation_positions(tiny):
     torch.manual_seed(3)
     batch = HFRolloutEngine(model, tok).generate(["hi", "a longer prompt here"],
                                                  SamplingConfig(n=1, max_new_tokens=6, temperature=1.0))
-    learner = _learner(model, 2)
+    learner = make_learner(model, 2)
     together = learner.compute_logprobs(model, batch)
     alone = learner.compute_logprobs(model, batch.select(torch.tensor([0])))
     torch.testing.assert_close(together[:1], alone, atol=1e-5, rtol=0)
@@ -244,11 +245,11 @@ def test_update_old_logprobs_are_the_sampling_policys(tiny):
     batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: 3+5?"], SamplingConfig(n=2, max_new_tokens=10))
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
     on = copy.deepcopy(model)
-    m = _learner(on, 2).update(batch, adv)
+    m = make_learner(on, 2).update(batch, adv)
     assert m["train/ratio_mean"] == 1.0 and m["train/pg_clipfrac"] == 0.0 and m["train/optimizer_steps"] == 1
     assert any(not torch.equal(a, b) for a, b in zip(on.parameters(), model.parameters()))
     two = copy.deepcopy(model)
-    learner = _learner(two, 2)
+    learner = make_learner(two, 2)
     learner.cfg.mini_batch_size = 2
     m = learner.update(batch, adv)
     assert m["train/optimizer_steps"] == 2 and m["train/ratio_mean"] != 1.0
@@ -276,27 +277,6 @@ def test_mini_batches_are_seeded_shuffles_grouped_by_prompt():
     assert any(not torch.equal(x, y) for x, y in zip(a, learner.mini_batches(rows, step=3, epoch=1)))
     learner.cfg.mini_batch_size = 16
     assert [m.tolist() for m in learner.mini_batches(rows, step=3, epoch=0)] == [list(range(16))]
-
-
-def test_gradient_of_an_optimizer_batch_is_independent_of_its_row_order(tiny):
-    """Shuffled optimizer batches are re-ordered by prompt before micro-batching; the gradient of a set of rows
-    is the same in any order and any micro-batch split (normalised by the set's totals)."""
-    model, tok = tiny
-    torch.manual_seed(5)
-    batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?", "Q: what is seven times six?", "Q: 9-3?"],
-                                                 SamplingConfig(n=2, max_new_tokens=12, temperature=1.0))
-    adv = torch.tensor([1.0, -0.5, 0.25, -0.75, 0.5, -1.0])
-    learner = _learner(model, 2)
-    old = learner.compute_logprobs(model, batch) - 0.05
-    grads = []
-    for rows in ([4, 1, 0, 5], [0, 1, 4, 5], [5, 0, 4, 1]):  # rows of prompts 0 and 2, three orders
-        model.zero_grad(set_to_none=True)
-        learner.accumulate_gradients(batch, torch.tensor(rows), old, adv)
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone())
-    model.zero_grad(set_to_none=True)
-    assert grads[0].abs().sum() > 0
-    for g in grads[1:]:
-        torch.testing.assert_close(g, grads[0], atol=1e-6, rtol=0)
 
 
 def _llama_style_tokenizer():
@@ -383,8 +363,8 @@ def test_entropy_bonus_reaches_the_gradient(tiny):
     batch = HFRolloutEngine(model, tok).generate(["Q: 2+2?"], SamplingConfig(n=2, max_new_tokens=8))
     zero = torch.zeros(len(batch))
     off, on = copy.deepcopy(model), copy.deepcopy(model)
-    m_off = _learner(off, 2).update(batch, zero)
-    m_on = _learner(on, 2, entropy_coef=0.5).update(batch, zero)
+    m_off = make_learner(off, 2).update(batch, zero)
+    m_on = make_learner(on, 2, entropy_coef=0.5).update(batch, zero)
     assert "train/entropy" not in m_off and m_on["train/entropy"] > 0
     assert m_off["train/grad_norm"] == 0.0 and m_on["train/grad_norm"] > 0
 
@@ -402,7 +382,7 @@ def test_hf_engine_log_probs_match_the_learner_in_fp32(tiny):
                                                  SamplingConfig(n=2, max_new_tokens=12, temperature=0.7))
     mask = batch.response_mask
     assert batch.behaviour_logprobs is not None and batch.behaviour_logprobs.shape == mask.shape
-    learner = _learner(copy.deepcopy(model), 2)
+    learner = make_learner(copy.deepcopy(model), 2)
     learner.temperature = 0.7
     learned = learner.compute_logprobs(learner.model, batch)
     assert ((learned - batch.behaviour_logprobs).abs() * mask).max() < 1e-4
@@ -411,13 +391,13 @@ def test_hf_engine_log_probs_match_the_learner_in_fp32(tiny):
     m = learner.update(batch, adv)
     assert m["rollout/mismatch_abs_max"] < 1e-4 and m["rollout/mismatch_abs_mean"] < 1e-5
     assert abs(m["rollout/mismatch_k3"]) < 1e-8 and m["rollout/mismatch_ratio_out_frac"] == 0.0
-    tis = _learner(copy.deepcopy(model), 2, tis_cap=2.0)
+    tis = make_learner(copy.deepcopy(model), 2, tis_cap=2.0)
     tis.temperature = 0.7
     assert tis.update(batch, adv)["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)
 
     off = copy.deepcopy(batch)
     off.behaviour_logprobs[0] -= math.log(3) * mask[0]
-    learner = _learner(copy.deepcopy(model), 2)
+    learner = make_learner(copy.deepcopy(model), 2)
     learner.temperature = 0.7
     m = learner.update(off, adv)
     n0 = float(mask[0].sum())
@@ -433,4 +413,4 @@ def test_greedy_and_generate_decoding_report_no_behaviour_log_probs(tiny):
     generated = HFRolloutEngine(model, tok, decoder="generate").generate(["hi"], SamplingConfig(n=1, max_new_tokens=4))
     assert generated.behaviour_logprobs is None
     with pytest.raises(ValueError, match="algo.tis_cap needs the rollout engine's log-probabilities"):
-        _learner(model, 1, tis_cap=2.0).update(generated, torch.zeros(1))
+        make_learner(model, 1, tis_cap=2.0).update(generated, torch.zeros(1))

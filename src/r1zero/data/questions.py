@@ -20,9 +20,10 @@ import torch
 
 from ..model.load import hub_reachable, resolve_pkg_path
 from ..reward.extract import all_boxed, extract_answer
-from ..schema import DataConfig, SourceConfig, typed
+from ..schema import ArithDataConfig, CountdownDataConfig, DataConfig, SourceConfig, typed
 from ..schema.data import ANSWER_FROM_NAMES, GENERATOR_NAMES
 from ..schema.errors import DataUnavailableError, ModelUnavailableError
+from ..schema.registry import Registry
 from . import arith, countdown
 from .templates import PromptTemplate
 
@@ -176,6 +177,14 @@ ANSWER_FROM = {
 }
 
 
+#: ``data.generator``: question sets made in code from the data node's own fields (no files), each entry with the
+#: schema that types such a node (the one ``DataConfig.schema_for`` picks; checked below), filled by
+#: :func:`register_generator`.
+GENERATORS = Registry("question-set generator", key="data.generator")
+register_generator = GENERATORS.register
+
+
+@register_generator("arith", schema=ArithDataConfig)
 def _arith(cfg) -> list[Question]:
     try:
         qs = arith.generate(split=cfg.split, size=cfg.size, seed=cfg.seed, operators=list(cfg.operators),
@@ -187,6 +196,7 @@ def _arith(cfg) -> list[Question]:
             for q in qs]
 
 
+@register_generator("countdown", schema=CountdownDataConfig)
 def _countdown(cfg) -> list[Question]:
     try:
         qs = countdown.generate(split=str(cfg.split), size=int(cfg.size), seed=int(cfg.seed), count=int(cfg.count),
@@ -197,12 +207,12 @@ def _countdown(cfg) -> list[Question]:
     return [Question(q.question, q.target, row=q.row()) for q in qs]
 
 
-#: ``data.generator``: question sets made in code from the data node's own fields (no files).
-GENERATORS = {"arith": _arith, "countdown": _countdown}
-
-# The schema validates names before anything loads; it cannot import this module (it would be a cycle).
-if set(ANSWER_FROM) - {None} != set(ANSWER_FROM_NAMES) or set(GENERATORS) != set(GENERATOR_NAMES):
-    raise ImportError("r1zero.schema.data.ANSWER_FROM_NAMES / GENERATOR_NAMES disagree with r1zero.data")
+# The schema validates names (and picks a generator's schema) before anything loads; it cannot import this module
+# (the schema imports no component), so it keeps the names, and this checks that the two agree.
+if set(ANSWER_FROM) - {None} != set(ANSWER_FROM_NAMES) or set(GENERATORS) != set(GENERATOR_NAMES) \
+        or any(DataConfig.schema_for({"generator": e.name}) is not e.schema for e in map(GENERATORS.entry, GENERATORS)):
+    raise ImportError("r1zero.schema.data.ANSWER_FROM_NAMES / GENERATOR_NAMES / DataConfig.schema_for disagree "
+                      "with r1zero.data")
 
 
 def _missing_hint(path: str, data_root: str | None) -> str:
@@ -253,7 +263,7 @@ def load_questions(cfg, data_root: str | None = None) -> list[Question]:
             ends up empty.
     """
     cfg = typed(DataConfig, cfg)  # a node, dict or dataclass; the schema checks generator and answer_from
-    out = GENERATORS[cfg.generator](cfg) if cfg.generator else _read_questions(cfg, data_root)
+    out = GENERATORS.lookup(cfg.generator)(cfg) if cfg.generator else _read_questions(cfg, data_root)
     if cfg.max_questions:
         out = out[: cfg.max_questions]
     if not out:

@@ -16,6 +16,7 @@ import inspect
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -258,6 +259,34 @@ def _chunks(idx: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
         yield idx[s : s + size]
 
 
+@dataclass
+class _Tally:
+    """What an update gathers over its optimizer steps (:meth:`Learner.update`), read back once at the end."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # token-weighted metric sums, 0-d on the device
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)  # their weights (response tokens), 0-d
+    losses: list[torch.Tensor] = field(default_factory=list)  # each step taken: its 0-d loss
+    grad_norms: list[float] = field(default_factory=list)  # each step taken: its gradient norm
+    skipped: int = 0  # optimizer steps skipped for a non-finite loss or gradient norm
+    micro_done: int = 0  # micro-batches run so far in the update
+    first_bad: float = float("inf")  # the first micro-batch (0-based over the update) with a non-finite loss
+
+
+def _accumulate_metrics(sums: dict, weights: dict, metrics: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+    """Add a micro-batch's policy_loss ``metrics`` (0-d tensors) into ``sums``/``weights`` (0-d float64 on the device),
+    weighted by its response tokens in the loss (``mask``: (B, T)); ``ratio_max`` is a running max (weight 1) and
+    ``pg_loss`` is left out."""
+    w = mask.sum(dtype=torch.float64)
+    for k, v in metrics.items():
+        v = v.double()
+        if k == "ratio_max":
+            sums[k] = torch.maximum(sums[k], v) if k in sums else v
+            weights[k] = torch.ones((), dtype=torch.float64, device=mask.device)
+        elif k != "pg_loss":
+            sums[k] = sums[k] + v * w if k in sums else v * w
+            weights[k] = weights[k] + w if k in weights else w
+
+
 class Learner:
     """AdamW + micro-batched PPO-clip updates of a causal LM.
 
@@ -448,25 +477,11 @@ class Learner:
             in_loss: (N,) bool, the responses in the loss (``algo.overlong=mask``, ``algo.zero_std=drop``); the others
                 count in no normaliser (:meth:`accumulate_gradients`). None: all.
         """
-        N = len(batch)
         self.fed_tokens = [0, 0]
         epochs = [self.mini_batches(batch, step, e) for e in range(int(self.cfg.ppo_epochs))]
-        first = epochs[0][0]
-        # old_logprobs of the first optimizer batch come from its own forward pass (the parameters have not
-        # moved yet, so they are the sampling policy's, and the ratio is exactly 1); only rows that are
-        # trained after an optimizer step need a separate no-grad pass, taken now, before any step.
-        old_logprobs = torch.zeros_like(batch.response_mask)
-        is_later = torch.ones(N, dtype=torch.bool)
-        is_later[first] = False
-        later = torch.nonzero(is_later).flatten()  # in row order, i.e. grouped by prompt
-        if later.numel():
-            old_logprobs[later] = self.compute_logprobs(self.model, batch, rows=later)[later]
+        old_logprobs = self._old_logprobs(batch, epochs[0][0])
         ref_logprobs = self._reference_logprobs(batch) if self.loss_kl_coef > 0 else None
-
-        sums: dict[str, torch.Tensor] = {}  # token-weighted metric sums, on the device until the end
-        weights: dict[str, torch.Tensor] = {}
-        losses, grad_norms = [], []
-        skipped, micro_done, first_bad = 0, 0, float("inf")
+        tally = _Tally()
         n_steps = sum(len(mbs) for mbs in epochs)
         self.model.train()
         for epoch, mini_batches in enumerate(epochs):
@@ -474,30 +489,65 @@ class Learner:
                 self.strategy.zero_grad()
                 micro_losses: list[torch.Tensor] = []
                 step_loss = self.accumulate_gradients(batch, mb, old_logprobs, advantages, ref_logprobs,
-                                                      sums=sums, weights=weights, fill_old=epoch == 0 and k == 0,
+                                                      sums=tally.sums, weights=tally.weights,
+                                                      fill_old=epoch == 0 and k == 0,
                                                       micro_losses=micro_losses, in_loss=in_loss)
-                finite = torch.isfinite(torch.stack(micro_losses))  # (micro-batches,) on the device, not read yet
-                grad_norm, stepped = self.strategy.clip_and_step(float(self.cfg.max_grad_norm), finite.all())
-                if stepped:
-                    losses.append(step_loss)
-                    grad_norms.append(float(grad_norm))
-                    self.nonfinite_streak = 0
-                else:
-                    skipped += 1
-                    self.nonfinite_streak += 1
-                    bad = (~finite).nonzero().flatten().tolist()
-                    if bad:
-                        first_bad = min(first_bad, micro_done + bad[0])
-                    where = (f"the loss of micro-batch {', '.join(str(micro_done + b) for b in bad)} is not finite"
-                             if bad else "every loss is finite")
-                    log.warning("step %d: optimizer step %d/%d skipped (rank %d: %s; gradient norm %s); weights, "
-                                "optimizer and lr schedule unchanged (%d in a row)", step,
-                                epoch * len(mini_batches) + k + 1, n_steps, self.strategy.rank, where, grad_norm,
-                                self.nonfinite_streak)
-                micro_done += len(micro_losses)
-        # the one read-back of the update's device-side metrics
-        keys = sorted(sums)
-        host = _to_host([sums[k] for k in keys] + [weights[k] for k in keys] + losses)
+                self._optimizer_step(step_loss, micro_losses, tally, step, epoch * len(mini_batches) + k + 1, n_steps)
+        return self._update_metrics(batch, advantages, old_logprobs, tally)
+
+    def _old_logprobs(self, batch: RolloutBatch, first: torch.Tensor) -> torch.Tensor:
+        """(N, T) ``old_logprobs`` of the rows outside the first optimizer batch ``first``; 0 on the rows of ``first``.
+
+        Those of ``first`` come from its own forward pass (:meth:`accumulate_gradients` with ``fill_old``: the
+        parameters have not moved yet, so they are the sampling policy's, and the ratio is exactly 1); only rows
+        trained after an optimizer step need a separate no-grad pass, taken now, before any step.
+        """
+        old_logprobs = torch.zeros_like(batch.response_mask)
+        is_later = torch.ones(len(batch), dtype=torch.bool)
+        is_later[first] = False
+        later = torch.nonzero(is_later).flatten()  # in row order, i.e. grouped by prompt
+        if later.numel():
+            old_logprobs[later] = self.compute_logprobs(self.model, batch, rows=later)[later]
+        return old_logprobs
+
+    def _optimizer_step(self, step_loss: torch.Tensor, micro_losses: list[torch.Tensor], tally: _Tally, step: int,
+                        opt_step: int, n_steps: int) -> None:
+        """Clip and step on the accumulated gradient unless a loss or the gradient norm is not finite; ``tally`` it.
+
+        Args:
+            step_loss: 0-d, the optimizer batch's loss (this rank's part, detached, on the device).
+            micro_losses: each micro-batch's 0-d loss, in the order they ran.
+            opt_step: 1-based number of this optimizer step in the update, of ``n_steps`` (for the warning).
+        """
+        finite = torch.isfinite(torch.stack(micro_losses))  # (micro-batches,) on the device, not read yet
+        grad_norm, stepped = self.strategy.clip_and_step(float(self.cfg.max_grad_norm), finite.all())
+        if stepped:
+            tally.losses.append(step_loss)
+            tally.grad_norms.append(float(grad_norm))
+            self.nonfinite_streak = 0
+        else:
+            tally.skipped += 1
+            self.nonfinite_streak += 1
+            bad = (~finite).nonzero().flatten().tolist()
+            if bad:
+                tally.first_bad = min(tally.first_bad, tally.micro_done + bad[0])
+            where = (f"the loss of micro-batch {', '.join(str(tally.micro_done + b) for b in bad)} is not finite"
+                     if bad else "every loss is finite")
+            log.warning("step %d: optimizer step %d/%d skipped (rank %d: %s; gradient norm %s); weights, "
+                        "optimizer and lr schedule unchanged (%d in a row)", step, opt_step, n_steps,
+                        self.strategy.rank, where, grad_norm, self.nonfinite_streak)
+        tally.micro_done += len(micro_losses)
+
+    def _reduce_tally(self, tally: _Tally, advantages: torch.Tensor):
+        """The update's device-side metrics read back once, and summed over ranks when distributed.
+
+        Returns:
+            ``(sums, weights, losses, adv_stats)``: token-weighted metric sums and their weights (dicts of floats),
+            the steps' losses, and ``[sum, sum of |.|, count]`` of the (N,) ``advantages``; of the global batch when
+            distributed (also :attr:`fed_tokens`).
+        """
+        keys = sorted(tally.sums)
+        host = _to_host([tally.sums[k] for k in keys] + [tally.weights[k] for k in keys] + tally.losses)
         sums, weights = dict(zip(keys, host[: len(keys)])), dict(zip(keys, host[len(keys) : 2 * len(keys)]))
         losses = host[2 * len(keys) :]
         adv_stats = [float(advantages.sum()), float(advantages.abs().sum()), float(advantages.numel())]
@@ -514,9 +564,16 @@ class Learner:
             self.fed_tokens = [int(x) for x in flat[2 * n + L + 3 :]]
             if "ratio_max" in sums:
                 sums["ratio_max"] = self.strategy.all_reduce(sums["ratio_max"], op="max")
+        return sums, weights, losses, adv_stats
+
+    def _update_metrics(self, batch: RolloutBatch, advantages: torch.Tensor, old_logprobs: torch.Tensor,
+                        tally: _Tally) -> dict[str, float]:
+        """The update's ``train/...`` (and ``rollout/mismatch_*``, ``perf/padding_frac``) metrics from its ``tally``."""
+        sums, weights, losses, adv_stats = self._reduce_tally(tally, advantages)
+        grad_norms = tally.grad_norms
         metrics = {f"train/{k}": sums[k] / max(weights[k], 1e-12) for k in sums}
-        if skipped:  # the same count on every rank; the micro-batch where some rank first saw a non-finite loss
-            first_bad = self.strategy.all_reduce(first_bad, op="min")
+        if tally.skipped:  # the same count on every rank; the micro-batch where some rank first saw a non-finite loss
+            first_bad = self.strategy.all_reduce(tally.first_bad, op="min")
             if first_bad != float("inf"):
                 metrics["train/nonfinite_micro_batch"] = float(first_bad)
         if batch.behaviour_logprobs is not None:
@@ -524,7 +581,7 @@ class Learner:
         metrics.update({
             "train/loss": sum(losses) / len(losses) if losses else float("nan"),  # NaN: left out of the row
             "train/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
-            "train/nonfinite_skipped": float(skipped),
+            "train/nonfinite_skipped": float(tally.skipped),
             "train/lr": self.strategy.last_lr(),
             "train/optimizer_steps": float(len(losses)),
             "train/advantage_mean": adv_stats[0] / max(adv_stats[2], 1.0),
@@ -585,6 +642,36 @@ class Learner:
         micro = int(micro_batch_size or self.cfg.micro_batch_size)
         strategy = self.strategy
         loss_rows = None if in_loss is None else in_loss.to(batch.response_mask.dtype)  # (N,) 1 / 0
+        totals = self._loss_totals(batch, rows, loss_rows)
+        scale = strategy.loss_multiplier
+        behaviour = self._behaviour_logprobs(batch)
+        total, filled = None, []
+        chunks = list(_chunks(self._order(batch, rows), micro))
+        for i, idx in enumerate(chunks):
+            # DDP: no gradient all-reduce until the last micro-batch; DeepSpeed: the accumulation boundary.
+            with strategy.accumulate(is_last=i == len(chunks) - 1):
+                loss, m, mask = self._micro_batch_loss(batch, idx, old_logprobs, advantages, ref_logprobs, behaviour,
+                                                       loss_rows, totals, filled if fill_old else None)
+                strategy.backward(loss * scale if scale != 1.0 else loss)
+            total = loss.detach() if total is None else total + loss.detach()
+            if micro_losses is not None:
+                micro_losses.append(loss.detach())
+            if sums is not None and weights is not None:
+                _accumulate_metrics(sums, weights, m, mask)
+        for idx, t_len, old in filled:  # copied back after the loop: the first copy waits, the rest do not
+            old_logprobs[idx, :t_len] = old.cpu()
+        return total if total is not None else torch.zeros(())
+
+    def _loss_totals(self, batch: RolloutBatch, rows: torch.Tensor, loss_rows: torch.Tensor | None
+                     ) -> tuple[int, float]:
+        """``(num_responses, num_tokens)`` of the optimizer batch ``rows`` in the loss (``loss_rows``: (N,) 1 / 0, None:
+        all), summed over ranks when distributed; each at least 1 (every response out of the loss: a zero loss, not
+        0 / 0).
+
+        Raises:
+            ValueError: distributed, and this rank holds no rows.
+        """
+        strategy = self.strategy
         if loss_rows is None:
             num_responses, num_tokens = len(rows), float(batch.response_mask[rows].sum().item())
         else:
@@ -596,64 +683,71 @@ class Learner:
                                  f"some (prompts_per_rollout and mini_batch_size divisible by the world size)")
             num_responses, num_tokens = strategy.all_reduce([float(num_responses), num_tokens])
             num_responses = round(num_responses)
-        # an optimizer batch with every response out of the loss: a zero loss, not 0 / 0
-        num_responses, num_tokens = max(num_responses, 1), max(num_tokens, 1.0)
-        scale = strategy.loss_multiplier
-        behaviour = batch.behaviour_logprobs if self.objective["tis_cap"] is not None else None
-        if self.objective["tis_cap"] is not None and behaviour is None:
+        return max(num_responses, 1), max(num_tokens, 1.0)
+
+    def _behaviour_logprobs(self, batch: RolloutBatch) -> torch.Tensor | None:
+        """(N, T) the engine's log-probabilities of its samples when ``algo.tis_cap`` weighs by them, else None.
+
+        Raises:
+            ValueError: ``algo.tis_cap`` set and the rollout carries no ``behaviour_logprobs``.
+        """
+        if self.objective["tis_cap"] is None:
+            return None
+        if batch.behaviour_logprobs is None:
             raise ValueError("algo.tis_cap needs the rollout engine's log-probabilities of its samples "
                              "(rollout=hf with rollout.decoder=loop and a temperature > 0)")
-        total, filled = None, []
-        plain = strategy.train_model is self.model  # a wrapper's own forward must run (its hooks): no lengths
-        chunks = list(_chunks(self._order(batch, rows), micro))
-        for i, idx in enumerate(chunks):
-            # DDP: no gradient all-reduce until the last micro-batch; DeepSpeed: the accumulation boundary.
-            with strategy.accumulate(is_last=i == len(chunks) - 1):
-                m = self._micro_inputs(strategy.train_model, batch, idx)
-                mask, t_len = m.mask, m.t_len
-                with strategy.autocast():
-                    logprobs = sequence_logprobs(strategy.train_model, m.ids, m.att, m.p, self.temperature,
-                                                 groups=m.groups, lengths=batch.response_lengths[idx] if plain else None,
-                                                 layout=m.layout, entropy=self.entropy)
-                logprobs, entropy = logprobs if self.entropy else (logprobs, None)
-                dev = logprobs.device
-                if fill_old:  # on-policy: this forward's own values are the old ones (ratio exactly 1)
-                    old = (logprobs.detach() * mask).float()
-                    filled.append((idx, t_len, old))
-                else:
-                    old = old_logprobs[idx, :t_len].to(dev)
-                if loss_rows is not None:
-                    mask = mask * loss_rows[idx].to(dev).unsqueeze(1)
-                loss, m = policy_loss(
-                    logprobs,
-                    old,
-                    advantages[idx].to(dev),
-                    mask,
-                    num_responses=num_responses,
-                    num_tokens=num_tokens,
-                    ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx, :t_len].to(dev),
-                    entropy=entropy,
-                    behaviour_logprobs=behaviour[idx, :t_len].to(dev) if behaviour is not None else None,
-                    tensor_metrics=True,
-                    **self.objective,
-                )
-                strategy.backward(loss * scale if scale != 1.0 else loss)
-            total = loss.detach() if total is None else total + loss.detach()
-            if micro_losses is not None:
-                micro_losses.append(loss.detach())
-            if sums is not None and weights is not None:
-                w = mask.sum(dtype=torch.float64)
-                for k, v in m.items():
-                    v = v.double()
-                    if k == "ratio_max":
-                        sums[k] = torch.maximum(sums[k], v) if k in sums else v
-                        weights[k] = torch.ones((), dtype=torch.float64, device=dev)
-                    elif k != "pg_loss":
-                        sums[k] = sums[k] + v * w if k in sums else v * w
-                        weights[k] = weights[k] + w if k in weights else w
-        for idx, t_len, old in filled:  # copied back after the loop: the first copy waits, the rest do not
-            old_logprobs[idx, :t_len] = old.cpu()
-        return total if total is not None else torch.zeros(())
+        return batch.behaviour_logprobs
+
+    def _micro_batch_loss(self, batch: RolloutBatch, idx: torch.Tensor, old_logprobs: torch.Tensor,
+                          advantages: torch.Tensor, ref_logprobs: torch.Tensor | None,
+                          behaviour: torch.Tensor | None, loss_rows: torch.Tensor | None, totals: tuple[int, float],
+                          filled: list | None):
+        """The forward and :func:`r1zero.algos.policy_loss` of the micro-batch of rows ``idx`` (B of them).
+
+        Args:
+            old_logprobs, ref_logprobs, behaviour: (N, T) on the host; sliced to (B, t_len) for the rows.
+            advantages: (N,) per-response advantages.
+            loss_rows: (N,) 1 / 0, the responses in the loss; None: all.
+            totals: ``(num_responses, num_tokens)`` of the optimizer batch (:meth:`_loss_totals`).
+            filled: given (``fill_old``), the forward's own detached log-probabilities are the ``old_logprobs``
+                (ratio exactly 1) and ``(idx, t_len, (B, t_len) old)`` is appended for the caller to write back.
+
+        Returns:
+            ``(loss, metrics, mask)``: the 0-d loss (with its graph), policy_loss's 0-d metric tensors, and the
+            (B, t_len) response_mask of the rows in the loss (on the device).
+        """
+        model = self.strategy.train_model
+        plain = model is self.model  # a wrapper's own forward must run (its hooks): no lengths
+        m = self._micro_inputs(model, batch, idx)
+        mask, t_len = m.mask, m.t_len
+        with self.strategy.autocast():
+            logprobs = sequence_logprobs(model, m.ids, m.att, m.p, self.temperature,
+                                         groups=m.groups, lengths=batch.response_lengths[idx] if plain else None,
+                                         layout=m.layout, entropy=self.entropy)
+        logprobs, entropy = logprobs if self.entropy else (logprobs, None)
+        dev = logprobs.device
+        if filled is not None:  # on-policy: this forward's own values are the old ones (ratio exactly 1)
+            old = (logprobs.detach() * mask).float()
+            filled.append((idx, t_len, old))
+        else:
+            old = old_logprobs[idx, :t_len].to(dev)
+        if loss_rows is not None:
+            mask = mask * loss_rows[idx].to(dev).unsqueeze(1)
+        num_responses, num_tokens = totals
+        loss, metrics = policy_loss(
+            logprobs,
+            old,
+            advantages[idx].to(dev),
+            mask,
+            num_responses=num_responses,
+            num_tokens=num_tokens,
+            ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx, :t_len].to(dev),
+            entropy=entropy,
+            behaviour_logprobs=behaviour[idx, :t_len].to(dev) if behaviour is not None else None,
+            tensor_metrics=True,
+            **self.objective,
+        )
+        return loss, metrics, mask
 
     def state_dict(self) -> dict:
         return self.strategy.state_dict()

@@ -138,6 +138,32 @@ class VLLMRolloutEngine:
             log.debug("vllm: sleep mode needs a GPU; sleep()/wake_up() are no-ops on CPU")
         self.sleep_level = cfg.sleep_level  # 1 or 2 (checked by the schema)
 
+        kwargs = self._llm_kwargs(cfg, tokenizer_path)
+
+        reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        if not any(isinstance(f, _QuietReload) for f in reload_log.filters):
+            reload_log.addFilter(_QuietReload())
+
+        t0 = time.perf_counter()
+        with _preserve_rng():  # in-process, vLLM's worker reseeds the global RNGs with `seed`
+            self.llm = vllm.LLM(**kwargs)
+        self._SamplingParams = vllm.SamplingParams
+        self._TokensPrompt = getattr(getattr(vllm, "inputs", None), "TokensPrompt", None)
+        self.asleep = False
+        self.weights_discarded = False  # sleep level 2 drops the weights until the next update_weights
+        self.calls = 0
+        self.last_sync_s: float | None = None
+        log.info("vllm engine for %s ready in %.1f s (dtype=%s, eager=%s, prefix_caching=%s, sleep=%s)",
+                 self.model_path, time.perf_counter() - t0, kwargs["dtype"], kwargs["enforce_eager"],
+                 kwargs["enable_prefix_caching"], self.enable_sleep_mode)
+
+    def _llm_kwargs(self, cfg: VLLMRolloutConfig, tokenizer_path: str | None) -> dict[str, Any]:
+        """The ``vllm.LLM`` arguments of a typed ``rollout`` config (dtype, eager mode and KV-cache size defaulted by
+        device).
+
+        Raises:
+            ValueError: an unknown ``rollout.dtype``.
+        """
         dtype = cfg.dtype
         if dtype == "auto":
             dtype = "bfloat16" if self.on_gpu else "float32"
@@ -170,23 +196,7 @@ class VLLMRolloutEngine:
             kwargs["max_num_seqs"] = cfg.max_num_seqs
         if kv_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(float(kv_gb) * (1 << 30))
-
-        reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-        if not any(isinstance(f, _QuietReload) for f in reload_log.filters):
-            reload_log.addFilter(_QuietReload())
-
-        t0 = time.perf_counter()
-        with _preserve_rng():  # in-process, vLLM's worker reseeds the global RNGs with `seed`
-            self.llm = vllm.LLM(**kwargs)
-        self._SamplingParams = vllm.SamplingParams
-        self._TokensPrompt = getattr(getattr(vllm, "inputs", None), "TokensPrompt", None)
-        self.asleep = False
-        self.weights_discarded = False  # sleep level 2 drops the weights until the next update_weights
-        self.calls = 0
-        self.last_sync_s: float | None = None
-        log.info("vllm engine for %s ready in %.1f s (dtype=%s, eager=%s, prefix_caching=%s, sleep=%s)",
-                 self.model_path, time.perf_counter() - t0, dtype, kwargs["enforce_eager"],
-                 kwargs["enable_prefix_caching"], self.enable_sleep_mode)
+        return kwargs
 
     @classmethod
     def from_config(cls, cfg, model, tokenizer, *, model_dir=None, seed=0, scratch_dir=None, autocast=None):

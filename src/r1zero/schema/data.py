@@ -9,7 +9,8 @@ from typing import Optional
 from ._check import at_least, between, one_of
 from .template import TemplateConfig
 
-#: The keys of r1zero.data.questions.ANSWER_FROM and GENERATORS (r1zero.data checks at import that they agree).
+#: The keys of r1zero.data.questions.ANSWER_FROM and GENERATORS (r1zero.data checks at import that they agree, and that
+#: each generator's registered schema is the one DataConfig.schema_for picks).
 ANSWER_FROM_NAMES = ("last_boxed", "all_boxed", "after_hash", "strip_unit")
 GENERATOR_NAMES = ("arith", "countdown")
 

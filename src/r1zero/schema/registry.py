@@ -2,7 +2,8 @@
 config schema that configures it, filled by a decorator where the implementation is defined.
 
 Used by the objective's axes (``r1zero.algos``: ``BASELINES``, ``CLIPS``, ...), the rollout engines
-(``r1zero.rollout.ENGINES``) and the learner strategies (``r1zero.learner.strategy.STRATEGIES``).
+(``r1zero.rollout.ENGINES``), the learner strategies (``r1zero.learner.strategy.STRATEGIES``) and the question-set
+generators (``r1zero.data.questions.GENERATORS``).
 """
 
 from __future__ import annotations
