@@ -8,7 +8,7 @@ import torch
 from conftest import make_batch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
-from r1zero.learner.learner import HIDDEN_HEAD_TYPES, PACKED_TYPES, sequence_logprobs
+from r1zero.learner.forward import HIDDEN_HEAD_TYPES, PACKED_TYPES, sequence_logprobs
 from r1zero.model import packing
 
 SMALL = {"vocab_size": 200, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -10,7 +10,8 @@ from conftest import CONF, make_learner
 from omegaconf import OmegaConf
 
 from r1zero.algos import LOSS_AGGREGATIONS
-from r1zero.learner.learner import Learner, prompt_groups, sequence_logprobs
+from r1zero.learner.forward import prompt_groups, sequence_logprobs
+from r1zero.learner.learner import Learner
 from r1zero.model.load import build_byte_tokenizer, load_model_and_tokenizer
 from r1zero.rollout import SamplingConfig
 from r1zero.rollout.hf import HFRolloutEngine, find_response_end

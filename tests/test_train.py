@@ -11,6 +11,7 @@ import torch
 from conftest import REPO, compose
 
 import r1zero.train as train_mod
+from r1zero.evaluate.rollout_metrics import rollout_metrics
 from r1zero.reward import GradeResult
 
 TINY = [
@@ -320,8 +321,8 @@ def test_rollout_metrics_log_the_reward_before_truncation():
     results = [GradeResult(r, "x", True) for r in (1.0, 1.0, 0.0, 1.0)]
     lengths, truncated = torch.tensor([2, 8, 4, 6]), torch.tensor([False, True, False, False])
     adv = torch.tensor([0.5, -0.5, -0.5, 0.5])  # r - group mean
-    m = train_mod.rollout_metrics(lengths, truncated, torch.tensor([1.0, 0.0, 0.0, 1.0]), results, adv,
-                                  group_size=2, max_new_tokens=8)
+    m = rollout_metrics(lengths, truncated, torch.tensor([1.0, 0.0, 0.0, 1.0]), results, adv,
+                        group_size=2, max_new_tokens=8)
     assert m["rollout/reward_mean"] == 0.5 and m["rollout/reward_mean_pre_truncation"] == 0.75
     assert m["rollout/response_length_correct"] == 4.0 and m["rollout/truncated_frac"] == 0.25
     # Both groups ([1, 0] and [0, 1]) are mixed: none without signal. Budget 8: lengths 2 (0.25), 8 (truncated),
@@ -337,13 +338,13 @@ def test_rollout_metrics_log_the_reward_before_truncation():
 def test_long_prompts_are_dropped_and_counted():
     # The byte tokenizer has one token per byte (plus none special): template "Q: {question}" adds 3 bytes.
     from r1zero.data.questions import Question
-    from r1zero.data.templates import PromptTemplate
+    from r1zero.data.templates import PromptTemplate, drop_long_prompts
     from r1zero.model.load import build_byte_tokenizer
 
     tok = build_byte_tokenizer()
     tpl = PromptTemplate("t", "Q: {question}")
     qs = [Question("x" * n, "1") for n in (5, 7, 8, 20)]
     extra = len(tok("Q: ")["input_ids"]) - 3  # special tokens the tokenizer adds, counted as oat counts them
-    kept, dropped = train_mod.drop_long_prompts(qs, tpl, tok, 10 + extra)  # 3 + n <= 10: n <= 7
+    kept, dropped = drop_long_prompts(qs, tpl, tok, 10 + extra)  # 3 + n <= 10: n <= 7
     assert [len(q.question) for q in kept] == [5, 7] and dropped == 2
-    assert train_mod.drop_long_prompts(qs, tpl, tok, None) == (qs, 0)
+    assert drop_long_prompts(qs, tpl, tok, None) == (qs, 0)

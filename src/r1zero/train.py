@@ -10,7 +10,6 @@ The recipe has torchtune's shape: :meth:`R1ZeroRecipe.setup`, :meth:`R1ZeroRecip
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import sys
@@ -22,172 +21,64 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .algos import OVERLONG, compute_advantages, pick_groups, signal_groups, zero_std_rows
-from .data.questions import DataUnavailableError, PromptSampler, load_questions
-from .data.templates import PromptTemplate
-from .evaluate.lengths import length_bucket_metrics, zero_signal_frac
+from .data.questions import PromptSampler, load_questions
+from .data.templates import PromptTemplate, drop_long_prompts
+from .evaluate.rollout_metrics import gather_rollout, rollout_metrics
 from .evaluate.suite import accuracy_line, evaluate_suite, load_benchmarks
 from .learner.learner import Learner
-from .learner.strategy import Strategy, build_strategy
-from .model.load import (
-    load_model_and_tokenizer,
-    resolve_dtype,
-    resolve_model_dir,
-)
-from .reward import MathGrader
-from .reward.custom import RewardFnError, RewardFnGrader, check_reward_config
+from .learner.strategy import build_strategy
+from .model.load import load_model_and_tokenizer, resolve_dtype, resolve_model_dir
+from .reward.custom import RewardFnError, build_grader, check_reward_config
 from .rollout import SamplingConfig, build_engine, engine_class
-from .rollout.base import RolloutBatch, concat_rollouts
+from .rollout.base import RolloutBatch, ScoredRollout, keep_groups
 from .run.checkpoint import (
-    DISK_ERRNOS,
+    checkpoint_to_resume,
     latest_checkpoint,
     load_trainer_state,
     remove_partial,
     rng_state,
-    save_checkpoint,
     set_rng_state,
+    write_checkpoint,
 )
-from .run.cli import hydra_entry
+from .run.cli import hydra_entry, hydra_job_info
 from .run.config import run_config
 from .run.hostmem import keep_freed_memory
 from .run.manifest import Manifest
 from .run.preemption import Interrupted, PreemptionHandler, launcher_grace_s
-from .run.rundir import check_same_config, check_writable, finished_run, saved_config, truncate_after
+from .run.rundir import (
+    check_same_config,
+    check_writable,
+    finished_run,
+    saved_config,
+    truncate_after,
+    unwritable_as_one_line,
+)
 from .run.runlock import RunDirLock, hold_run_dir
 from .run.seeding import set_seed
-from .run.tracking import MetricsLogger, NullLogger, check_wandb_login, wandb_settings
+from .run.tracking import (
+    MetricsLogger,
+    NullLogger,
+    ProgressBar,
+    check_wandb_login,
+    sample_rows,
+    wandb_settings,
+)
 from .schema import RunConfig
-from .schema.errors import ConfigError, NonFiniteTrainingError, OutputUnwritableError, RunDirInUseError
+from .schema.errors import ConfigError, NonFiniteTrainingError, RunDirInUseError
 
 log = logging.getLogger("r1zero.train")
 
 
-__all__ = ["R1ZeroRecipe", "RunComplete", "drop_long_prompts", "gather_rollout", "hydra_job_info", "main", "rollout_metrics", "run",
-           "set_seed"]
+__all__ = ["R1ZeroRecipe", "RunComplete", "main", "run"]
 
 
-def _mean(xs) -> float:
-    xs = list(xs)
-    return float(sum(xs) / len(xs)) if xs else float("nan")
+class _RolloutStats(NamedTuple):
+    """What generating and grading a step's rollout took (:meth:`R1ZeroRecipe._rollout`), every round together."""
 
-
-def rollout_metrics(lengths: torch.Tensor, truncated: torch.Tensor, rewards: torch.Tensor, results,
-                    advantages: torch.Tensor, *, group_size: int, max_new_tokens: int) -> dict[str, float]:
-    """``rollout/...`` statistics of one rollout (lengths in tokens), groups of ``group_size`` contiguous rows.
-
-    ``lengths`` (N,) are the response lengths, ``truncated`` (N,) bool; ``rewards`` (N,) the training rewards
-    (truncated responses 0); ``results`` the grader's verdicts of the same N responses graded without regard to
-    truncation; ``advantages`` (N,) their advantages. The ``rollout/length_bucket/<bucket>/...`` metrics bucket
-    responses by length / ``max_new_tokens`` (:mod:`r1zero.lengths`)."""
-    lengths = lengths.float()
-    correct = rewards > 0.5
-    G = group_size
-    buckets = length_bucket_metrics(lengths, truncated, rewards, max_new_tokens, advantages)
-    formatted = [r.formatted for r in results if r.formatted is not None]  # None: reward=fn, no answer format
-    return {
-        "rollout/reward_mean": float(rewards.mean()),
-        # the graded reward before truncated responses are zeroed (results were graded without truncation)
-        "rollout/reward_mean_pre_truncation": _mean(float(r.reward) for r in results),
-        "rollout/response_length_mean": float(lengths.mean()),
-        "rollout/response_length_max": float(lengths.max()),
-        "rollout/response_length_correct": _mean(lengths[correct].tolist()),
-        "rollout/response_length_incorrect": _mean(lengths[~correct].tolist()),
-        # wrong answers that ended on their own: truncated ones score 0 because of their length, these do not
-        "rollout/response_length_incorrect_finished": _mean(lengths[~correct & ~truncated].tolist()),
-        "rollout/truncated_frac": float(truncated.float().mean()),
-        "rollout/grader_timeouts": float(sum(r.timed_out for r in results)),
-        # reward=fn: responses whose call raised or returned bad values (scored 0); 0 under the math grader
-        "rollout/reward_errors": float(sum(bool(getattr(r, "error", None)) for r in results)),
-        # Questions whose G rewards are all equal get zero advantage: no learning signal.
-        "rollout/solve_none_frac": float((rewards.view(-1, G).max(1).values < 0.5).float().mean()),
-        "rollout/solve_all_frac": float((rewards.view(-1, G).min(1).values > 0.5).float().mean()),
-        "rollout/zero_signal_group_frac": zero_signal_frac(rewards, G),  # any reward scale: all G equal
-        **{f"rollout/{k}": v for k, v in buckets.items()},
-        # only where the grader reads an answer format (reward=math); a reward.fn returns numbers only
-        **({"rollout/formatted_frac": _mean(float(f) for f in formatted)} if formatted else {}),
-    }
-
-
-def drop_long_prompts(questions: list, template: PromptTemplate, tokenizer, max_tokens: int | None):
-    """``(kept, n_dropped)``: the questions whose templated prompt has at most ``max_tokens`` tokens.
-
-    oat's ``PromptDataset`` (``--prompt_max_length 1024`` in every paper script) keeps a prompt when
-    ``len(tokenizer(prompt)["input_ids"]) <= prompt_max_length``, special tokens (a BOS) included. None keeps all.
-
-    Raises:
-        DataUnavailableError: no question is left.
-    """
-    if max_tokens is None:
-        return questions, 0
-    lengths = [len(ids) for ids in tokenizer([template.apply(q.question) for q in questions])["input_ids"]]
-    kept = [q for q, n in zip(questions, lengths, strict=True) if n <= int(max_tokens)]
-    if not kept:
-        raise DataUnavailableError(f"every question's prompt is longer than train.prompt_max_length={max_tokens}")
-    return kept, len(questions) - len(kept)
-
-
-def gather_rollout(strategy: Strategy, batch: RolloutBatch, rewards: torch.Tensor, results,
-                   advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list, torch.Tensor]:
-    """``(lengths, truncated, rewards, results, advantages)`` of every rank's rollout, in rank order, for
-    :func:`rollout_metrics`: (N,) response lengths, (N,) bool, (N,) float, N grade results (as the grader made
-    them), (N,) float. In one process this rank's own."""
-    mine = (batch.response_lengths, batch.truncated, rewards, list(results), advantages)
-    if not strategy.distributed:
-        return mine
-    # the per-row metric inputs only (not the token ids): one small object per rank
-    parts = strategy.all_gather_object(tuple(x.tolist() if torch.is_tensor(x) else x for x in mine))
-    lengths, truncated, rewards, results, advantages = ([x for p in parts for x in p[k]] for k in range(5))
-    return (torch.tensor(lengths), torch.tensor(truncated, dtype=torch.bool), torch.tensor(rewards), results,
-            torch.tensor(advantages))
-
-
-def hydra_job_info() -> dict[str, str | None]:
-    """``sweep``, ``experiment`` (the options chosen, or None) and ``sweep_dir`` (``hydra.sweep.dir`` in a
-    multirun, else None) of the Hydra job running this process, for :func:`r1zero.tracking.wandb_settings`;
-    ``{}`` outside Hydra (tests composing a config)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return {}
-    hc = HydraConfig.get()
-    choices = hc.runtime.choices
-    return {"sweep": choices.get("sweep"), "experiment": choices.get("experiment"),
-            "sweep_dir": str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None}
-
-
-class _Rollout(NamedTuple):
-    """One step's rollout, graded (:meth:`R1ZeroRecipe._rollout`): this rank's questions and their G responses each."""
-
-    questions: list
-    prompts: list[str]
-    batch: RolloutBatch
-    results: list  # one GradeResult per response
-    references: list[str]
-    rewards: torch.Tensor  # (N,) training rewards (algo.overlong applied)
-    in_loss: torch.Tensor  # (N,) bool, the responses in the loss (algo.overlong=mask leaves truncated ones out)
-    t_rollout: float  # seconds generating, every round
-    t_reward: float  # seconds grading, every round
-    generated_tokens: float  # response tokens this rank generated, every round
+    t_rollout: float  # seconds generating
+    t_reward: float  # seconds grading
+    generated_tokens: float  # response tokens this rank generated
     metrics: dict  # rollout/... of dynamic sampling
-
-
-class _Round(NamedTuple):
-    """One rollout of dynamic sampling's loop (:meth:`R1ZeroRecipe._rollout`): the fields of :class:`_Rollout`'s
-    first seven, and ``scores``, (N,) what decides whether a group has signal."""
-
-    questions: list
-    prompts: list[str]
-    batch: RolloutBatch
-    results: list
-    references: list[str]
-    rewards: torch.Tensor
-    in_loss: torch.Tensor
-    scores: torch.Tensor
-
-    def graded(self, t_rollout: float, t_reward: float, generated: float, metrics: dict) -> _Rollout:
-        """This round as the step's whole rollout."""
-        return _Rollout(self.questions, self.prompts, self.batch, self.results, self.references, self.rewards,
-                        self.in_loss, t_rollout, t_reward, generated, metrics)
 
 
 class RunComplete(Exception):
@@ -250,7 +141,7 @@ class R1ZeroRecipe:
         self.strategy = build_strategy(cfg.strategy)
         engine_class(cfg.rollout.name)  # an unregistered engine is refused before anything loads
         self.device = self.strategy.setup(cfg.device)
-        self._hold_run_dir()  # a run directory another live run writes: refused before anything is written or loaded
+        self._lock_run_dir()  # a run directory another live run writes: refused before anything is written or loaded
         if self.device.type == "cpu":
             keep_freed_memory()  # the learner's large temporaries reuse pages instead of faulting new ones
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -259,6 +150,25 @@ class R1ZeroRecipe:
         self.dtype = resolve_dtype(str(cfg.dtype), self.device)  # compute dtype
         self.param_dtype = self.strategy.param_dtype(self.dtype)  # single/ddp + bf16: fp32 master weights
         cfg.check_batches(self.strategy.world_size)  # the schema's checks ran in run_config
+
+    def _lock_run_dir(self) -> None:
+        """Lock the run directory for this job (:mod:`r1zero.run.runlock`): rank 0 holds it, every rank stops together
+        when it is refused (rank 0 raises the one-line error, the others exit with status 2 without repeating it).
+
+        Raises:
+            RunDirInUseError: another live run holds the directory, or its filesystem cannot lock.
+        """
+        refused = None
+        if self.strategy.is_main:
+            try:
+                self._lock = hold_run_dir(self.run_dir, "paths.run_dir", enabled=self.cfg.paths.lock_run_dir)
+            except (RunDirInUseError, OSError) as err:  # OSError: cannot create it (raised on rank 0 below)
+                refused = err
+        if self.strategy.any(refused is not None):
+            self._stopping_together = True
+            if not self.strategy.is_main:
+                raise SystemExit(2)
+            raise refused
 
     def _setup_run_dir(self) -> tuple[Path | None, dict]:
         """``(checkpoint to resume or None, the run's config as a dict)``; writes ``config.yaml`` (rank 0).
@@ -271,7 +181,7 @@ class R1ZeroRecipe:
         previous = saved_config(self.run_dir)  # what an earlier run in this directory was made with
         if self.strategy.is_main and (partial := remove_partial(self.run_dir)):  # a run killed mid-save
             log.info("removed %d unfinished checkpoint saves: %s", len(partial), ", ".join(p.name for p in partial))
-        ckpt = self._checkpoint_to_resume()
+        ckpt = checkpoint_to_resume(cfg.resume, self.run_dir)
         continuing = ckpt is not None or (cfg.resume == "auto" and (self.run_dir / "metrics.jsonl").exists())
         config = OmegaConf.to_container(OmegaConf.structured(cfg))
         if continuing:  # one experiment per run directory
@@ -292,15 +202,7 @@ class R1ZeroRecipe:
             self.reward_fn = check_reward_config(OmegaConf.structured(cfg.reward))
         except RewardFnError as err:
             raise ConfigError(str(err)) from None
-        if self._grader is not None:
-            self.grader = self._grader
-        elif self.reward_fn is None:
-            self.grader = MathGrader(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
-                                     verifier=cfg.reward.verifier, batch_timeout_s=cfg.reward.batch_timeout_s,
-                                     max_answer_chars=cfg.reward.max_answer_chars)
-        else:
-            self.grader = RewardFnGrader(self.reward_fn, num_workers=cfg.reward.num_workers,
-                                         timeout_s=cfg.reward.timeout_s, answers_per_call=cfg.reward.answers_per_call)
+        self.grader = self._grader if self._grader is not None else build_grader(cfg.reward, self.reward_fn)
         self.grader.start()
 
     def _setup_data(self) -> None:
@@ -349,6 +251,18 @@ class R1ZeroRecipe:
         if self.strategy.distributed:  # same initial weights everywhere, different samples on every rank
             set_seed(int(cfg.seed) + 100_003 * self.strategy.rank)
 
+    def _reference_model(self, ckpt: Path | None):
+        """The frozen initial policy for the KL term.
+
+        A fresh run deep-copies the policy as loaded. A resumed run's policy holds the checkpoint's weights,
+        and ZeRO-3 partitions cannot be deep-copied, so both reload the initial model from ``cfg.model``.
+        """
+        if ckpt is None and not self.strategy.shards_parameters:
+            return copy.deepcopy(self.model)
+        set_seed(int(self.cfg.seed))  # model=tiny: the same random weights as the initial policy
+        with self.strategy.model_init_context(self.dtype, self.cfg.train):
+            return load_model_and_tokenizer(self.cfg.model, self.device, self.param_dtype)[0]
+
     def _setup_engine(self, ckpt: Path | None) -> None:
         """The engine given, or the one ``cfg.rollout`` names, and the sampling settings it is called with."""
         cfg = self.cfg
@@ -395,71 +309,23 @@ class R1ZeroRecipe:
                 self.manifest.update(wandb_run_id=settings["id"])
                 self.logger.start_wandb(settings)
 
-    def _hold_run_dir(self) -> None:
-        """Lock the run directory for this job (:mod:`r1zero.runlock`): rank 0 holds it, every rank stops together
-        when it is refused (rank 0 raises the one-line error, the others exit with status 2 without repeating it).
-
-        Raises:
-            RunDirInUseError: another live run holds the directory, or its filesystem cannot lock.
-        """
-        refused = None
-        if self.strategy.is_main:
-            try:
-                self._lock = hold_run_dir(self.run_dir, "paths.run_dir", enabled=self.cfg.paths.lock_run_dir)
-            except (RunDirInUseError, OSError) as err:  # OSError: cannot create it (raised on rank 0 below)
-                refused = err
-        if self.strategy.any(refused is not None):
-            self._stopping_together = True
-            if not self.strategy.is_main:
-                raise SystemExit(2)
-            raise refused
-
-    def _reference_model(self, ckpt: Path | None):
-        """The frozen initial policy for the KL term.
-
-        A fresh run deep-copies the policy as loaded. A resumed run's policy holds the checkpoint's weights,
-        and ZeRO-3 partitions cannot be deep-copied, so both reload the initial model from ``cfg.model``.
-        """
-        if ckpt is None and not self.strategy.shards_parameters:
-            return copy.deepcopy(self.model)
-        set_seed(int(self.cfg.seed))  # model=tiny: the same random weights as the initial policy
-        with self.strategy.model_init_context(self.dtype, self.cfg.train):
-            return load_model_and_tokenizer(self.cfg.model, self.device, self.param_dtype)[0]
-
-    def _checkpoint_to_resume(self) -> Path | None:
-        resume = self.cfg.resume
-        if resume in (None, False, "null", "none"):
-            return None
-        if resume == "auto":
-            return latest_checkpoint(self.run_dir)
-        path = Path(str(resume))
-        if not (path / "trainer_state.pt").exists():
-            raise ConfigError(f"resume={resume}: not a checkpoint directory (no trainer_state.pt); "
-                                    f"valid values: null, auto, or a checkpoints/step_* directory")
-        return path
-
     # ----------------------------------------------------------------------------------------------
     def train(self) -> None:
-        cfg = self.cfg
+        """The steps up to ``total_steps``, stopping between two (preemption) or, on a second signal, mid-step."""
         total = self.total_steps
-        bar = None
-        if cfg.logger.progress_bar and self.strategy.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=self.step, desc="r1zero", unit="step", dynamic_ncols=True)
+        bar = ProgressBar(total, self.step, enabled=bool(self.cfg.logger.progress_bar) and self.strategy.is_main)
         # SIGUSR2/SIGTERM/SIGINT (SLURM preemption, time limit, Ctrl-C) only set a flag, acted on at the end of a
-        # step; a second one in a plain run raises Interrupted mid-step (_stop_now).
+        # step; a second one in a plain run raises Interrupted mid-step (_stop_mid_step).
         self.preemption = PreemptionHandler(grace_s=launcher_grace_s()).install()
         try:
             self._train_steps(total, bar)
             self._stopping_together = True  # every rank ran the same steps to the end
         except Interrupted as stop:
-            self._stop_now(stop)
+            self._stop_mid_step(stop)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
-    def _train_steps(self, total: int, bar) -> None:
+    def _train_steps(self, total: int, bar: ProgressBar) -> None:
         """The loop, one step per pass: generate and score, advantages, update (and the weight push), log,
         evaluate, checkpoint."""
         G = int(self.cfg.sampling.group_size)
@@ -471,73 +337,25 @@ class R1ZeroRecipe:
             self._consistent = (self.step, self.sampler.state_dict(), rng_state())
             self.step += 1
             t_step = time.perf_counter()
-            r = self._rollout(G)  # G responses per question, graded, truncated ones per algo.overlong
+            r, stats = self._rollout(G)  # G responses per question, graded, truncated ones per algo.overlong
             t0 = time.perf_counter()
             self._consistent = None  # the weights change from here until the step is logged
-            advantages, in_loss, kl_metrics = self._advantages_of(r, G)
-            metrics = self._update(r.batch, advantages, in_loss)
+            advantages, in_loss, kl_metrics = self._advantages(r, G)
+            metrics = self._update_and_sync(r.batch, advantages, in_loss)
             t_update = time.perf_counter() - t0
-            metrics.update(self._step_metrics(r, advantages, in_loss, kl_metrics, G, t_step, t_update))
-            metrics.update(self._maybe_evaluate(final=self.step == total))
+            metrics.update(self._step_metrics(r, stats, advantages, in_loss, kl_metrics, G, t_step, t_update))
+            metrics.update(self._evaluate_if_due(final=self.step == total))
             metrics["time/step_s"] = time.perf_counter() - t_step
             self.logger.log(self.step, metrics)
             self._consistent = (self.step, self.sampler.state_dict(), rng_state())
-            self._log_samples(r.questions, r.prompts, r.batch, r.rewards, r.references)
+            self.logger.log_samples(self.step, sample_rows(r, self.cfg.logger.samples_per_step))
             self._stop_if_diverged()  # before this step's checkpoint: the directory keeps the checkpoints it has
-            self._maybe_checkpoint()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}",
-                                len=f"{metrics['rollout/response_length_mean']:.0f}",
-                                loss=f"{metrics['train/loss']:.4f}")
+            self._checkpoint_if_due()
+            bar.step(metrics)
             if self.strategy.any(self.preemption.requested) and self.step < total:  # checkpoint, then requeue (SLURM) or exit
                 self.preemption.hand_over(self.save_checkpoint(), self.step)
 
-    def _advantages_of(self, r: _Rollout, G: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """``(advantages (N,), in_loss (N,) bool, kl metrics)`` of a graded rollout: the rewards shaped by the KL
-        penalty under ``algo.kl_in=reward``, ``algo.zero_std=drop`` taking zero-std groups out of the loss."""
-        algo, shaped, kl_metrics = self.cfg.algo, r.rewards, {}
-        if algo.kl_in == "reward" and algo.kl_coef > 0:  # r - kl_coef * the response's summed KL, before A
-            kl = self.learner.response_kl(r.batch)
-            shaped = r.rewards - float(algo.kl_coef) * kl
-            kl_metrics["rollout/kl_in_reward_mean"] = self._mean_over_ranks(kl)
-        advantages = self._advantages(shaped, G)
-        in_loss = r.in_loss & ~zero_std_rows(shaped, G) if algo.zero_std == "drop" else r.in_loss
-        return advantages, in_loss, kl_metrics
-
-    def _update(self, batch: RolloutBatch, advantages: torch.Tensor, in_loss: torch.Tensor) -> dict[str, float]:
-        """The learner's update (``train/...`` metrics), then the weight push: the next rollout samples from the
-        updated policy."""
-        metrics = self.learner.update(batch, advantages, step=self.step, in_loss=None if bool(in_loss.all()) else in_loss)
-        self.engine.wake_up()
-        self.strategy.sync_weights(self.engine)
-        return metrics
-
-    def _step_metrics(self, r: _Rollout, advantages: torch.Tensor, in_loss: torch.Tensor, kl_metrics: dict, G: int,
-                      t_step: float, t_update: float) -> dict[str, float]:
-        """The step's ``rollout/``, ``time/``, ``perf/`` and ``data/`` metrics, over every rank."""
-        batch, algo = r.batch, self.cfg.algo
-        metrics = rollout_metrics(*gather_rollout(self.strategy, batch, r.rewards, r.results, advantages),
-                                  group_size=G, max_new_tokens=self.sampling.max_new_tokens)
-        metrics.update(r.metrics | kl_metrics)
-        if algo.overlong == "mask" or algo.zero_std == "drop":  # responses the loss left out
-            metrics["rollout/out_of_loss_frac"] = self._mean_over_ranks((~in_loss).float())
-        n_tokens, n_response_tokens = self.strategy.all_reduce([  # all ranks' tokens
-            float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum()),
-            r.generated_tokens])
-        step_s = time.perf_counter() - t_step
-        metrics.update({
-            "time/rollout_s": r.t_rollout, "time/reward_s": r.t_reward, "time/update_s": t_update,
-            "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
-            "perf/rollout_tokens_per_s": n_response_tokens / max(r.t_rollout, 1e-9),
-            # prompt + response tokens through the update's forward and backward, per second of update
-            "perf/learner_tokens_per_s": n_tokens / max(t_update, 1e-9),
-            "data/epoch": float(self.sampler.epoch),
-            "data/dropped_long_prompts": float(self.dropped_long),  # questions over train.prompt_max_length
-        })
-        return metrics
-
-    def _rollout(self, G: int) -> _Rollout:
+    def _rollout(self, G: int) -> tuple[ScoredRollout, _RolloutStats]:
         """Questions of the next batch, G responses each, graded, truncated ones handled per ``algo.overlong``.
 
         With ``algo.dynamic_sampling`` (DAPO §3.2) groups whose rewards are all equal (before ``algo.overlong=
@@ -559,15 +377,8 @@ class R1ZeroRecipe:
                 self.engine.sleep()  # free the engine's memory (vLLM on GPU) for the learner
             t_rollout += time.perf_counter() - t0
             t0 = time.perf_counter()
-            results, references = self._grade(questions, batch)
-            graded = torch.tensor([r.reward for r in results], dtype=torch.float32)
-            rewards, in_loss = OVERLONG[algo.overlong](
-                graded, batch.response_lengths, batch.truncated, max_new_tokens=self.sampling.max_new_tokens,
-                buffer_frac=float(algo.overlong_buffer_frac), penalty=float(algo.overlong_penalty))
+            rounds.append(self._score(questions, prompts, batch))
             t_reward += time.perf_counter() - t0
-            # dynamic sampling keeps a group by its answers (DAPO §3.2: accuracy), not by a length penalty on them
-            scores = graded if algo.overlong == "soft_penalty" else rewards
-            rounds.append(_Round(questions, prompts, batch, results, references, rewards, in_loss, scores))
             if not dynamic:
                 break
             kept = sum(int(signal_groups(x.scores, G).sum()) for x in rounds)
@@ -576,7 +387,33 @@ class R1ZeroRecipe:
                 break
         generated = float(sum(x.batch.response_mask.sum() for x in rounds))
         if not dynamic:
-            return rounds[0].graded(t_rollout, t_reward, generated, {})
+            return rounds[0], _RolloutStats(t_rollout, t_reward, generated, {})
+        r, metrics = self._keep_groups_with_signal(rounds, G)
+        return r, _RolloutStats(t_rollout, t_reward, generated, metrics)
+
+    def _score(self, questions: list, prompts: list[str], batch: RolloutBatch) -> ScoredRollout:
+        """``batch`` graded without regard to truncation, then its training rewards and loss mask per
+        ``algo.overlong``."""
+        algo = self.cfg.algo
+        references = [questions[i].answer for i in batch.prompt_index.tolist()]
+        if self.reward_fn is None:
+            results = self.grader.grade(batch.responses, references, self.template.answer_format)
+        else:  # the question's raw record, or its two fields for a hand-built Question
+            rows = [questions[i].row if questions[i].row is not None else
+                    {"question": questions[i].question, "answer": questions[i].answer}
+                    for i in batch.prompt_index.tolist()]
+            results = self.grader.grade_fn(batch.responses, references, rows)
+        graded = torch.tensor([r.reward for r in results], dtype=torch.float32)
+        rewards, in_loss = OVERLONG[algo.overlong](
+            graded, batch.response_lengths, batch.truncated, max_new_tokens=self.sampling.max_new_tokens,
+            buffer_frac=float(algo.overlong_buffer_frac), penalty=float(algo.overlong_penalty))
+        # dynamic sampling keeps a group by its answers (DAPO §3.2: accuracy), not by a length penalty on them
+        scores = graded if algo.overlong == "soft_penalty" else rewards
+        return ScoredRollout(questions, prompts, batch, results, references, rewards, in_loss, scores)
+
+    def _keep_groups_with_signal(self, rounds: list[ScoredRollout], G: int) -> tuple[ScoredRollout, dict]:
+        """Dynamic sampling's batch: the first ``prompts_per_rollout`` groups with signal of every round, in
+        generation order (:func:`r1zero.algos.pick_groups`), and its ``rollout/...`` metrics (over every rank)."""
         # the groups of every round, in generation order: group u is rows u*G .. u*G+G-1, question prompt_index[u*G]
         rewards = torch.cat([x.rewards for x in rounds])
         has_signal = signal_groups(torch.cat([x.scores for x in rounds]), G)
@@ -592,70 +429,91 @@ class R1ZeroRecipe:
             "rollout/generated_reward_mean": reward_sum / max(generated_groups * G, 1.0),
         }
         if len(rounds) == 1:  # one rollout: its groups are the batch, as they are (picked is every group)
-            return rounds[0].graded(t_rollout, t_reward, generated, metrics)
-        questions = [q for x in rounds for q in x.questions]
-        prompts = [p for x in rounds for p in x.prompts]
-        batch = concat_rollouts([x.batch for x in rounds], [len(x.questions) for x in rounds])
-        results = [g for x in rounds for g in x.results]
-        references = [a for x in rounds for a in x.references]
-        in_loss = torch.cat([x.in_loss for x in rounds])
-        rows = (picked.unsqueeze(1) * G + torch.arange(G)).flatten()
-        asked = batch.prompt_index[picked * G].tolist()
-        batch = batch.select(rows)
-        batch.prompt_index = torch.arange(len(picked)).repeat_interleave(G)
-        return _Rollout([questions[i] for i in asked], [prompts[i] for i in asked], batch,
-                        [results[i] for i in rows.tolist()], [references[i] for i in rows.tolist()], rewards[rows],
-                        in_loss[rows], t_rollout, t_reward, generated, metrics)
+            return rounds[0], metrics
+        return keep_groups(rounds, picked, G), metrics
+
+    def _advantages(self, r: ScoredRollout, G: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``(advantages (N,), in_loss (N,) bool, kl metrics)`` of a graded rollout.
+
+        The advantages per ``algo.adv_baseline`` / ``adv_scale`` of the rewards, shaped by the KL penalty under
+        ``algo.kl_in=reward``; under data parallelism computed over every rank's rewards (the batch-level axes need
+        all of them), each rank keeping its own share. ``algo.zero_std=drop`` takes zero-std groups out of the loss.
+        """
+        algo, shaped, kl_metrics = self.cfg.algo, r.rewards, {}
+        if algo.kl_in == "reward" and algo.kl_coef > 0:  # r - kl_coef * the response's summed KL, before A
+            kl = self.learner.response_kl(r.batch)
+            shaped = r.rewards - float(algo.kl_coef) * kl
+            kl_metrics["rollout/kl_in_reward_mean"] = self._mean_over_ranks(kl)
+        axes = {"baseline": str(algo.adv_baseline), "scale": str(algo.adv_scale), "eps": float(algo.adv_eps)}
+        if self.strategy.distributed:
+            shares = self.strategy.all_gather_object(shaped.tolist())
+            start = sum(len(x) for x in shares[: self.strategy.rank])
+            every = torch.tensor([x for share in shares for x in share], dtype=torch.float32)
+            advantages = compute_advantages(every, G, **axes)[start : start + len(shaped)]
+        else:
+            advantages = compute_advantages(shaped, G, **axes)
+        in_loss = r.in_loss & ~zero_std_rows(shaped, G) if algo.zero_std == "drop" else r.in_loss
+        return advantages, in_loss, kl_metrics
+
+    def _update_and_sync(self, batch: RolloutBatch, advantages: torch.Tensor, in_loss: torch.Tensor
+                         ) -> dict[str, float]:
+        """The learner's update (``train/...`` metrics), then the weight push: the next rollout samples from the
+        updated policy."""
+        metrics = self.learner.update(batch, advantages, step=self.step, in_loss=None if bool(in_loss.all()) else in_loss)
+        self.engine.wake_up()
+        self.strategy.sync_weights(self.engine)
+        return metrics
+
+    def _step_metrics(self, r: ScoredRollout, stats: _RolloutStats, advantages: torch.Tensor, in_loss: torch.Tensor,
+                      kl_metrics: dict, G: int, t_step: float, t_update: float) -> dict[str, float]:
+        """The step's ``rollout/``, ``time/``, ``perf/`` and ``data/`` metrics, over every rank."""
+        batch, algo = r.batch, self.cfg.algo
+        gather = self.strategy.all_gather_object if self.strategy.distributed else None  # every rank's rows
+        metrics = rollout_metrics(*gather_rollout(batch, r.rewards, r.results, advantages, gather),
+                                  group_size=G, max_new_tokens=self.sampling.max_new_tokens)
+        metrics.update(stats.metrics | kl_metrics)
+        if algo.overlong == "mask" or algo.zero_std == "drop":  # responses the loss left out
+            metrics["rollout/out_of_loss_frac"] = self._mean_over_ranks((~in_loss).float())
+        n_tokens, n_response_tokens = self.strategy.all_reduce([  # all ranks' tokens
+            float(batch.response_mask.sum() + batch.attention_mask[:, : batch.prompt_len].sum()),
+            stats.generated_tokens])
+        step_s = time.perf_counter() - t_step
+        metrics.update({
+            "time/rollout_s": stats.t_rollout, "time/reward_s": stats.t_reward, "time/update_s": t_update,
+            "perf/tokens_per_s": n_tokens / max(step_s, 1e-9),
+            "perf/rollout_tokens_per_s": n_response_tokens / max(stats.t_rollout, 1e-9),
+            # prompt + response tokens through the update's forward and backward, per second of update
+            "perf/learner_tokens_per_s": n_tokens / max(t_update, 1e-9),
+            "data/epoch": float(self.sampler.epoch),
+            "data/dropped_long_prompts": float(self.dropped_long),  # questions over train.prompt_max_length
+        })
+        return metrics
 
     def _mean_over_ranks(self, values: torch.Tensor) -> float:
         """Mean of every rank's (n,) ``values`` (0 without any), in one collective."""
         total, count = self.strategy.all_reduce([float(values.sum()), float(len(values))])
         return total / max(count, 1.0)
 
-    def _grade(self, questions: list, batch) -> tuple[list, list[str]]:
-        """``(results, references)``: one GradeResult per response of ``batch``, graded without regard to truncation
-        (the training reward handles it), and each row's reference answer."""
-        references = [questions[i].answer for i in batch.prompt_index.tolist()]
-        if self.reward_fn is None:
-            return self.grader.grade(batch.responses, references, self.template.answer_format), references
-        # the question's raw record, or its two fields for a hand-built Question
-        rows = [questions[i].row if questions[i].row is not None else
-                {"question": questions[i].question, "answer": questions[i].answer}
-                for i in batch.prompt_index.tolist()]
-        return self.grader.grade_fn(batch.responses, references, rows), references
+    def _evaluate_if_due(self, final: bool) -> dict[str, float]:
+        """:meth:`_evaluate` every ``eval.every`` steps, and after the last one (``eval.at_end``); else ``{}``."""
+        ev = self.cfg.eval
+        every = ev.every
+        due = (every > 0 and self.step % every == 0) or (final and (every > 0 or ev.at_end))
+        return self._evaluate() if due else {}
 
-    def _advantages(self, rewards: torch.Tensor, G: int) -> torch.Tensor:
-        """(N,) this rank's advantages per ``algo.adv_baseline`` / ``adv_scale``; under data parallelism computed
-        over every rank's rewards (the batch-level axes need all of them), each rank keeping its own share."""
-        algo = self.cfg.algo
-        axes = {"baseline": str(algo.adv_baseline), "scale": str(algo.adv_scale), "eps": float(algo.adv_eps)}
-        if not self.strategy.distributed:
-            return compute_advantages(rewards, G, **axes)
-        shares = self.strategy.all_gather_object(rewards.tolist())
-        start = sum(len(x) for x in shares[: self.strategy.rank])
-        every = torch.tensor([x for share in shares for x in share], dtype=torch.float32)
-        return compute_advantages(every, G, **axes)[start : start + len(rewards)]
-
-    def _stop_now(self, stop: Interrupted) -> NoReturn:
-        """A second signal mid-step: checkpoint the last completed step unless it is saved already (one process
-        only: a collective save cannot start mid-step), print one line, exit with status 128 + signal."""
-        in_flight, saved = self.step, None
-        if self._consistent is not None and not self._saving and not self.strategy.distributed:
-            step, sampler_state, rng = self._consistent
-            path = self.run_dir / "checkpoints" / f"step_{step:06d}"
-            if step > 0 and not (path / "trainer_state.pt").exists():
-                self.step = step
-                self.sampler.load_state_dict(sampler_state)
-                set_rng_state(rng)  # resuming repeats the interrupted step as it would have run
-                saved = self.save_checkpoint()
-        latest = latest_checkpoint(self.run_dir)
-        self.step = max(0, self._consistent[0] if self._consistent is not None else in_flight - 1)  # completed
-        what = f"saved checkpoint {saved}" if saved else (
-            f"newest checkpoint {latest}" if latest else "no checkpoint (a new run starts over)")
-        print(f"r1zero: stopped by a second {stop} during step {in_flight}; {what}; metrics.jsonl keeps the steps "
-              f"logged before. The same command with hydra.run.dir={self.run_dir} (resume=auto) continues the run.",
-              file=sys.stderr, flush=True)
-        raise SystemExit(128 + stop.signum)
+    def _evaluate(self) -> dict[str, float]:
+        """The benchmark suite's ``eval/...`` metrics of the current policy, and one accuracy line (rank 0)."""
+        if self._eval_suite is None:
+            # read once, reused at every evaluation
+            self._eval_suite = load_benchmarks(self.cfg.eval, self.cfg.paths.data_root)
+        # The engine is awake and in sync here (evaluation runs between steps). Every rank evaluates
+        # (ZeRO-3 forwards are collective); rank 0 writes the eval files.
+        metrics = evaluate_suite(self.model, self.tokenizer, self.template, self.cfg.eval, engine=self.engine,
+                                 grader=self.grader, step=self.step, suite=self._eval_suite,
+                                 run_dir=self.run_dir if self.strategy.is_main else None)
+        if self.strategy.is_main:  # one line per evaluation, between the progress bar's updates
+            print(accuracy_line(self.step, metrics), flush=True)
+        return metrics
 
     def _stop_if_diverged(self) -> None:
         """Stop once ``train.max_nonfinite_steps`` optimizer steps in a row were skipped. The weights are still
@@ -683,74 +541,63 @@ class R1ZeroRecipe:
             f"{kept} (none is written from non-finite weights); valid: a lower train.lr or dtype=float32 (the same "
             f"command with allow_config_change=true continues from there), or a higher train.max_nonfinite_steps")
 
-    def _log_samples(self, questions, prompts, batch, rewards, references) -> None:
-        k = min(self.cfg.logger.samples_per_step, len(batch))
-        # Spread the k samples over the batch so they come from different questions.
-        picks = sorted({(j * len(batch)) // k for j in range(k)}) if k else []
-        rows = []
-        for i in picks:
-            p = int(batch.prompt_index[i])
-            rows.append({
-                "question": questions[p].question, "prompt": prompts[p], "response": batch.responses[i],
-                "reference": references[i], "reward": float(rewards[i]),
-                "response_length": int(batch.response_lengths[i]), "truncated": bool(batch.truncated[i]),
-            })
-        self.logger.log_samples(self.step, rows)
-
-    def _maybe_evaluate(self, final: bool) -> dict[str, float]:
-        ev = self.cfg.eval
-        every = ev.every
-        due = (every > 0 and self.step % every == 0) or (final and (every > 0 or ev.at_end))
-        return self._evaluate() if due else {}
-
-    def _evaluate(self) -> dict[str, float]:
-        metrics = self._evaluate_suite()
-        if self.strategy.is_main:  # one line per evaluation, between the progress bar's updates
-            print(accuracy_line(self.step, metrics), flush=True)
-        return metrics
-
-    def _evaluate_suite(self) -> dict[str, float]:
-        if self._eval_suite is None:
-            # read once, reused at every evaluation
-            self._eval_suite = load_benchmarks(self.cfg.eval, self.cfg.paths.data_root)
-        # The engine is awake and in sync here (evaluation runs between steps). Every rank evaluates
-        # (ZeRO-3 forwards are collective); rank 0 writes the eval files.
-        return evaluate_suite(self.model, self.tokenizer, self.template, self.cfg.eval, engine=self.engine,
-                              grader=self.grader, step=self.step, suite=self._eval_suite,
-                              run_dir=self.run_dir if self.strategy.is_main else None)
-
-    def _maybe_checkpoint(self) -> None:
+    def _checkpoint_if_due(self) -> None:
+        """:meth:`save_checkpoint` every ``train.save_every`` steps, the last step excepted (``final/`` holds it)."""
         every = self.cfg.train.save_every
         if every > 0 and self.step % every == 0 and self.step < self.total_steps:
             self.save_checkpoint()
 
     def save_checkpoint(self) -> Path:
-        """Called on every rank (DeepSpeed shards and ZeRO-3 gathers are collective); rank 0 writes the files."""
-        self._saving = True  # a second signal mid-save does not save again (_stop_now)
+        """Checkpoint the current step; returns its directory. Called on every rank (DeepSpeed shards and ZeRO-3
+        gathers are collective); rank 0 writes the files.
+
+        Raises:
+            NonFiniteTrainingError: the weights are not finite (nothing is written).
+        """
+        self._saving = True  # a second signal mid-save does not save again (_stop_mid_step)
         try:
-            return self._save_checkpoint()
+            s = self.strategy
+            if not s.weights_finite():  # the optimizer skips non-finite steps; this makes the guarantee unconditional
+                where = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
+                raise NonFiniteTrainingError(
+                    f"{where}: not written, the weights are not finite; the newest checkpoint stays "
+                    f"{latest_checkpoint(self.run_dir) or 'none'}; valid: resume=auto from it")
+            if self.manifest is not None:
+                self.manifest.update()  # the time used so far survives a kill after this checkpoint
+            shards = s.save_sharded_state(self.run_dir / "checkpoints" / f".strategy_step_{self.step:06d}")
+            full_state = s.full_state_dict()
+            state = {"learner": self.learner.state_dict(), "sampler": self.sampler.state_dict(),
+                     "rng_per_rank": s.all_gather_object(rng_state())}
+            path = None
+            if s.is_main:
+                path = write_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                        keep=self.cfg.train.keep_checkpoints, state_dict=full_state,
+                                        move_in={"strategy": shards} if shards else None)
+            s.barrier()
+            return s.broadcast_object(path)
         finally:
             self._saving = False
 
-    def _save_checkpoint(self) -> Path:
-        s = self.strategy
-        if not s.weights_finite():  # the optimizer skips non-finite steps; this makes the guarantee unconditional
-            raise NonFiniteTrainingError(
-                f"{self.run_dir / 'checkpoints' / f'step_{self.step:06d}'}: not written, the weights are not finite; "
-                f"the newest checkpoint stays {latest_checkpoint(self.run_dir) or 'none'}; valid: resume=auto from it")
-        if self.manifest is not None:
-            self.manifest.update()  # the time used so far survives a kill after this checkpoint
-        shards = s.save_sharded_state(self.run_dir / "checkpoints" / f".strategy_step_{self.step:06d}")
-        full_state = s.full_state_dict()
-        state = {"learner": self.learner.state_dict(), "sampler": self.sampler.state_dict(),
-                 "rng_per_rank": s.all_gather_object(rng_state())}
-        path = None
-        if s.is_main:
-            path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
-                                   keep=self.cfg.train.keep_checkpoints, state_dict=full_state,
-                                   move_in={"strategy": shards} if shards else None)
-        s.barrier()
-        return s.broadcast_object(path)
+    def _stop_mid_step(self, stop: Interrupted) -> NoReturn:
+        """A second signal mid-step: checkpoint the last completed step unless it is saved already (one process
+        only: a collective save cannot start mid-step), print one line, exit with status 128 + signal."""
+        in_flight, saved = self.step, None
+        if self._consistent is not None and not self._saving and not self.strategy.distributed:
+            step, sampler_state, rng = self._consistent
+            path = self.run_dir / "checkpoints" / f"step_{step:06d}"
+            if step > 0 and not (path / "trainer_state.pt").exists():
+                self.step = step
+                self.sampler.load_state_dict(sampler_state)
+                set_rng_state(rng)  # resuming repeats the interrupted step as it would have run
+                saved = self.save_checkpoint()
+        latest = latest_checkpoint(self.run_dir)
+        self.step = max(0, self._consistent[0] if self._consistent is not None else in_flight - 1)  # completed
+        what = f"saved checkpoint {saved}" if saved else (
+            f"newest checkpoint {latest}" if latest else "no checkpoint (a new run starts over)")
+        print(f"r1zero: stopped by a second {stop} during step {in_flight}; {what}; metrics.jsonl keeps the steps "
+              f"logged before. The same command with hydra.run.dir={self.run_dir} (resume=auto) continues the run.",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + stop.signum)
 
     # ----------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
@@ -788,24 +635,11 @@ class R1ZeroRecipe:
             raise unsaved
 
 
-@contextlib.contextmanager
-def _unwritable_as_one_line(run_dir: Path):
-    """A write refused for room or permission (metrics, samples, the final model) as :class:`OutputUnwritableError`."""
-    try:
-        yield
-    except OSError as err:
-        if err.errno not in DISK_ERRNOS:
-            raise
-        raise OutputUnwritableError(f"{err.filename or run_dir}: cannot be written ({err.strerror}); what the run "
-                                    f"wrote before stays; valid: free space or a writable {run_dir}, then rerun "
-                                    f"the same command (resume=auto)") from None
-
-
 def run(cfg: DictConfig | RunConfig, grader=None, engine=None) -> Path:
     """Run one training job from a composed config; returns the run directory. ``grader``, ``engine``: as
     :class:`R1ZeroRecipe` takes them (None: built from the config)."""
     recipe = R1ZeroRecipe(cfg, grader=grader, engine=engine)
-    with _unwritable_as_one_line(recipe.run_dir):
+    with unwritable_as_one_line(recipe.run_dir):
         try:
             try:
                 recipe.setup()

@@ -1,7 +1,8 @@
 """Prompt templates of the paper (§2.1, Table 1 / Appendix), built from a ``template`` config node.
 
 The exact strings live in ``conf/template/*.yaml`` (copied from the paper's code) so a new template is one
-YAML file; this module only fills in the question and carries the stop strings.
+YAML file; this module only fills in the question and carries the stop strings, and keeps the questions whose
+templated prompt fits a token budget (:func:`drop_long_prompts`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from ..reward.extract import check_answer_format
 from ..schema import TemplateConfig, typed
+from ..schema.errors import DataUnavailableError
 
 QUESTION_SLOT = "{question}"
 
@@ -64,3 +66,21 @@ class PromptTemplate:
         """From a ``template`` config (:class:`~r1zero.schema.TemplateConfig`, or a node / dict it types)."""
         cfg = typed(TemplateConfig, cfg)
         return cls(name=cfg.name, prompt=cfg.prompt, answer_format=cfg.answer_format, stop=tuple(cfg.stop))
+
+
+def drop_long_prompts(questions: list, template: PromptTemplate, tokenizer, max_tokens: int | None):
+    """``(kept, n_dropped)``: the questions whose templated prompt has at most ``max_tokens`` tokens.
+
+    oat's ``PromptDataset`` (``--prompt_max_length 1024`` in every paper script) keeps a prompt when
+    ``len(tokenizer(prompt)["input_ids"]) <= prompt_max_length``, special tokens (a BOS) included. None keeps all.
+
+    Raises:
+        DataUnavailableError: no question is left.
+    """
+    if max_tokens is None:
+        return questions, 0
+    lengths = [len(ids) for ids in tokenizer([template.apply(q.question) for q in questions])["input_ids"]]
+    kept = [q for q, n in zip(questions, lengths, strict=True) if n <= int(max_tokens)]
+    if not kept:
+        raise DataUnavailableError(f"every question's prompt is longer than train.prompt_max_length={max_tokens}")
+    return kept, len(questions) - len(kept)

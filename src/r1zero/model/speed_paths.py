@@ -1,6 +1,6 @@
 """The speed paths' capability table: which ``config.model_type`` values each fast path supports.
 
-One table for the learner (``hidden_head``, ``packed``: :mod:`r1zero.learner.learner`, :mod:`r1zero.model.packing`)
+One table for the learner (``hidden_head``, ``packed``: :mod:`r1zero.learner.forward`, :mod:`r1zero.model.packing`)
 and the HF engine's decoder (``static_cache``: :mod:`r1zero.rollout.static_cache`); a model type outside a row takes
 the plain path there (same values, slower).
 """
@@ -10,7 +10,7 @@ the plain path there (same values, slower).
 #:
 #: ``hidden_head``: the causal-LM logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no logit scaling or
 #: soft-capping), so the learner applies the head itself to the real positions of padded rows
-#: (:func:`r1zero.learner.learner.sequence_logprobs`).
+#: (:func:`r1zero.learner.forward.sequence_logprobs`).
 #: ``packed``: those logits, and attention through transformers' attention interface with positions from
 #: ``position_ids``, so the learner's micro-batches run padding-free (:mod:`r1zero.model.packing`).
 #: ``static_cache``: decoder layers whose arithmetic :mod:`r1zero.rollout.static_cache` reproduces op for op

@@ -114,6 +114,18 @@ def check_reward_config(reward_cfg) -> str | None:
     return str(fn)
 
 
+def build_grader(reward_cfg, reward_fn: str | None) -> MathGrader:
+    """The grader a ``reward`` config names, not started: a :class:`MathGrader` (``reward=math``), or a
+    :class:`RewardFnGrader` calling ``reward_fn`` (the path :func:`check_reward_config` returned) on the same workers.
+    """
+    cfg = typed(RewardConfig, reward_cfg)
+    if reward_fn is None:
+        return MathGrader(num_workers=cfg.num_workers, timeout_s=cfg.timeout_s, verifier=cfg.verifier,
+                          batch_timeout_s=cfg.batch_timeout_s, max_answer_chars=cfg.max_answer_chars)
+    return RewardFnGrader(reward_fn, num_workers=cfg.num_workers, timeout_s=cfg.timeout_s,
+                          answers_per_call=cfg.answers_per_call)
+
+
 def worker_setup_arg(path: str) -> str:
     """The argument a worker gets to import ``path`` at start: JSON ``{"fn", "sys_path"}``, ``sys_path`` being the
     trainer's (``''``, the cwd, made absolute)."""

@@ -1,7 +1,8 @@
 """The rollout interface: prompts in, sampled token ids + masks out.
 
 Every engine (transformers ``generate``, vLLM) returns the same :class:`RolloutBatch`, so the learner,
-the reward and the logger never know which engine produced the samples.
+the reward and the logger never know which engine produced the samples. Graded, it is a :class:`ScoredRollout`;
+:func:`keep_groups` joins the groups dynamic sampling keeps from several.
 """
 
 from __future__ import annotations
@@ -184,6 +185,52 @@ def concat_rollouts(batches: Sequence[RolloutBatch], num_prompts: Sequence[int])
         prompt_index=torch.cat(index), group_size=batches[0].group_size,
         behaviour_logprobs=None if behaviour is None else torch.cat(behaviour), finish_reasons=finish,
     )
+
+
+@dataclass
+class ScoredRollout:
+    """A rollout graded: this rank's questions, their G responses each, and per response the grader's verdict, the
+    training reward and whether it enters the loss. Row i of ``batch`` answers ``questions[batch.prompt_index[i]]``.
+    The questions and verdicts are the caller's objects (``Question``, ``GradeResult``), kept row-aligned here.
+
+    Attributes:
+        questions: the questions asked, one per prompt.
+        prompts: their templated prompts.
+        batch: the N responses.
+        results: N grader verdicts (graded without regard to truncation).
+        references: N reference answers, each row's question's.
+        rewards: (N,) training rewards (``algo.overlong`` applied).
+        in_loss: (N,) bool, the responses in the loss (``algo.overlong=mask`` leaves truncated ones out).
+        scores: (N,) what decides whether a group has signal under dynamic sampling.
+    """
+
+    questions: list
+    prompts: list[str]
+    batch: RolloutBatch
+    results: list
+    references: list
+    rewards: torch.Tensor
+    in_loss: torch.Tensor
+    scores: torch.Tensor
+
+
+def keep_groups(rollouts: Sequence[ScoredRollout], picked: torch.Tensor, group_size: int) -> ScoredRollout:
+    """The groups ``picked`` of several rollouts as one: ``picked`` (K,) long indexes the groups of the rollouts joined
+    in order (group u is rows ``u*G .. u*G+G-1``, G = ``group_size``); the result's prompts are those K groups'
+    questions, in ``picked`` order (``prompt_index`` renumbered 0..K-1)."""
+    G = group_size
+    questions = [q for x in rollouts for q in x.questions]
+    prompts = [p for x in rollouts for p in x.prompts]
+    batch = concat_rollouts([x.batch for x in rollouts], [len(x.questions) for x in rollouts])
+    results = [g for x in rollouts for g in x.results]
+    references = [a for x in rollouts for a in x.references]
+    rows = (picked.unsqueeze(1) * G + torch.arange(G)).flatten()
+    asked = batch.prompt_index[picked * G].tolist()
+    batch = batch.select(rows)
+    batch.prompt_index = torch.arange(len(picked)).repeat_interleave(G)
+    per_row = [torch.cat([getattr(x, k) for x in rollouts])[rows] for k in ("rewards", "in_loss", "scores")]
+    return ScoredRollout([questions[i] for i in asked], [prompts[i] for i in asked], batch,
+                         [results[i] for i in rows.tolist()], [references[i] for i in rows.tolist()], *per_row)
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:

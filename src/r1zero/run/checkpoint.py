@@ -55,8 +55,8 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep: int | None = None,
-                    state_dict: dict | None = None, move_in: dict[str, Path] | None = None) -> Path:
+def write_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep: int | None = None,
+                     state_dict: dict | None = None, move_in: dict[str, Path] | None = None) -> Path:
     """Write checkpoint ``step`` and prune all but the newest ``keep``; returns its directory.
 
     ``state_dict``: full weights to save instead of ``model.state_dict()`` (gathered ZeRO-3 parameters).
@@ -134,6 +134,24 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
+
+
+def checkpoint_to_resume(resume, run_dir: Path) -> Path | None:
+    """The checkpoint the ``resume`` option names: None (``null``, ``none``, false), the newest in ``run_dir``
+    (``auto``; None without one), or the ``checkpoints/step_*`` directory given.
+
+    Raises:
+        ConfigError: a path that is not a checkpoint directory (no ``trainer_state.pt``).
+    """
+    if resume in (None, False, "null", "none"):
+        return None
+    if resume == "auto":
+        return latest_checkpoint(run_dir)
+    path = Path(str(resume))
+    if not (path / "trainer_state.pt").exists():
+        raise ConfigError(f"resume={resume}: not a checkpoint directory (no trainer_state.pt); "
+                          f"valid values: null, auto, or a checkpoints/step_* directory")
+    return path
 
 
 def load_trainer_state(ckpt: Path) -> dict:

@@ -1,4 +1,5 @@
-"""Hydra entry points shared by ``r1zero.train`` and ``r1zero.evaluate``."""
+"""Hydra entry points shared by ``r1zero.train`` and ``r1zero.evaluate``, and what a run reads of its Hydra job
+(:func:`hydra_job_info`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import logging
 import sys
 from collections.abc import Callable
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..learner.strategy.env import detect_dist_env
@@ -16,13 +19,26 @@ from . import config as _config
 from .preflight import check_launch, preflight
 from .runlock import RunDirLock, hold_run_dir
 
-__all__ = ["USER_ERRORS", "LaunchCheck", "RunDirLockCallback", "check_launch", "hydra_entry", "report_error"]
+__all__ = ["USER_ERRORS", "LaunchCheck", "RunDirLockCallback", "check_launch", "hydra_entry", "hydra_job_info",
+           "report_error"]
 
 
 def report_error(err: Exception) -> None:
     """Bad input as one line on stderr, ``r1zero: error: <message>`` (callers exit with status 2)."""
     line = " ".join(str(err).split("\n")).strip()
     print(f"r1zero: error: {line}", file=sys.stderr, flush=True)
+
+
+def hydra_job_info() -> dict[str, str | None]:
+    """``sweep``, ``experiment`` (the options chosen, or None) and ``sweep_dir`` (``hydra.sweep.dir`` in a
+    multirun, else None) of the Hydra job running this process, for :func:`r1zero.run.tracking.wandb_settings`;
+    ``{}`` outside Hydra (tests composing a config)."""
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    choices = hc.runtime.choices
+    return {"sweep": choices.get("sweep"), "experiment": choices.get("experiment"),
+            "sweep_dir": str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None}
 
 
 def hydra_entry(config_name: str, run: Callable[[DictConfig], object]) -> Callable[[], None]:

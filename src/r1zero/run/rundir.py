@@ -3,11 +3,13 @@
 A run directory belongs to one experiment: continuing it with another config would mix two experiments in one
 ``metrics.jsonl``, so :func:`check_same_config` refuses, naming the changed keys (``allow_config_change=true``
 overrides). Rerunning a finished run is a no-op (:func:`finished_run`), not a second training over its results.
-:func:`check_writable` refuses, before anything starts, a run directory that cannot be created or written.
+:func:`check_writable` refuses, before anything starts, a run directory that cannot be created or written, and
+:func:`unwritable_as_one_line` turns a write refused later (a full disk) into one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -17,6 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ..schema.errors import OutputUnwritableError, bad_value
+from .checkpoint import DISK_ERRNOS
 
 #: Keys a continued run may change: where it writes and logs, how long it runs (and how many non-finite steps in a row
 #: it stands), when it saves and evaluates.
@@ -145,3 +148,16 @@ def truncate_after(path: Path, step: int) -> int:
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
         tmp.replace(path)
     return dropped
+
+
+@contextlib.contextmanager
+def unwritable_as_one_line(run_dir: Path):
+    """A write refused for room or permission (metrics, samples, the final model) as :class:`OutputUnwritableError`."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        raise OutputUnwritableError(f"{err.filename or run_dir}: cannot be written ({err.strerror}); what the run "
+                                    f"wrote before stays; valid: free space or a writable {run_dir}, then rerun "
+                                    f"the same command (resume=auto)") from None

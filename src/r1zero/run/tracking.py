@@ -1,5 +1,6 @@
-"""Run-directory logging: ``metrics.jsonl`` (one row per step, flushed at step end), ``samples.jsonl``,
-and optionally Weights & Biases (``logger.wandb.mode``: disabled | offline | online).
+"""Run-directory logging: ``metrics.jsonl`` (one row per step, flushed at step end), ``samples.jsonl`` (a few
+responses per step, :func:`sample_rows`), and optionally Weights & Biases (``logger.wandb.mode``: disabled |
+offline | online).
 
 wandb runs (:func:`wandb_settings`): the jobs of one multirun share a group, ``<sweep>:<sweep dir>``
 (``multirun:<sweep dir>`` without ``sweep=``; a single run has none unless ``logger.wandb.group`` is set), and
@@ -166,6 +167,24 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def sample_rows(rollout, k: int) -> list[dict[str, Any]]:
+    """``samples.jsonl`` rows of ``k`` responses of a graded rollout (a :class:`~r1zero.rollout.base.ScoredRollout`),
+    spread over the batch so they come from different questions: question, prompt, response, reference, reward,
+    response length, truncated."""
+    batch = rollout.batch
+    k = min(k, len(batch))
+    picks = sorted({(j * len(batch)) // k for j in range(k)}) if k else []
+    rows = []
+    for i in picks:
+        p = int(batch.prompt_index[i])
+        rows.append({
+            "question": rollout.questions[p].question, "prompt": rollout.prompts[p], "response": batch.responses[i],
+            "reference": rollout.references[i], "reward": float(rollout.rewards[i]),
+            "response_length": int(batch.response_lengths[i]), "truncated": bool(batch.truncated[i]),
+        })
+    return rows
+
+
 class MetricsLogger:
     """Appends metric rows and samples to the run directory; mirrors metrics to wandb once :meth:`start_wandb`.
 
@@ -252,6 +271,29 @@ class MetricsLogger:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+
+
+class ProgressBar:
+    """The training loop's progress bar (tqdm, on stderr): one tick per step, with the step's reward, response length
+    and loss; does nothing when not ``enabled`` (``logger.progress_bar=false``, ranks other than 0)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc="r1zero", unit="step", dynamic_ncols=True)
+
+    def step(self, metrics: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}",
+                                  len=f"{metrics['rollout/response_length_mean']:.0f}",
+                                  loss=f"{metrics['train/loss']:.4f}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 class NullLogger:
