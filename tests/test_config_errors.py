@@ -58,6 +58,12 @@ BAD = [
     ("experiment=toyy", "experiment", "laptop, laptop_duet, length_bias, quickstart, toy"),
     ("sweep=toyy", "sweep", "ablation, drgrpo_vs_grpo"),
     ("strategy.stage=4", "strategy.stage", "unknown key"),
+    # the data room's names (r1zero.data.questions.check_names), the training set's and every benchmark's
+    ("data.generator=arithh", "data.generator", "arith, countdown"),
+    ("data.generator=arith", "data.generator", "data=arith (an option typed ArithDataConfig)"),
+    ("data.answer_from=last", "data.answer_from", "last_boxed, all_boxed, after_hash, strip_unit, null"),
+    ("eval.sources.gsm8k.answer_from=hash", "eval.sources.gsm8k.answer_from", "after_hash"),
+    ("eval.sources.gsm8k.generator=arithh", "eval.sources.gsm8k.generator", "arith, countdown"),
     ("train.lr=[", "train.lr=[", "key=value"),
 ]
 BAD_IDS = [b[0] for b in BAD]

@@ -119,6 +119,34 @@ def test_answer_from(how, raw, expected):
     assert ANSWER_FROM[how](raw) == expected
 
 
+def test_each_generator_is_typed_by_the_schema_it_registered():
+    """The schema picks a generator's DataConfig subclass by that subclass's ``generator`` default; the data room
+    registered the generator with its schema: the two agree, and a node naming a generator gets its fields."""
+    from r1zero.data.questions import GENERATORS
+    from r1zero.schema import DataConfig, typed
+
+    assert set(GENERATORS) == {"arith", "countdown"}
+    for name in GENERATORS:
+        schema = GENERATORS.entry(name).schema
+        assert DataConfig.schema_for({"generator": name}) is schema
+        assert type(typed(DataConfig, {"generator": name})) is schema
+    assert DataConfig.schema_for({"generator": None}) is DataConfig
+    assert DataConfig.schema_for({"generator": "nope"}) is DataConfig
+
+
+@pytest.mark.parametrize("node, message", [
+    ({"generator": "nope"}, "data.generator: 'nope' is not a registered question-set generator; valid: arith, countdown"),
+    ({"path": "x.jsonl", "answer_from": "nope"},
+     "data.answer_from: 'nope' is not a valid choice; valid: last_boxed, all_boxed, after_hash, strip_unit, null"),
+])
+def test_load_questions_refuses_an_unknown_name_in_one_line(node, message):
+    from r1zero.schema.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_questions(node)
+    assert str(info.value) == message
+
+
 def test_embedded_suite_reads_every_benchmark_offline():
     suite = load_benchmarks(compose(["eval=embedded"]).eval)
     sizes = {name: len(qs) for name, qs in suite.items()}

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, compose
+from conftest import REPO, compose, make_batch
 
 from r1zero.evaluate.suite import format_table, load_benchmarks, pass_at_k, pass_k_values
 from r1zero.schema.errors import ConfigError
@@ -107,19 +107,10 @@ class _ScriptedEngine:
         self.samplings = []  # the SamplingConfig of every call
 
     def generate(self, prompts, sampling):
-        import torch
-
-        from r1zero.rollout import RolloutBatch
-
         self.samplings.append(sampling)
         rows, self.rows = self.rows[: len(prompts)], self.rows[len(prompts):]
-        T = max(n for _, n, _ in rows)
-        mask = torch.tensor([[1.0] * n + [0.0] * (T - n) for _, n, _ in rows])
-        return RolloutBatch(input_ids=torch.zeros(len(rows), 1 + T, dtype=torch.long),
-                            attention_mask=torch.ones(len(rows), 1 + T, dtype=torch.long), response_mask=mask,
-                            prompt_len=1, responses=[r for r, _, _ in rows],
-                            truncated=torch.tensor([t for _, _, t in rows]), prompt_index=torch.arange(len(rows)),
-                            group_size=1)
+        return make_batch([1] * len(rows), [n for _, n, _ in rows], 1, texts=[r for r, _, _ in rows],
+                          truncated=[t for _, _, t in rows])
 
 
 SUITE_ROWS = [("\\boxed{4}", 10, False), ("\\boxed{5}", 30, True), ("\\boxed{1}", 50, False),

@@ -12,17 +12,16 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
 from ..model.load import hub_reachable, resolve_pkg_path
 from ..reward.extract import all_boxed, extract_answer
 from ..schema import ArithDataConfig, CountdownDataConfig, DataConfig, SourceConfig, typed
-from ..schema.data import ANSWER_FROM_NAMES, GENERATOR_NAMES
-from ..schema.errors import DataUnavailableError, ModelUnavailableError
+from ..schema.errors import DataUnavailableError, ModelUnavailableError, bad_value
 from ..schema.registry import Registry
 from . import arith, countdown
 from .templates import PromptTemplate
@@ -178,8 +177,8 @@ ANSWER_FROM = {
 
 
 #: ``data.generator``: question sets made in code from the data node's own fields (no files), each entry with the
-#: schema that types such a node (the one ``DataConfig.schema_for`` picks; checked below), filled by
-#: :func:`register_generator`.
+#: schema that types such a node (the ``DataConfig`` subclass whose ``generator`` default is its name: the one
+#: ``DataConfig.schema_for`` picks), filled by :func:`register_generator`.
 GENERATORS = Registry("question-set generator", key="data.generator")
 register_generator = GENERATORS.register
 
@@ -207,12 +206,32 @@ def _countdown(cfg) -> list[Question]:
     return [Question(q.question, q.target, row=q.row()) for q in qs]
 
 
-# The schema validates names (and picks a generator's schema) before anything loads; it cannot import this module
-# (the schema imports no component), so it keeps the names, and this checks that the two agree.
-if set(ANSWER_FROM) - {None} != set(ANSWER_FROM_NAMES) or set(GENERATORS) != set(GENERATOR_NAMES) \
-        or any(DataConfig.schema_for({"generator": e.name}) is not e.schema for e in map(GENERATORS.entry, GENERATORS)):
-    raise ImportError("r1zero.schema.data.ANSWER_FROM_NAMES / GENERATOR_NAMES / DataConfig.schema_for disagree "
-                      "with r1zero.data")
+def check_names(data: DataConfig | None, sources: Mapping[str, DataConfig] | None = None) -> None:
+    """The names a run config's data nodes use, checked with the whole config before anything loads
+    (:func:`r1zero.run.config.run_config`; the schema imports no component): ``generator`` (:data:`GENERATORS`)
+    and ``answer_from`` (:data:`ANSWER_FROM`) of ``data`` (the training set; None in an evaluation run) and of
+    every benchmark in ``sources`` (``eval.sources``, data nodes too).
+
+    Raises:
+        ConfigError: one line naming the key (``data.generator``, ``eval.sources.<name>.answer_from``, ...) and the
+            valid names.
+    """
+    nodes = [("data", data)] if data is not None else []
+    for name, node in (sources or {}).items():
+        nodes.append((f"eval.sources.{name}", node))
+    for key, node in nodes:
+        _check_node_names(node, key)
+
+
+def _check_node_names(cfg: DataConfig, key: str) -> None:
+    if cfg.answer_from not in ANSWER_FROM:
+        raise bad_value(f"{key}.answer_from", f"{cfg.answer_from!r} is not a valid choice",
+                        ", ".join(name for name in ANSWER_FROM if name is not None) + ", null")
+    if cfg.generator is not None:
+        schema = GENERATORS.entry(cfg.generator, key=f"{key}.generator").schema
+        if schema is not None and not isinstance(cfg, schema):  # e.g. data=gsm8k data.generator=arith
+            raise bad_value(f"{key}.generator", f"{cfg.generator!r} needs the fields of {schema.__name__}, this node "
+                            f"is a {type(cfg).__name__}", f"data={cfg.generator} (an option typed {schema.__name__})")
 
 
 def _missing_hint(path: str, data_root: str | None) -> str:
@@ -258,11 +277,12 @@ def load_questions(cfg, data_root: str | None = None) -> list[Question]:
             one-line hint saying where that data comes from.
 
     Raises:
+        ConfigError: a bad field, an unknown ``generator`` or ``answer_from`` (as :func:`check_names`, under ``data.``).
         DataUnavailableError: a source cannot be read, a row lacks the question/answer field (names the
-            field, the row and the fields present), an unknown generator or ``answer_from``, or the set
-            ends up empty.
+            field, the row and the fields present), or the set ends up empty.
     """
-    cfg = typed(DataConfig, cfg)  # a node, dict or dataclass; the schema checks generator and answer_from
+    cfg = typed(DataConfig, cfg)  # a node, dict or dataclass
+    _check_node_names(cfg, "data")
     out = GENERATORS.lookup(cfg.generator)(cfg) if cfg.generator else _read_questions(cfg, data_root)
     if cfg.max_questions:
         out = out[: cfg.max_questions]

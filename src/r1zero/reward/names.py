@@ -2,6 +2,10 @@
 (:func:`r1zero.run.config.run_config`); the schema cannot check them, as it imports no component.
 
 Apart from the package's face (``r1zero.reward``), so the grader's worker processes never import the schema.
+The verifiers stay a tuple of names (:data:`VERIFIERS`, the one list of them) rather than a
+:class:`~r1zero.schema.registry.Registry`, because importing the registry imports the whole schema package
+(omegaconf) into every grader worker, which would almost double the worker's import time (docs/performance.md,
+"Grader").
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ def main() -> None:
     limit = sys.argv[1] if len(sys.argv) > 1 else ""
     _worker_init(int(limit) if limit.isdigit() else None)
     if len(sys.argv) > 2 and sys.argv[2]:  # reward=fn: import the user's function before the first answer
-        # only reward=fn workers: custom imports the schema (omegaconf, ~0.1 s more per worker start)
+        # only reward=fn workers: custom imports the schema (omegaconf; its start cost: docs/performance.md, "Grader")
         from .custom import worker_call, worker_setup
 
         worker_setup(sys.argv[2])

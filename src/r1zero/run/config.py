@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 
 from .. import algos
+from ..data import questions
 from ..reward import names as reward_names
 from ..schema import RunConfig, register, typed
 
@@ -52,13 +53,16 @@ register_schemas()
 def run_config(cfg: Any, schema: type[T] = RunConfig) -> T:
     """The composed run config as objects (``schema``: :class:`~r1zero.schema.RunConfig` or
     :class:`~r1zero.schema.EvaluateRunConfig`), checked: the schema's checks, then the names that only the
-    components know (the grader's verifier and answer format; a training run's algo axes).
+    components know (the grader's verifier and answer format; the data nodes' generator and answer_from, the
+    training set's and every ``eval.sources`` benchmark's; a training run's algo axes).
 
     Raises:
         ConfigError: a wrong type, an unknown key, a bad value or an unregistered name (one line naming the key).
     """
     typed_cfg = typed(schema, cfg)
+    training = isinstance(typed_cfg, RunConfig)
     reward_names.check_names(typed_cfg.reward, typed_cfg.template)
-    if isinstance(typed_cfg, RunConfig):
+    questions.check_names(typed_cfg.data if training else None, typed_cfg.eval.sources)
+    if training:
         algos.check_names(typed_cfg.algo)
     return typed_cfg

@@ -4,7 +4,7 @@ Every field's default lives here, once; the YAML options in ``conf/`` only overr
 registered in Hydra's ConfigStore (:func:`register`) and named first in each option's defaults list
 (``- base_model``), so composing rejects a wrong type or an unknown key, naming it. Cross-field checks are
 ``__post_init__`` methods and run when a config becomes objects (:func:`typed`), before any model loads; the
-names only a component knows (an algo axis, a verifier, an answer format) are checked by that component, with the
+names only a component knows (an algo axis, a verifier, an answer format, a question-set generator) are checked by that component, with the
 whole run config (:func:`r1zero.run.config.run_config`): the schema imports no component. Library code takes these objects, never the raw ``DictConfig``.
 
 | group | schema (ConfigStore name) |

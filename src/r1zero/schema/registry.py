@@ -61,8 +61,9 @@ class Registry(Mapping):
 
         return deco
 
-    def entry(self, name: str) -> Entry:
-        """The entry registered as ``name``.
+    def entry(self, name: str, key: str | None = None) -> Entry:
+        """The entry registered as ``name``; ``key``: the config key an unknown name is reported under, when it is
+        not the registry's own (``eval.sources.<name>.generator`` for a question-set generator).
 
         Raises:
             ConfigError: unknown ``name`` when the registry has a config ``key``, naming it and the valid choices.
@@ -71,8 +72,9 @@ class Registry(Mapping):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            if self.key is not None:
-                raise bad_value(self.key, f"{name!r} is not a registered {self.kind}", ", ".join(self._entries)) from None
+            key = key or self.key
+            if key is not None:
+                raise bad_value(key, f"{name!r} is not a registered {self.kind}", ", ".join(self._entries)) from None
             raise ValueError(f"unknown {self.kind} {name!r}; valid choices: {sorted(self._entries)}") from None
 
     def lookup(self, name: str) -> Any:

@@ -21,4 +21,4 @@ class TemplateConfig:
         if self.prompt.count(QUESTION_SLOT) != 1:
             raise bad_value("template.prompt", f"has {self.prompt.count(QUESTION_SLOT)} {QUESTION_SLOT} slots",
                             f"a string with exactly one {QUESTION_SLOT}")
-        # answer_format names one of the grader's extractors: r1zero.reward.check_names
+        # answer_format names one of the grader's extractors: r1zero.reward.names.check_names

@@ -117,6 +117,6 @@ class RewardConfig:
         above("reward.timeout_s", self.timeout_s, 0.0, what="seconds")
         if self.batch_timeout_s is not None:
             above("reward.batch_timeout_s", self.batch_timeout_s, 0.0, what="seconds")
-        # verifier names one of the grader's checkers: r1zero.reward.check_names
+        # verifier names one of the grader's checkers: r1zero.reward.names.check_names
         at_least("reward.answers_per_call", self.answers_per_call, 1)
         at_least("reward.max_answer_chars", self.max_answer_chars, 1, none_ok=True)
