@@ -141,6 +141,42 @@ def check_batch(batch, engine, prompts, sampling, failures: list[str], label: st
             "responses": batch.responses, "finish_reasons": batch.finish_reasons}
 
 
+def logprob_agreement(batch, model, temperature: float, failures: list[str], label: str) -> dict:
+    """The engine's ``behaviour_logprobs`` against the learner's (``sequence_logprobs``, transformers fp32) log-probs of
+    the same tokens at ``temperature``: structural checks appended to ``failures``, the per-token statistics of
+    ``delta = learner - engine`` returned (over response tokens)."""
+    import torch
+
+    from r1zero.learner.learner import sequence_logprobs
+
+    def fail(msg: str) -> None:
+        failures.append(f"[{label}] {msg}")
+
+    lp, mask = batch.behaviour_logprobs, batch.response_mask
+    if lp is None:
+        fail("no behaviour_logprobs on a sampled rollout")
+        return {}
+    if tuple(lp.shape) != tuple(mask.shape) or lp.dtype != torch.float32:
+        fail(f"behaviour_logprobs {tuple(lp.shape)} {lp.dtype}, response_mask {tuple(mask.shape)}")
+        return {}
+    if not bool(torch.isfinite(lp).all()):
+        fail("non-finite behaviour_logprobs")
+    if bool((lp > 0).any()):
+        fail(f"positive behaviour_logprobs, max {float(lp.max())}")
+    if bool(((lp != 0) & (mask == 0)).any()):
+        fail("behaviour_logprobs not 0 past the response")
+    with torch.no_grad():
+        learned = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len, temperature)
+        # what vLLM's default raw_logprobs would report: log_softmax(logits), the temperature ignored
+        raw = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.prompt_len, 1.0)
+    on = mask > 0
+    delta = (learned - lp)[on].double()
+    return {"n_tokens": int(on.sum()), "abs_mean": float(delta.abs().mean()), "abs_max": float(delta.abs().max()),
+            "k3": float((delta.exp() - 1 - delta).mean()), "delta_max": float(delta.max()),
+            "delta_min": float(delta.min()), "engine_lp_mean": float(lp[on].mean()),
+            "raw_gap_abs_mean": float((learned - raw)[on].abs().mean())}
+
+
 def run_checks(model_dir: str, max_new_tokens: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -211,7 +247,22 @@ def run_checks(model_dir: str, max_new_tokens: int) -> dict:
     res["c_greedy"] = check_batch(b2, engine, PROMPTS[:2], greedy2, failures, "greedy")
     if not torch.equal(b2.input_ids[0], b2.input_ids[1]) or not torch.equal(b2.input_ids[2], b2.input_ids[3]):
         failures.append("[greedy] the n greedy samples of a prompt differ")
+    if b2.behaviour_logprobs is not None:
+        failures.append("[greedy] a greedy rollout carries behaviour_logprobs (expected None, as the HF engine)")
     res["c_failures"] = failures
+
+    # (d) behaviour log-probs against the learner's (original weights in both): temperature 0.7 with top-k / top-p
+    # off, where vLLM's processed log-probs are the learner's log_softmax(logits / 0.7) (raw ones would be off by
+    # far more than kernel noise) ...
+    lp_failures: list[str] = []
+    plain = SamplingConfig(n=2, max_new_tokens=max_new_tokens, temperature=0.7)
+    t0 = time.perf_counter()
+    res["d_plain"] = logprob_agreement(engine.generate(PROMPTS[:4], plain), model, 0.7, lp_failures, "plain")
+    res["timings"]["logprobs_check_s"] = time.perf_counter() - t0
+    # ... and the top-k / top-p batch of (c): the engine's are of the truncated, renormalised distribution, so
+    # learner - engine = log(kept mass) <= 0 on every token.
+    res["d_topp"] = logprob_agreement(batch, model, 1.0, lp_failures, "top-p")
+    res["d_failures"] = lp_failures
 
     # sleep/wake_up must be harmless no-ops on CPU
     engine.sleep()

@@ -526,7 +526,7 @@ class Learner:
             return None
         if batch.behaviour_logprobs is None:
             raise ValueError("algo.tis_cap needs the rollout engine's log-probabilities of its samples "
-                             "(rollout=hf with rollout.decoder=loop and a temperature > 0)")
+                             "(rollout=hf with rollout.decoder=loop, or rollout=vllm, and a temperature > 0)")
         return batch.behaviour_logprobs
 
     def _micro_batch_loss(self, batch: RolloutBatch, idx: torch.Tensor, old_logprobs: torch.Tensor,

@@ -62,9 +62,10 @@ class RolloutBatch:
         prompt_index: (N,) long, the group index: each row's prompt in the ``prompts`` argument.
         group_size: G, the responses per prompt (``sampling.n``).
         behaviour_logprobs: (N, T) float32 or None: each response token's log-probability under the distribution the
-            engine sampled it from, ``log_softmax(logits / temperature)`` (before top-k / top-p, as the learner scores
-            it), 0 past the response; None where the engine does not report it (vLLM, ``rollout.decoder=generate``,
-            greedy decoding).
+            engine sampled it from, ``log_softmax(logits / temperature)`` as the learner scores it, 0 past the response
+            (HF ``rollout.decoder=loop``: before top-k / top-p; vLLM: after them, its ``processed_logprobs``, the same
+            when top-k / top-p are off: ``r1zero.rollout.vllm``); None where the engine does not report it
+            (``rollout.decoder=generate``, greedy decoding, a vLLM without ``logprobs_mode``).
         finish_reasons: N engine finish reasons (vLLM: ``stop`` / ``length``), or None where the engine has none.
     """
 

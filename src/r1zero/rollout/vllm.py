@@ -15,12 +15,31 @@ vLLM is imported lazily: the main environment does not need it. On a CPU-only ma
 
 The engine runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` is set unless the caller set it), so
 ``update_weights`` hands the policy's tensors to the model runner without serialising them.
+
+Behaviour log-probabilities (``RolloutBatch.behaviour_logprobs``): a sampled rollout (temperature > 0) carries, for each
+response token, the log-probability vLLM sampled it with (``SamplingParams(logprobs=0)``: only the sampled token's),
+which the learner compares with its own (``rollout/mismatch_*``) and ``algo.tis_cap`` weighs by. vLLM's default
+``logprobs_mode="raw_logprobs"`` reports ``log_softmax(logits)`` of the raw logits, *before* the temperature, which is
+not what the learner scores: it divides the logits by the sampling temperature (``sequence_logprobs(...,
+temperature)``). The engine is therefore built with ``logprobs_mode="processed_logprobs"`` (vLLM >= 0.10; 0.32.0 in
+the CPU env): ``log_softmax(logits / temperature)``, after top-k / top-p, i.e. the distribution the token was
+actually drawn from. With top-k and top-p off (``top_k=0``, ``top_p=1``, the default) that is exactly the learner's
+quantity and the HF engine's. With either on it is the truncated, renormalised distribution: each token's log-prob is
+``log_softmax(logits / temperature) - log(kept mass)``, so the mismatch then also measures the truncation (``delta =
+learner - engine = log(kept mass) <= 0``) and TIS corrects for it, where the HF engine reports the value before
+truncation. Greedy decoding carries none (as the HF engine). With a vLLM older than ``logprobs_mode`` the engine asks
+for none (the mismatch metrics are left out, ``algo.tis_cap`` is refused) rather than pass raw ones as the sampling
+distribution's. On GPU the processed mode makes vLLM sample with its PyTorch sampler rather than FlashInfer's (which
+cannot return processed log-probs). Asking for log-probs also makes vLLM ``torch.compile`` its rank kernel
+(``batched_count_greater_than``) at the first sampled rollout of a process: measured +17 s once on a 2-core CPU with a
+cold inductor cache, +2 s with a warm one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import time
@@ -101,6 +120,61 @@ class _QuietReload(logging.Filter):
         return not ("Failed to load weights" in msg and msg.split(":", 1)[0] in self.BENIGN)
 
 
+def _engine_arg_names(vllm) -> set[str]:
+    """The fields of this vLLM's ``EngineArgs`` (what ``vllm.LLM(**kwargs)`` accepts), empty if unreadable."""
+    try:
+        from vllm.engine.arg_utils import EngineArgs
+
+        return {f.name for f in dataclasses.fields(EngineArgs)}
+    except Exception:  # noqa: BLE001 - a layout this code does not know: assume nothing
+        return set()
+
+
+def _accepts(cls, name: str) -> bool:
+    """Whether ``cls(**{name: ...})`` is accepted (``SamplingParams`` is a msgspec struct in vLLM >= 0.6)."""
+    fields = getattr(cls, "__struct_fields__", None)
+    if fields is not None:
+        return name in fields
+    try:
+        return name in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def sampled_logprobs(token_ids: Sequence[int], logprobs) -> list[float]:
+    """Each sampled token's log-probability from a ``CompletionOutput.logprobs`` requested with ``logprobs=0``.
+
+    Args:
+        token_ids: the completion's token ids.
+        logprobs: one position per token: a list of ``{token_id: Logprob}`` dicts, or a ``FlatLogprobs``
+            (``flat_logprobs=True``: per position, entries ``start_indices[i]:end_indices[i]`` of its flat lists,
+            the sampled token's first).
+
+    Raises:
+        RuntimeError: no log-probs, or not one position per token, or a position without its sampled token.
+    """
+    if logprobs is None or len(logprobs) != len(token_ids):
+        raise RuntimeError(f"vllm returned {'no' if logprobs is None else len(logprobs)} log-prob positions for "
+                           f"{len(token_ids)} sampled tokens")
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs: read the flat lists, no per-position dict
+        flat_ids, flat_lp = logprobs.token_ids, logprobs.logprobs
+        out = []
+        for pos, tok in enumerate(token_ids):
+            start, end = logprobs.start_indices[pos], logprobs.end_indices[pos]
+            j = start if start < end and flat_ids[start] == tok else next(
+                (k for k in range(start, end) if flat_ids[k] == tok), None)
+            if j is None:
+                raise RuntimeError(f"vllm's log-probs at position {pos} lack the sampled token {tok}")
+            out.append(float(flat_lp[j]))
+        return out
+    out = []
+    for pos, (tok, entry) in enumerate(zip(token_ids, logprobs)):
+        if entry is None or tok not in entry:
+            raise RuntimeError(f"vllm's log-probs at position {pos} lack the sampled token {tok}")
+        out.append(float(entry[tok].logprob))
+    return out
+
+
 @register_engine("vllm", schema=VLLMRolloutConfig)
 class VLLMRolloutEngine:
     """:class:`~r1zero.rollout.base.RolloutEngine` backed by ``vllm.LLM``.
@@ -139,6 +213,13 @@ class VLLMRolloutEngine:
         self.sleep_level = cfg.sleep_level  # 1 or 2 (checked by the schema)
 
         kwargs = self._llm_kwargs(cfg, tokenizer_path)
+        # behaviour log-probs need log_softmax(logits / temperature): vLLM's processed mode (module docstring)
+        self.reports_logprobs = "logprobs_mode" in _engine_arg_names(vllm)
+        if self.reports_logprobs:
+            kwargs["logprobs_mode"] = "processed_logprobs"
+        else:
+            log.warning("vllm %s has no logprobs_mode (>= 0.10): rollouts carry no behaviour log-probs, so no "
+                        "rollout/mismatch_* metrics and no algo.tis_cap", getattr(vllm, "__version__", "?"))
 
         reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
         if not any(isinstance(f, _QuietReload) for f in reload_log.filters):
@@ -148,6 +229,7 @@ class VLLMRolloutEngine:
         with _preserve_rng():  # in-process, vLLM's worker reseeds the global RNGs with `seed`
             self.llm = vllm.LLM(**kwargs)
         self._SamplingParams = vllm.SamplingParams
+        self._flat_logprobs = _accepts(vllm.SamplingParams, "flat_logprobs")  # fewer objects per token
         self._TokensPrompt = getattr(getattr(vllm, "inputs", None), "TokensPrompt", None)
         self.asleep = False
         self.weights_discarded = False  # sleep level 2 drops the weights until the next update_weights
@@ -226,8 +308,14 @@ class VLLMRolloutEngine:
     # ----------------------------------------------------------------------------------------------
 
     def sampling_params(self, sampling: SamplingConfig, seed: int | None = None):
-        """The ``vllm.SamplingParams`` matching ``sampling`` (n samples per prompt, stop strings kept)."""
+        """The ``vllm.SamplingParams`` matching ``sampling`` (n samples per prompt, stop strings kept); a sampled
+        rollout also asks for each sampled token's log-probability (none for greedy decoding, as the HF engine)."""
         greedy = sampling.greedy
+        extra: dict[str, Any] = {}
+        if self.reports_logprobs and not greedy:
+            extra["logprobs"] = 0  # the sampled token's log-prob only (no top-k alternatives)
+            if self._flat_logprobs:
+                extra["flat_logprobs"] = True
         return self._SamplingParams(
             n=int(sampling.n),
             max_tokens=int(sampling.max_new_tokens),
@@ -238,6 +326,7 @@ class VLLMRolloutEngine:
             include_stop_str_in_output=True,
             skip_special_tokens=True,
             seed=seed,
+            **extra,
         )
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> RolloutBatch:
@@ -272,17 +361,21 @@ class VLLMRolloutEngine:
         texts: list[str] = []
         truncated: list[bool] = []
         finish: list[str | None] = []
+        behaviour: list[list[float]] | None = [] if self.reports_logprobs and not sampling.greedy else None
         for out in outputs:
             completions = sorted(out.outputs, key=lambda c: c.index) * copies
             if len(completions) != n:
                 raise RuntimeError(f"vllm returned {len(completions)} completions for a prompt, expected {n}")
             for c in completions:
-                responses_ids.append(list(c.token_ids))
+                ids = list(c.token_ids)
+                responses_ids.append(ids)
                 texts.append(c.text)
                 truncated.append(c.finish_reason == "length")
                 finish.append(c.finish_reason)
+                if behaviour is not None:
+                    behaviour.append(sampled_logprobs(ids, c.logprobs))
         return RolloutBatch.from_token_lists(prompt_ids, responses_ids, texts, truncated, group_size=n,
-                                             pad_id=self.pad_id, finish_reasons=finish)
+                                             pad_id=self.pad_id, behaviour_logprobs=behaviour, finish_reasons=finish)
 
     # ----------------------------------------------------------------------------------------------
     # weights and memory
