@@ -48,6 +48,7 @@ BAD = [
     ("algo.dynamic_sampling_max_rounds=0", "algo.dynamic_sampling_max_rounds", ">= 1"),
     ("algo.overlong_buffer_frac=0", "algo.overlong_buffer_frac", "(0.0, 1.0]"),
     ("algo.tis_cap=0", "algo.tis_cap", "> 0.0"),
+    ("algo.tis_cap=2", "algo.tis_cap", "rollout.behaviour_logprobs=true"),  # with rollout.behaviour_logprobs=false
     # keys of earlier versions point at the key that replaced them
     ("algo.scale_by_std=true", "algo.scale_by_std", "algo.adv_scale (true: group_std, false: none)"),
     ("algo.adv_estimator=rloo", "algo.adv_estimator", "algo.adv_baseline (grpo: group_mean, rloo: leave_one_out)"),
@@ -72,7 +73,7 @@ BAD_IDS = [b[0] for b in BAD]
 def _extra(override):
     # the tiny model has size fields, a real one has not; rollout.sleep_level is a vLLM field
     return {"model.hidden_size=32": ["model=qwen15"], "rollout.sleep_level=3": ["rollout=vllm"],
-            "strategy.stage=4": []}.get(override, [])
+            "algo.tis_cap=2": ["rollout=vllm", "rollout.behaviour_logprobs=false"], "strategy.stage=4": []}.get(override, [])
 
 
 @pytest.mark.parametrize("override,key,valid", BAD, ids=BAD_IDS)

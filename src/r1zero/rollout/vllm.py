@@ -214,10 +214,10 @@ class VLLMRolloutEngine:
 
         kwargs = self._llm_kwargs(cfg, tokenizer_path)
         # behaviour log-probs need log_softmax(logits / temperature): vLLM's processed mode (module docstring)
-        self.reports_logprobs = "logprobs_mode" in _engine_arg_names(vllm)
+        self.reports_logprobs = cfg.behaviour_logprobs and "logprobs_mode" in _engine_arg_names(vllm)
         if self.reports_logprobs:
             kwargs["logprobs_mode"] = "processed_logprobs"
-        else:
+        elif cfg.behaviour_logprobs:
             log.warning("vllm %s has no logprobs_mode (>= 0.10): rollouts carry no behaviour log-probs, so no "
                         "rollout/mismatch_* metrics and no algo.tis_cap", getattr(vllm, "__version__", "?"))
 

@@ -101,6 +101,9 @@ class RunConfig(_Common):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.algo.tis_cap is not None and isinstance(self.rollout, VLLMRolloutConfig) and not self.rollout.behaviour_logprobs:
+            raise bad_value("algo.tis_cap", "algo.tis_cap weighs tokens by the engine's log-probs, which "
+                            "rollout.behaviour_logprobs=false turns off", "rollout.behaviour_logprobs=true, or algo.tis_cap=null")
         self.check_batches(1)  # the process count is checked where it is known (r1zero.run.preflight, the recipe's setup)
 
     def check_batches(self, world_size: int = 1) -> None:

@@ -44,6 +44,8 @@ class VLLMRolloutConfig(RolloutConfig):
     trust_remote_code: bool = False          # passed to vLLM's model/tokenizer loading
     seed: Optional[int] = None               # engine RNG seed; null: the run's top-level seed
     seed_requests: bool = False              # true: every request its own seed (batching-independent, slower)
+    behaviour_logprobs: bool = True          # return each sampled token's log-prob (rollout/mismatch_* metrics,
+                                             # algo.tis_cap); false: vLLM may use its faster sampler (FlashInfer on GPU)
 
     def __post_init__(self) -> None:
         between("rollout.gpu_memory_utilization", self.gpu_memory_utilization, 0.0, 1.0)
