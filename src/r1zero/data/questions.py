@@ -20,7 +20,7 @@ import torch
 
 from ..model.load import hub_reachable, resolve_pkg_path
 from ..reward.extract import all_boxed, extract_answer
-from ..schema import ArithDataConfig, CountdownDataConfig, DataConfig, SourceConfig, typed
+from ..schema import ArithDataConfig, CountdownDataConfig, DataConfig, SourceConfig, one_of, typed
 from ..schema.errors import DataUnavailableError, ModelUnavailableError, bad_value
 from ..schema.registry import Registry
 from . import arith, countdown
@@ -224,9 +224,7 @@ def check_names(data: DataConfig | None, sources: Mapping[str, DataConfig] | Non
 
 
 def _check_node_names(cfg: DataConfig, key: str) -> None:
-    if cfg.answer_from not in ANSWER_FROM:
-        raise bad_value(f"{key}.answer_from", f"{cfg.answer_from!r} is not a valid choice",
-                        ", ".join(name for name in ANSWER_FROM if name is not None) + ", null")
+    one_of(f"{key}.answer_from", cfg.answer_from, [name for name in ANSWER_FROM if name is not None], none_ok=True)
     if cfg.generator is not None:
         schema = GENERATORS.entry(cfg.generator, key=f"{key}.generator").schema
         if schema is not None and not isinstance(cfg, schema):  # e.g. data=gsm8k data.generator=arith

@@ -27,7 +27,7 @@ from typing import Any, Optional, TypeVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ._check import registered
+from ._check import one_of, registered
 from .algo import AlgoConfig
 from .data import ArithDataConfig, CountdownDataConfig, DataConfig, SourceConfig
 from .errors import ConfigError, bad_value, config_error_from, unknown_key
@@ -42,8 +42,8 @@ from .train import RewardConfig, SamplingParams, TrainConfig
 __all__ = ["AlgoConfig", "ArithDataConfig", "DDPStrategyConfig", "DataConfig", "DeepSpeedStrategyConfig",
            "EvalConfig", "EvaluateRunConfig", "HFRolloutConfig", "LoggerConfig", "ModelConfig", "PathsConfig",
            "RewardConfig", "RolloutConfig", "RunConfig", "SamplingParams", "SourceConfig", "StrategyConfig",
-           "TemplateConfig", "TinyModelConfig", "TrainConfig", "VLLMRolloutConfig", "WandbConfig", "register",
-           "registered", "typed"]
+           "TemplateConfig", "TinyModelConfig", "TrainConfig", "VLLMRolloutConfig", "WandbConfig", "one_of",
+           "register", "registered", "typed"]
 
 DTYPES = ("auto", "auto_bf16", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 #: False while checking jobs that will run elsewhere (a SLURM multirun): skip this machine's GPUs.
