@@ -241,6 +241,29 @@ def test_on_policy_ratio_is_exactly_one_for_every_ratio_and_clip():
             assert (m["ratio_mean"], m["ratio_max"], m["pg_clipfrac"]) == (1.0, 1.0, 0.0), (ratio, clip)
 
 
+def _on_policy_grad(**kw):
+    new = OLD.clone().requires_grad_(True)
+    loss, _ = _loss(new, OLD, **kw)
+    loss.backward()
+    return loss.detach(), new.grad
+
+
+def test_on_policy_the_ratio_and_clip_axes_give_the_same_gradient():
+    # With one optimizer step per rollout, every ratio is exactly 1, so GSPO's gradient is GRPO's
+    # (-A_i mean_t grad log pi_t / 6, GSPO paper eq. 10 vs 11 at s = 1) and CISPO's is PPO-clip's: on the laptop
+    # testbed (train.mini_batch_size=null) algo=gspo's runs are algo=grpo's to the bit (docs/objectives.md).
+    grpo = _on_policy_grad(aggregation="seq_mean_token_mean")
+    gspo = _on_policy_grad(aggregation="seq_mean_token_mean", ratio="sequence", clip_eps=3e-4, clip_eps_high=4e-4)
+    expected = (-ADV / MASK.sum(-1) / 6).unsqueeze(-1) * MASK
+    torch.testing.assert_close(grpo[1], expected)
+    torch.testing.assert_close(gspo[1], grpo[1], rtol=0, atol=0)
+    assert gspo[0].item() == grpo[0].item()
+    ppo = _on_policy_grad(aggregation="token_mean", clip_eps_high=0.28)
+    cispo = _on_policy_grad(aggregation="token_mean", clip="cispo", clip_eps=1.0, clip_eps_high=4.0)
+    torch.testing.assert_close(cispo[1], ppo[1], rtol=0, atol=0)
+    torch.testing.assert_close(ppo[1], -ADV.unsqueeze(-1) * MASK / 12)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Overlong handling and dynamic sampling. max_new_tokens 10, buffer 0.2 x 10 = 2 tokens (no penalty up to 8).
 # ------------------------------------------------------------------------------------------------------------------
