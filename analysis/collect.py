@@ -2,12 +2,13 @@
 small enough to commit.
 
 Per run directory (or evaluation directory) found under ``--runs`` (the same search as every command), copied to ``<out>/<run dir name>/``:
-``metrics.jsonl``, ``config.yaml``, ``.hydra/{config,hydra,overrides}.yaml`` (the Hydra choices select runs in the
-claims registry), ``manifest.json``, ``eval.json``, ``eval_samples.jsonl`` with each response cut to
-:data:`MAX_RESPONSE_CHARS` characters (every row is kept: the seed table bootstraps over its questions), and
-:data:`SAMPLES_PER_END` rows of ``samples.jsonl`` from the first and from the last logged step. Never weights,
-checkpoints or logs. A run that has not finished (no ``final/`` and its manifest not ``finished``) is skipped with
-a warning, so a sweep still running can be collected again later: finished runs are copied over, others wait.
+``metrics.jsonl``, the run's config (``config.yaml``, the resolved one, or else Hydra's ``.hydra/config.yaml``: the
+first that :mod:`.loading` reads), ``.hydra/hydra.yaml`` (its choices select runs in the claims registry),
+``manifest.json``, ``eval.json`` and ``eval_samples.jsonl`` with each response cut to :data:`MAX_RESPONSE_CHARS`
+characters (every row is kept: the seed table bootstraps over its questions). Nothing else: no training
+``samples.jsonl``, no weights, checkpoints or logs. A run that has not finished (no ``final/`` and its manifest not
+``finished``) is skipped with a warning, so a sweep still running can be collected again later: finished runs are
+copied over, others wait.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ import shutil
 from pathlib import Path
 
 from .errors import NoRunsError, warn
-from .loading import EVAL_SAMPLES_FILE, METRICS_FILE, SAMPLES_FILE, RunSet, iter_jsonl
+from .loading import EVAL_SAMPLES_FILE, METRICS_FILE, RunSet, _config_file, iter_jsonl
 
 MAX_RESPONSE_CHARS = 400
-SAMPLES_PER_END = 4
-COPIED = ("metrics.jsonl", "config.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
-          "manifest.json", "eval.json")
+COPIED = (METRICS_FILE, ".hydra/hydra.yaml", "manifest.json", "eval.json")
 
 
 def finished(run_dir: Path) -> bool:
@@ -42,16 +41,6 @@ def _write_jsonl(path: Path, rows) -> None:
     with path.open("w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-
-
-def _samples(src: Path) -> list[dict]:
-    rows = [r for r in iter_jsonl(src) if isinstance(r.get("step"), int)]
-    if not rows:
-        return []
-    first, last = min(r["step"] for r in rows), max(r["step"] for r in rows)
-    head = [r for r in rows if r["step"] == first][:SAMPLES_PER_END]
-    tail = [r for r in rows if r["step"] == last][:SAMPLES_PER_END] if last != first else []
-    return head + tail
 
 
 def _eval_samples(src: Path) -> list[dict]:
@@ -77,12 +66,12 @@ def collect(runset: RunSet, out: Path) -> list[Path]:
         dest = out / run.path.name
         if dest.exists():
             shutil.rmtree(dest)
-        for name in COPIED:
-            if (run.path / name).is_file():
-                (dest / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(run.path / name, dest / name)
-        if (run.path / SAMPLES_FILE).is_file():
-            _write_jsonl(dest / SAMPLES_FILE, _samples(run.path / SAMPLES_FILE))
+        config = _config_file(run.path)
+        for src in [run.path / name for name in COPIED] + ([config] if config else []):
+            if src.is_file():
+                target = dest / src.relative_to(run.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target)
         if (run.path / EVAL_SAMPLES_FILE).is_file():
             _write_jsonl(dest / EVAL_SAMPLES_FILE, _eval_samples(run.path / EVAL_SAMPLES_FILE))
         written.append(dest)

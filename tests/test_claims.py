@@ -13,7 +13,7 @@ import yaml
 
 from r1zero_analysis.claims import CLAIMS, Claim
 from r1zero_analysis.cli import main
-from r1zero_analysis.collect import MAX_RESPONSE_CHARS, SAMPLES_PER_END
+from r1zero_analysis.collect import MAX_RESPONSE_CHARS
 from r1zero_analysis.loading import discover
 from r1zero_analysis.verdicts import (
     FAIL,
@@ -149,7 +149,7 @@ def test_claims_command_prints_a_row_per_claim_and_writes_claims_md(tmp_path, ca
     assert capsys.readouterr().err.startswith("error: --runs path does not exist")
 
 
-def test_collect_copies_finished_runs_without_weights_and_trims_samples(tmp_path, capsys):
+def test_collect_copies_finished_runs_without_weights_or_training_samples(tmp_path, capsys):
     done = write_run(tmp_path / "sweep" / "0_grpo_s1", algo="grpo", seed=1, values=[1.0] * 3)
     (done / "final").mkdir()
     (done / "final" / "model.safetensors").write_bytes(b"w")
@@ -157,14 +157,20 @@ def test_collect_copies_finished_runs_without_weights_and_trims_samples(tmp_path
     (done / "samples.jsonl").write_text("".join(json.dumps({"step": s, "response": "r"}) + "\n"
                                                 for s in (1, 2, 3) for _ in range(10)))
     (done / "eval_samples.jsonl").write_text(json.dumps({"step": 0, "response": "x" * 1000}) + "\n")
+    (done / ".hydra" / "config.yaml").write_text("seed: 1\n")  # Hydra's composed copy of config.yaml
+    (done / ".hydra" / "overrides.yaml").write_text("[]\n")
+    hydra_only = write_run(tmp_path / "sweep" / "2_grpo_s3", algo="grpo", seed=3, values=[1.0] * 3)
+    (hydra_only / "final").mkdir()
+    (hydra_only / "config.yaml").rename(hydra_only / ".hydra" / "config.yaml")
     running = write_run(tmp_path / "sweep" / "1_grpo_s2", algo="grpo", seed=2, values=[1.0] * 3)
     assert main(["collect", "--runs", str(tmp_path / "sweep"), "--out", str(tmp_path / "results")]) == 0
     assert f"warning: {running}: not finished" in capsys.readouterr().err
     out = tmp_path / "results" / done.name
     assert not (tmp_path / "results" / running.name).exists()
-    assert sorted(p.name for p in out.iterdir()) == [".hydra", "config.yaml", "eval_samples.jsonl", "metrics.jsonl",
-                                                     "samples.jsonl"]
-    steps = [json.loads(line)["step"] for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert steps == [1] * SAMPLES_PER_END + [3] * SAMPLES_PER_END
+    # one config, the first the loaders read, and Hydra's choices; no training samples, weights or checkpoints
+    assert sorted(p.name for p in out.iterdir()) == [".hydra", "config.yaml", "eval_samples.jsonl", "metrics.jsonl"]
+    assert sorted(p.name for p in (out / ".hydra").iterdir()) == ["hydra.yaml"]
+    assert sorted(p.name for p in (tmp_path / "results" / hydra_only.name / ".hydra").iterdir()) == [
+        "config.yaml", "hydra.yaml"]
     row = json.loads((out / "eval_samples.jsonl").read_text())
     assert len(row["response"]) == MAX_RESPONSE_CHARS + len(" [...]")
